@@ -1,0 +1,119 @@
+"""One switch between NumPy (CPU) and CuPy (GPU).
+
+Layers never ask which backend is active: they take the array module from
+``minidae.backend.xp`` (or from their input via :func:`array_module`), so the same
+code runs on both.
+
+>>> from minidae import backend
+>>> backend.use("numpy")
+>>> backend.name
+'numpy'
+>>> backend.xp.zeros(2).tolist()
+[0.0, 0.0]
+"""
+import numpy
+
+__all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
+           "seed", "rng", "init_rng", "available"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (CuPy missing, no GPU, broken driver)."""
+
+
+xp = numpy
+name = "numpy"
+_rng = numpy.random.default_rng(0)      # active backend's generator: noise, shuffling
+_init_rng = numpy.random.default_rng(0)  # host generator for weight init: same weights on any backend
+
+_CUPY_HELP = ("install CuPy for your CUDA version with `pip install -e .[cuda12]` or "
+              "`pip install -e .[cuda13]` on a machine with an NVIDIA GPU and driver")
+
+
+def _load_cupy():
+    """Import CuPy and touch the GPU once; any failure becomes BackendUnavailable."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising anything
+        raise BackendUnavailable(f"backend 'cupy' is unavailable: CuPy cannot be imported "
+                                 f"({type(exc).__name__}: {exc}); {_CUPY_HELP}") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            raise RuntimeError("no CUDA device found")
+        cupy.zeros(1).sum().item()
+    except Exception as exc:
+        raise BackendUnavailable(f"backend 'cupy' is unavailable: CuPy imported but no usable GPU "
+                                 f"({type(exc).__name__}: {exc}); {_CUPY_HELP}") from exc
+    return cupy
+
+
+def available(backend_name):
+    """True when :func:`use` would succeed for ``backend_name``."""
+    if backend_name == "numpy":
+        return True
+    try:
+        _load_cupy()
+        return True
+    except BackendUnavailable:
+        return False
+
+
+def use(backend_name, seed_value=None):
+    """Make ``"numpy"`` or ``"cupy"`` the active backend.
+
+    Raises BackendUnavailable (leaving the active backend unchanged) when CuPy or a
+    GPU is missing, and ValueError for an unknown name.
+    """
+    global xp, name, _rng
+    if backend_name == "numpy":
+        module = numpy
+    elif backend_name == "cupy":
+        module = _load_cupy()
+    else:
+        raise ValueError(f"unknown backend {backend_name!r}: choose 'numpy' or 'cupy'")
+    xp, name = module, backend_name
+    if seed_value is not None:
+        seed(seed_value)
+    else:
+        _rng = module.random.default_rng()
+
+
+def seed(n):
+    """Reseed both generators: the active backend's (noise, shuffling) and the host one
+    that weight initialisation draws from, so the same seed gives the same initial
+    weights on NumPy and CuPy."""
+    global _rng, _init_rng
+    _rng = xp.random.default_rng(n)
+    _init_rng = numpy.random.default_rng(n)
+
+
+def rng():
+    """The active backend's ``Generator`` (numpy.random.Generator or cupy.random.Generator)."""
+    return _rng
+
+
+def init_rng():
+    """The host (NumPy) generator that weight initialisation draws from."""
+    return _init_rng
+
+
+def array_module(a):
+    """The array module (numpy or cupy) that owns array ``a``."""
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+        return cupy
+    return numpy
+
+
+def to_numpy(a):
+    """A NumPy copy (or view) of ``a``, wherever it lives."""
+    if isinstance(a, numpy.ndarray):
+        return a
+    get = getattr(a, "get", None)
+    return get() if get is not None else numpy.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """``a`` as an array of the active backend."""
+    return xp.asarray(a, dtype=dtype)

@@ -1,0 +1,125 @@
+"""Finite-difference gradient checks for any Module (or loss), in float64.
+
+The module's output y is reduced to a scalar with fixed random weights R,
+L = sum(R * y), so every output element takes part. The analytic gradient is
+``backward(R)`` (input) and the accumulated ``.grad`` (parameters); the numeric one is the
+central difference (L(v + eps) - L(v - eps)) / (2 eps) for each checked element v. An
+element passes when |analytic - numeric| <= atol + rtol * |numeric|.
+
+Keep inputs away from kinks (ReLU at 0, ties in MaxPool2d): a finite difference across a
+kink measures neither side's derivative.
+
+>>> from minidae import nn, gradcheck
+>>> import numpy as np
+>>> result = gradcheck(nn.Linear(3, 2), np.random.default_rng(0).normal(size=(4, 3)))
+>>> bool(result), result.worst.tensor in ("input", "weight", "bias")
+(True, True)
+"""
+import copy
+from dataclasses import dataclass, field
+
+import numpy
+
+from . import backend
+from .nn.module import Module
+
+__all__ = ["gradcheck", "GradcheckResult", "Mismatch"]
+
+
+@dataclass
+class Mismatch:
+    """One checked element: where it is and both gradients."""
+    tensor: str
+    index: tuple
+    analytic: float
+    numeric: float
+    abs_error: float
+    rel_error: float
+    score: float  # abs_error / (atol + rtol |numeric|); above 1 fails
+
+    def __str__(self):
+        return (f"{self.tensor}{list(self.index)}: analytic {self.analytic:.10g}, numeric {self.numeric:.10g}, "
+                f"abs error {self.abs_error:.3g}, rel error {self.rel_error:.3g}")
+
+
+@dataclass
+class GradcheckResult:
+    """``bool(result)`` is True when every checked element passed; ``worst`` names the worst one."""
+    ok: bool
+    worst: Mismatch
+    per_tensor: dict = field(default_factory=dict)  # tensor name -> its worst Mismatch
+    checked: int = 0
+
+    def __bool__(self):
+        return self.ok
+
+    def __str__(self):
+        lines = [f"gradcheck {'passed' if self.ok else 'FAILED'} ({self.checked} elements); worst: {self.worst}"]
+        lines += [f"  {m}" for m in self.per_tensor.values()]
+        return "\n".join(lines)
+
+
+class _LossOnTarget(Module):
+    """Adapts ``criterion(pred, target)`` to the Module interface: x -> scalar loss."""
+
+    def __init__(self, criterion, target):
+        super().__init__()
+        self.criterion, self.target = criterion, target
+
+    def forward(self, x):
+        return self.criterion(x, self.target)
+
+    def backward(self, grad_out):
+        return self.criterion.backward() * grad_out
+
+
+def gradcheck(module, x, target=None, eps=1e-6, atol=1e-6, rtol=1e-5, max_elements=None, seed=0):
+    """Compare ``module``'s analytic gradients with central differences, in float64.
+
+    module: a Module, or a loss (MSELoss, BCELoss) when ``target`` is given.
+    x: the input (any array-like); it and a copy of the module are cast to float64 on
+       the active backend, so the caller's module is left untouched.
+    max_elements: check at most this many randomly chosen elements per tensor (None: all).
+    Returns a :class:`GradcheckResult`.
+    """
+    xp = backend.xp
+    x = xp.asarray(x, dtype=xp.float64).copy()
+    if target is not None:
+        module = _LossOnTarget(module, xp.asarray(target, dtype=xp.float64))
+    module = copy.deepcopy(module).to(numpy.float64)
+    weights = xp.asarray(numpy.random.default_rng(seed).normal(size=module(x).shape))
+
+    def loss():
+        return float((weights * module(x)).sum())
+
+    module.zero_grad()
+    module(x)
+    analytic = {"input": module.backward(weights)}
+    analytic.update((name, p.grad.copy()) for name, p in module.named_parameters())
+    tensors = {"input": x}
+    tensors.update((name, p.data) for name, p in module.named_parameters())
+
+    chooser = numpy.random.default_rng(seed + 1)
+    per_tensor, checked, ok = {}, 0, True
+    for name, values in tensors.items():
+        flat_indices = numpy.arange(values.size)
+        if max_elements is not None and values.size > max_elements:
+            flat_indices = chooser.choice(values.size, size=max_elements, replace=False)
+        for flat in flat_indices:
+            index = numpy.unravel_index(flat, values.shape)
+            saved = float(values[index])
+            values[index] = saved + eps
+            plus = loss()
+            values[index] = saved - eps
+            minus = loss()
+            values[index] = saved
+            numeric, exact = (plus - minus) / (2 * eps), float(analytic[name][index])
+            abs_error = abs(exact - numeric)
+            mismatch = Mismatch(name, tuple(int(i) for i in index), exact, numeric, abs_error,
+                                abs_error / max(abs(exact), abs(numeric), 1e-300), abs_error / (atol + rtol * abs(numeric)))
+            ok &= mismatch.score <= 1
+            checked += 1
+            if name not in per_tensor or mismatch.score > per_tensor[name].score:
+                per_tensor[name] = mismatch
+    worst = max(per_tensor.values(), key=lambda m: m.score)
+    return GradcheckResult(ok, worst, per_tensor, checked)

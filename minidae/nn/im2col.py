@@ -1,0 +1,129 @@
+"""im2col / col2im and the convolution size rules, shared by every windowed layer.
+
+Notation, used in every layer docstring: input ``x`` of shape (N, C, H, W), a kernel of
+KH x KW taps moved with stride (SH, SW) over the input zero-padded by (PH, PW), output of
+OH x OW positions:
+
+    OH = floor((H + 2 PH - KH) / SH) + 1          (conv_output_size)
+
+``im2col`` lays every window out as one column of a matrix of shape
+(C*KH*KW, N*OH*OW); rows are ordered (c, kh, kw), exactly the order of a flattened
+PyTorch Conv2d weight (O, C, KH, KW), and columns are ordered (n, oh, ow). A convolution
+is then one GEMM, ``W.reshape(O, -1) @ cols``. ``col2im`` is its adjoint: it adds every
+column back onto the window it came from (overlapping windows accumulate), which is the
+input gradient of im2col.
+
+Both are a loop over the KH*KW kernel offsets, each a strided slice copy (im2col) or a
+strided slice add (col2im) covering the whole batch at once.
+
+The two convolution primitives below are each other's adjoint, and that is the whole
+story of Conv2d and ConvTranspose2d:
+
+    conv2d(x, W)                 = rows_to_nchw(W2 @ im2col(x))          y = W * x
+    conv2d_input_grad(dy, W, hw) = col2im(W2^T @ nchw_to_rows(dy))       dx = W^T * dy
+
+Conv2d uses the first as its forward and the second as its backward; ConvTranspose2d
+uses the second as its forward and the first as its backward.
+"""
+from .. import backend
+
+__all__ = ["pair", "conv_output_size", "conv_transpose_output_size", "im2col", "col2im",
+           "nchw_to_rows", "rows_to_nchw", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
+
+
+def pair(value, what, layer):
+    """``value`` as an (h, w) pair of ints; ``what`` and ``layer`` name it in errors."""
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{layer}: {what} must be an int or an (h, w) pair, got {value!r}") from None
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise ValueError(f"{layer}: {what} must be an int or an (h, w) pair, got {value!r}")
+    return (h, w)
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """floor((size + 2 padding - kernel) / stride) + 1, for one spatial axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding):
+    """(size - 1) stride - 2 padding + kernel + output_padding, for one spatial axis.
+
+    Conv2d maps this size back to ``size``: output_padding < stride picks which of the
+    ``stride`` input sizes that a strided convolution maps onto ``size`` is meant.
+    """
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def im2col(x, kernel, stride, padding, out_hw):
+    """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW)."""
+    xp = backend.array_module(x)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c, h, w = x.shape
+    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(cols, x_shape, kernel, stride, padding, out_hw):
+    """Adjoint of :func:`im2col`: add columns (C*KH*KW, N*OH*OW) back into (N, C, H, W).
+
+    The result is a transposed view of a (C, N, H, W) buffer; elementwise NumPy/CuPy
+    operations keep that memory order, which makes the next ``nchw_to_rows`` a plain copy.
+    """
+    xp = backend.array_module(cols)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    n, c, h, w = x_shape
+    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+    return padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+
+def nchw_to_rows(x):
+    """(N, C, H, W) -> (C, N*H*W): one row per channel, the GEMM layout of im2col's columns."""
+    n, c, h, w = x.shape
+    return x.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+
+
+def rows_to_nchw(rows, n, h, w):
+    """(C, N*H*W) -> (N, C, H, W), a transposed view (no copy)."""
+    return rows.reshape(-1, n, h, w).transpose(1, 0, 2, 3)
+
+
+def conv2d(x, weight, stride, padding):
+    """Cross-correlation y = W * x: x (N, C, H, W), weight (O, C, KH, KW) -> (N, O, OH, OW).
+
+    Returns ``(y, cols)``; ``cols`` is what the weight gradient needs.
+    """
+    o, c, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    out_hw = (conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1]))
+    cols = im2col(x, (kh, kw), stride, padding, out_hw)
+    y = weight.reshape(o, c * kh * kw) @ cols
+    return rows_to_nchw(y, n, *out_hw), cols
+
+
+def conv2d_input_grad(dy, weight, x_hw, stride, padding):
+    """dx = W^T * dy: the adjoint of :func:`conv2d` with respect to x.
+
+    dy (N, O, OH, OW), weight (O, C, KH, KW), x_hw = (H, W) of the input -> (N, C, H, W).
+    """
+    o, c, kh, kw = weight.shape
+    n, _, oh, ow = dy.shape
+    dcols = weight.reshape(o, c * kh * kw).T @ nchw_to_rows(dy)
+    return col2im(dcols, (n, c, *x_hw), (kh, kw), stride, padding, (oh, ow))
+
+
+def conv2d_weight_grad(dy, cols, weight_shape):
+    """dW = dy_rows @ cols^T, reshaped to the weight's (O, C, KH, KW)."""
+    return (nchw_to_rows(dy) @ cols.T).reshape(weight_shape)

@@ -1,0 +1,42 @@
+"""Linear: an affine map, PyTorch layout weight (out_features, in_features)."""
+import math
+
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    """y = x W^T + b, x (N, in_features) -> y (N, out_features).
+
+    Backward, given dL/dy (N, out):
+        dL/dx = dL/dy W          dL/dW = (dL/dy)^T x          dL/db = sum_n dL/dy[n]
+    Init as PyTorch: W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Linear: feature counts must be positive, got ({in_features}, {out_features})")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(init.kaiming_uniform((out_features, in_features), a=math.sqrt(5)))
+        self.bias = Parameter(init.uniform((out_features,), 1 / math.sqrt(in_features))) if bias else None
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got {tuple(x.shape)}")
+        self._x = x
+        y = x @ self.weight.data.astype(x.dtype, copy=False).T
+        if self.bias is not None:
+            y += self.bias.data.astype(x.dtype, copy=False)
+        return y
+
+    def backward(self, dy):
+        self.weight.grad += dy.T @ self._x
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=0)
+        return dy @ self.weight.data.astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"

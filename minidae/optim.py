@@ -1,0 +1,120 @@
+"""Optimisers with torch.optim semantics. They update ``p.data`` in place and only read ``p.grad``."""
+import math
+
+import numpy
+
+from . import backend
+
+__all__ = ["Optimizer", "Adam", "SGD"]
+
+
+class Optimizer:
+    """Holds the parameter list, per-parameter state buffers and the step count."""
+
+    state_names = ()
+
+    def __init__(self, params, defaults):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for key, value in defaults.items():
+            if key != "betas" and value < 0:
+                raise ValueError(f"{type(self).__name__}: {key} must be non-negative, got {value}")
+        self.defaults = defaults
+        self.step_count = 0
+        self.state = {name: [None] * len(self.params) for name in self.state_names}
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad[...] = 0
+
+    def step(self):
+        self.step_count += 1
+        for index, p in enumerate(self.params):
+            grad = p.grad
+            if self.defaults["weight_decay"]:
+                grad = grad + self.defaults["weight_decay"] * p.data  # a new array: .grad stays as it was
+            self._update(index, p, grad)
+
+    def state_dict(self):
+        """Flat dict of NumPy arrays: "step" and "<buffer>.<parameter index>" (npz-friendly)."""
+        state = {"step": numpy.array(self.step_count)}
+        for name, buffers in self.state.items():
+            for index, buffer in enumerate(buffers):
+                if buffer is not None:
+                    state[f"{name}.{index}"] = numpy.array(backend.to_numpy(buffer))
+        return state
+
+    def load_state_dict(self, state):
+        self.step_count = int(state["step"])
+        for name, buffers in self.state.items():
+            for index, p in enumerate(self.params):
+                key = f"{name}.{index}"
+                if key in state and tuple(state[key].shape) != tuple(p.data.shape):
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape "
+                                     f"{tuple(state[key].shape)}, parameter {index} has {tuple(p.data.shape)}")
+                buffers[index] = (backend.array_module(p.data).asarray(backend.to_numpy(state[key]))
+                                  if key in state else None)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) exactly as torch.optim.Adam (amsgrad=False). At step t, for each parameter p:
+
+        g   = grad + weight_decay * p                (L2 added to the gradient, not decoupled)
+        m   = m + (1 - b1) (g - m)                   (= b1 m + (1 - b1) g, torch's lerp)
+        v   = b2 v + (1 - b2) g^2
+        p   = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay))
+
+    def _update(self, index, p, grad):
+        xp = backend.array_module(p.data)
+        lr, (b1, b2), eps = self.defaults["lr"], self.defaults["betas"], self.defaults["eps"]
+        m, v = self.state["exp_avg"][index], self.state["exp_avg_sq"][index]
+        if m is None:
+            m = self.state["exp_avg"][index] = xp.zeros_like(p.data)
+            v = self.state["exp_avg_sq"][index] = xp.zeros_like(p.data)
+        m += (1 - b1) * (grad - m)
+        v *= b2
+        v += (1 - b2) * grad * grad
+        t = self.step_count
+        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t)
+        denom += eps
+        p.data -= (lr / (1 - b1 ** t)) * m / denom
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent as torch.optim.SGD. For each parameter p:
+
+        g   = grad + weight_decay * p
+        buf = g at the first step, then momentum * buf + (1 - dampening) g
+        g   = g + momentum * buf if nesterov else buf          (when momentum != 0)
+        p   = p - lr g
+    """
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay))
+        self.nesterov = nesterov
+
+    def _update(self, index, p, grad):
+        momentum, dampening = self.defaults["momentum"], self.defaults["dampening"]
+        if momentum:
+            buf = self.state["momentum_buffer"][index]
+            if buf is None:
+                buf = self.state["momentum_buffer"][index] = grad.copy()
+            else:
+                buf *= momentum
+                buf += (1 - dampening) * grad
+            grad = grad + momentum * buf if self.nesterov else buf
+        p.data -= self.defaults["lr"] * grad
