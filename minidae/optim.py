@@ -87,7 +87,7 @@ class Adam(Optimizer):
         t = self.step_count
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t)
         denom += eps
-        p.data -= (lr / (1 - b1 ** t)) * m / denom
+        p.data -= (lr / (1 - b1 ** t)) * (m / denom)  # torch's addcdiv_ order
 
 
 class SGD(Optimizer):

@@ -5,6 +5,8 @@ from .. import backend
 
 __all__ = ["MSELoss", "BCELoss"]
 
+BCE_EPSILON = float(numpy.float32(1e-12))  # PyTorch keeps its 1e-12 as a C float: 9.99999996e-13
+
 
 class _Loss:
     def _check(self, pred, target):
@@ -31,7 +33,7 @@ class MSELoss(_Loss):
 class BCELoss(_Loss):
     """L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100 as PyTorch does.
 
-    dL/dp = (p - t) / max(p (1 - p), 1e-12) / M     (PyTorch's formula, with its epsilon)
+    dL/dp = (p - t) / max(p (1 - p), BCE_EPSILON) / M     (PyTorch's formula, with its epsilon)
     """
 
     def forward(self, pred, target):
@@ -49,4 +51,4 @@ class BCELoss(_Loss):
     def backward(self):
         xp = backend.array_module(self._pred)
         p, t = self._pred, self._target
-        return (p - t) / xp.maximum(p * (1 - p), 1e-12) / p.size
+        return (p - t) / xp.maximum(p * (1 - p), BCE_EPSILON) / p.size

@@ -1,0 +1,91 @@
+"""Linear, activations, pooling, upsampling and reshaping layers: PyTorch parity and gradchecks."""
+import numpy as np
+import pytest
+
+from minidae import gradcheck, nn
+
+DTYPES = [np.float64, np.float32]
+
+
+def off_kink(x):
+    """Move values at least 0.05 away from 0, where ReLU's derivative jumps."""
+    return np.sign(x) * (0.05 + np.abs(x))
+
+
+def cases():
+    """(label, minidae layer factory, torch layer factory, input shape, input transform)."""
+    import torch
+    return [
+        ("Linear", lambda: nn.Linear(7, 5), lambda: torch.nn.Linear(7, 5), (4, 7), None),
+        ("Linear-nobias", lambda: nn.Linear(3, 6, bias=False), lambda: torch.nn.Linear(3, 6, bias=False), (2, 3), None),
+        ("ReLU", nn.ReLU, torch.nn.ReLU, (3, 2, 4, 5), off_kink),
+        ("Sigmoid", nn.Sigmoid, torch.nn.Sigmoid, (3, 2, 4, 5), lambda x: 8 * x),
+        ("MaxPool2d", lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (2, 3, 6, 7), None),
+        ("MaxPool2d-overlap", lambda: nn.MaxPool2d((3, 2), stride=(1, 2)),
+         lambda: torch.nn.MaxPool2d((3, 2), stride=(1, 2)), (2, 2, 6, 5), None),
+        ("Upsample", lambda: nn.Upsample(2), lambda: torch.nn.Upsample(scale_factor=2), (2, 3, 3, 4), None),
+        ("Upsample-rect", lambda: nn.Upsample((2, 3)), lambda: torch.nn.Upsample(scale_factor=(2, 3)),
+         (1, 2, 3, 2), None),
+        ("Flatten", nn.Flatten, torch.nn.Flatten, (3, 2, 4, 5), None),
+        ("Unflatten", lambda: nn.Unflatten((2, 3, 4)), lambda: torch.nn.Unflatten(1, (2, 3, 4)), (5, 24), None),
+    ]
+
+
+CASE_IDS = ["Linear", "Linear-nobias", "ReLU", "Sigmoid", "MaxPool2d", "MaxPool2d-overlap", "Upsample",
+            "Upsample-rect", "Flatten", "Unflatten"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("index", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_matches_torch(xp, torch_parity, index, dtype):
+    label, ours, theirs, shape, transform = cases()[index]
+    x = np.random.default_rng(index).normal(size=shape)
+    torch_parity(ours(), theirs(), transform(x) if transform else x, dtype, label=label.split("-")[0])
+
+
+@pytest.mark.parametrize("index", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_gradcheck(xp, index):
+    label, ours, _, shape, transform = cases()[index]
+    x = np.random.default_rng(index).normal(size=shape)
+    result = gradcheck(ours(), transform(x) if transform else x)
+    assert result, str(result)
+
+
+@pytest.mark.filterwarnings("error")
+def test_sigmoid_is_finite_and_silent_at_extremes(xp):
+    x = xp.asarray([-1000.0, -50.0, 0.0, 50.0, 1000.0])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # exp(-1000) = 0 is a correct underflow
+        layer = nn.Sigmoid()
+        y = layer(x)
+        dx = layer.backward(xp.ones_like(x))
+    assert bool(xp.isfinite(y).all()) and bool(xp.isfinite(dx).all())
+    np.testing.assert_allclose(np.asarray(y.tolist()), [0.0, 1.9287498479639178e-22, 0.5, 1.0, 1.0], rtol=1e-15)
+
+
+def test_maxpool_ties_go_to_the_first_position(xp):
+    layer = nn.MaxPool2d(2)
+    y = layer(xp.ones((1, 1, 2, 2)))
+    dx = layer.backward(xp.ones_like(y))
+    assert dx.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+
+
+@pytest.mark.parametrize("make, shape, message", [
+    (lambda: nn.Linear(4, 3), (2, 5), r"Linear: expected input of shape \(N, 4\), got \(2, 5\)"),
+    (lambda: nn.Unflatten((2, 3)), (4, 5), r"Unflatten: expected input of shape \(N, 6\)"),
+    (lambda: nn.MaxPool2d(3), (1, 1, 2, 5), r"MaxPool2d: expected input"),
+    (lambda: nn.Upsample(2), (2, 3), r"Upsample: expected input \(N, C, H, W\)"),
+])
+def test_bad_inputs_raise(make, shape, message):
+    with pytest.raises(ValueError, match=message):
+        make()(np.zeros(shape))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.Upsample(1.5), "scale_factor must be a positive integer"),
+    (lambda: nn.Upsample(2, mode="bilinear"), "only mode='nearest'"),
+    (lambda: nn.MaxPool2d(0), "must be positive"),
+    (lambda: nn.Linear(0, 3), "feature counts must be positive"),
+])
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

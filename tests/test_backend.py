@@ -1,0 +1,53 @@
+"""The backend switch: selection, clear failures, and no change on failure."""
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from minidae import backend
+
+
+def test_numpy_is_the_default_and_selectable():
+    backend.use("numpy")
+    assert backend.name == "numpy" and backend.xp is np
+    assert backend.array_module(np.zeros(1)) is np
+
+
+def test_unknown_backend_raises_value_error():
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        backend.use("jax")
+
+
+@pytest.mark.parametrize("fake_cupy", [None, "broken-driver"], ids=["missing", "broken-driver"])
+def test_unavailable_cupy_raises_and_keeps_the_active_backend(monkeypatch, fake_cupy):
+    if fake_cupy is None:
+        monkeypatch.setitem(sys.modules, "cupy", None)  # import fails as if not installed
+    else:
+        module = types.ModuleType("cupy")
+
+        def no_driver():
+            raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+        module.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
+        monkeypatch.setitem(sys.modules, "cupy", module)
+    backend.use("numpy")
+    with pytest.raises(backend.BackendUnavailable, match=r"backend 'cupy' is unavailable.*pip install") as info:
+        backend.use("cupy")
+    assert isinstance(info.value, RuntimeError)
+    assert backend.name == "numpy" and backend.xp is np
+    assert not backend.available("cupy")
+
+
+def test_seed_makes_init_and_noise_repeatable(xp):
+    from minidae import nn
+    backend.seed(7)
+    first, noise = nn.Linear(3, 2).weight.data, backend.rng().random(5)
+    backend.seed(7)
+    assert (nn.Linear(3, 2).weight.data == first).all() and (backend.rng().random(5) == noise).all()
+
+
+def test_to_numpy_returns_host_arrays(xp):
+    a = xp.arange(3.0)
+    assert isinstance(backend.to_numpy(a), np.ndarray)
+    assert backend.to_numpy(a).tolist() == [0.0, 1.0, 2.0]
