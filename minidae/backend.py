@@ -14,7 +14,8 @@ code runs on both.
 import numpy
 
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
-           "seed", "rng", "init_rng", "available"]
+           "seed", "rng", "init_rng", "available",
+           "tune_host_allocator"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -77,6 +78,29 @@ def use(backend_name, seed_value=None):
         seed(seed_value)
     else:
         _rng = module.random.default_rng()
+
+
+def tune_host_allocator():
+    """Ask glibc's malloc to keep freed memory instead of handing it back to the OS.
+
+    A training step allocates and frees the same few megabyte-sized temporaries every
+    iteration. By default glibc serves such blocks with fresh ``mmap`` pages (or trims the
+    heap after freeing them), so every step pays page faults and zero-filling for memory
+    it just released; on the machines measured in docs/performance.md that is a third of
+    a NumPy training step. This raises the mmap and trim thresholds (to 256 MiB and
+    1 GiB) for the whole process: the heap stays at its peak size, which for training is
+    what you want. The trainer and benchmarks call it; call it yourself in a custom loop.
+    Returns False (and changes nothing) where glibc's ``mallopt`` is not available.
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def seed(n):

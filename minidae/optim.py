@@ -81,13 +81,21 @@ class Adam(Optimizer):
         if m is None:
             m = self.state["exp_avg"][index] = xp.zeros_like(p.data)
             v = self.state["exp_avg_sq"][index] = xp.zeros_like(p.data)
-        m += (1 - b1) * (grad - m)
-        v *= b2
-        v += (1 - b2) * grad * grad
         t = self.step_count
-        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t)
+        # In place through one scratch array: each line is one pass over the parameter.
+        scratch = xp.subtract(grad, m)
+        scratch *= 1 - b1
+        m += scratch
+        xp.multiply(grad, 1 - b2, out=scratch)
+        scratch *= grad
+        v *= b2
+        v += scratch
+        denom = xp.sqrt(v, out=scratch)
+        denom /= math.sqrt(1 - b2 ** t)
         denom += eps
-        p.data -= (lr / (1 - b1 ** t)) * (m / denom)  # torch's addcdiv_ order
+        update = xp.divide(m, denom, out=scratch)
+        update *= lr / (1 - b1 ** t)
+        p.data -= update
 
 
 class SGD(Optimizer):

@@ -7,14 +7,18 @@ OH x OW positions:
     OH = floor((H + 2 PH - KH) / SH) + 1          (conv_output_size)
 
 ``im2col`` lays every window out as one column of a matrix of shape
-(C*KH*KW, N*OH*OW); rows are ordered (c, kh, kw), exactly the order of a flattened
-PyTorch Conv2d weight (O, C, KH, KW), and columns are ordered (n, oh, ow). A convolution
+(C*KH*KW, OH*OW*N); rows are ordered (c, kh, kw), exactly the order of a flattened
+PyTorch Conv2d weight (O, C, KH, KW), and columns are ordered (oh, ow, n). A convolution
 is then one GEMM, ``W.reshape(O, -1) @ cols``. ``col2im`` is its adjoint: it adds every
 column back onto the window it came from (overlapping windows accumulate), which is the
 input gradient of im2col.
 
 Both are a loop over the KH*KW kernel offsets, each a strided slice copy (im2col) or a
-strided slice add (col2im) covering the whole batch at once.
+strided slice add (col2im) covering the whole batch at once. They work on a
+channel-major, batch-innermost (C, H, W, N) buffer: a strided spatial slice then still
+moves N contiguous numbers at a time, which is what makes these loops fast in NumPy.
+Layers keep exchanging ordinary (N, C, H, W) arrays; between convolutions they are
+transposed views of (C, H, W, N) memory, so the layout change costs no copy there.
 
 The two convolution primitives below are each other's adjoint, and that is the whole
 story of Conv2d and ConvTranspose2d:
@@ -59,45 +63,45 @@ def conv_transpose_output_size(size, kernel, stride, padding, output_padding):
 
 
 def im2col(x, kernel, stride, padding, out_hw):
-    """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, N*OH*OW)."""
+    """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, OH*OW*N)."""
     xp = backend.array_module(x)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     n, c, h, w = x.shape
-    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+    padded[:, ph:ph + h, pw:pw + w] = x.transpose(1, 2, 3, 0)
+    cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-    return cols.reshape(c * kh * kw, n * oh * ow)
+            cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(c * kh * kw, oh * ow * n)
 
 
 def col2im(cols, x_shape, kernel, stride, padding, out_hw):
-    """Adjoint of :func:`im2col`: add columns (C*KH*KW, N*OH*OW) back into (N, C, H, W).
-
-    The result is a transposed view of a (C, N, H, W) buffer; elementwise NumPy/CuPy
-    operations keep that memory order, which makes the next ``nchw_to_rows`` a plain copy.
-    """
+    """Adjoint of :func:`im2col`: add columns (C*KH*KW, OH*OW*N) back into (N, C, H, W)."""
     xp = backend.array_module(cols)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     n, c, h, w = x_shape
-    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
+    cols = cols.reshape(c, kh, kw, oh, ow, n)
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
-    return padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+            padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+    return padded[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
 
 
 def nchw_to_rows(x):
-    """(N, C, H, W) -> (C, N*H*W): one row per channel, the GEMM layout of im2col's columns."""
+    """(N, C, H, W) -> (C, H*W*N): one row per channel, the GEMM layout of im2col's columns.
+
+    Free (a view) when ``x`` came from :func:`rows_to_nchw` or :func:`col2im`, or from an
+    elementwise operation on one: NumPy and CuPy keep the memory order of their inputs.
+    """
     n, c, h, w = x.shape
-    return x.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+    return x.transpose(1, 2, 3, 0).reshape(c, h * w * n)
 
 
 def rows_to_nchw(rows, n, h, w):
-    """(C, N*H*W) -> (N, C, H, W), a transposed view (no copy)."""
-    return rows.reshape(-1, n, h, w).transpose(1, 0, 2, 3)
+    """(C, H*W*N) -> (N, C, H, W), a transposed view (no copy)."""
+    return rows.reshape(-1, h, w, n).transpose(3, 0, 1, 2)
 
 
 def conv2d(x, weight, stride, padding):

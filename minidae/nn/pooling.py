@@ -31,7 +31,7 @@ class MaxPool2d(Module):
                              f"got {tuple(x.shape)}")
         n, c, h, w = x.shape
         out_hw = tuple(conv_output_size(s, k, st, 0) for s, k, st in zip((h, w), self.kernel_size, self.stride))
-        windows = im2col(x, self.kernel_size, self.stride, (0, 0), out_hw).reshape(c, -1, n * out_hw[0] * out_hw[1])
+        windows = im2col(x, self.kernel_size, self.stride, (0, 0), out_hw).reshape(c, -1, out_hw[0] * out_hw[1] * n)
         self._argmax = windows.argmax(axis=1)[:, None]
         self._x_shape, self._out_hw = x.shape, out_hw
         return rows_to_nchw(xp.take_along_axis(windows, self._argmax, axis=1)[:, 0], n, *out_hw)
