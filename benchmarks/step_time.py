@@ -4,9 +4,7 @@ minidae next to PyTorch, in the same process with the same thread count.
     python benchmarks/step_time.py [--batch-size 64] [--steps 50] [--backend numpy|cupy] [--threads N]
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -51,9 +49,8 @@ def minidae_step(batch_size, backend_name):
 
 def torch_step(batch_size, device):
     import torch
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    from test_models import torch_conv_dae
-    net = torch_conv_dae().to(device)
+    from torch_reference import TorchConvDAE
+    net = TorchConvDAE().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     clean = torch.rand(batch_size, 1, 28, 28, device=device)
     noisy = (clean + 0.5 * torch.randn_like(clean)).clamp(0, 1)

@@ -7,27 +7,8 @@ from parity import copy_torch_weights, relative_error
 
 
 def torch_conv_dae():
-    """The same network in PyTorch, attribute for attribute."""
-    import torch
-
-    class TorchConvDAE(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(1, 16, 3, stride=2, padding=2)
-            self.conv2 = torch.nn.Conv2d(16, 32, 3, stride=2, padding=1)
-            self.conv3 = torch.nn.Conv2d(32, 64, 3, stride=2, padding=1)
-            self.l1 = torch.nn.Linear(1024, 256)
-            self.l2 = torch.nn.Linear(256, 1024)
-            self.conv4 = torch.nn.ConvTranspose2d(64, 32, 3, stride=3, padding=2)
-            self.conv5 = torch.nn.ConvTranspose2d(32, 16, 3, stride=3, padding=4)
-            self.conv6 = torch.nn.ConvTranspose2d(16, 1, 3, stride=2, padding=3, output_padding=1)
-
-        def forward(self, x):
-            relu = torch.relu
-            x = relu(self.conv3(relu(self.conv2(relu(self.conv1(x))))))
-            x = self.l2(self.l1(x.flatten(1))).reshape(-1, 64, 4, 4)
-            return torch.sigmoid(self.conv6(relu(self.conv5(relu(self.conv4(x))))))
-
+    pytest.importorskip("torch", reason="PyTorch is the reference: pip install -e .[test]")
+    from torch_reference import TorchConvDAE
     return TorchConvDAE()
 
 

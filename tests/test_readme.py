@@ -1,19 +1,37 @@
-"""The README's commands and example are the ones that work."""
+"""The README's commands and the documented examples are the ones that work."""
 import pathlib
 import re
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+def commands():
+    return re.findall(r"```bash\n(.*?)\n```", README, re.S)
+
+
 def test_ci_runs_the_readme_test_command():
-    commands = re.findall(r"```bash\n(.*?)\n```", README, re.S)
-    test_command = next(c for c in commands if "pytest" in c)
+    test_command = next(c for c in commands() if "pytest" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_python_example_runs():
-    code = re.search(r"```python\n(.*?)\n```", README, re.S).group(1)
+def test_readme_training_command_runs_the_example_with_its_defaults():
+    train_command = commands()[0]
+    assert train_command.endswith("python examples/train_conv_dae.py")
+    assert (ROOT / "examples" / "train_conv_dae.py").is_file()
+
+
+def test_readme_images_exist():
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", README):
+        assert (ROOT / image).is_file(), image
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_usage_examples_run(index):
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "docs" / "usage.md").read_text(), re.S)
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    for block in blocks[:index + 1]:  # later blocks may use names from earlier ones
+        exec(compile(block, "docs/usage.md", "exec"), namespace)
     assert namespace["net"].conv6.weight.grad.any()

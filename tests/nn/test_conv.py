@@ -59,18 +59,14 @@ def config_id(cfg):
     return "-".join(f"{k}{v}" for k, v in cfg.items()).replace(" ", "")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("cfg", CONV_GRID, ids=config_id)
-def test_conv2d_matches_torch(xp, torch_parity, cfg, dtype):
-    ours, theirs = build(cfg, transpose=False)
-    x = np.random.default_rng(0).normal(size=(cfg["n"], cfg["c_in"], *cfg["hw"]))
-    torch_parity(ours, theirs, x, dtype)
+GRID = [(False, cfg) for cfg in CONV_GRID] + [(True, cfg) for cfg in CONVT_GRID]
+GRID_IDS = [("ConvTranspose2d-" if transpose else "Conv2d-") + config_id(cfg) for transpose, cfg in GRID]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("cfg", CONVT_GRID, ids=config_id)
-def test_conv_transpose2d_matches_torch(xp, torch_parity, cfg, dtype):
-    ours, theirs = build(cfg, transpose=True)
+@pytest.mark.parametrize("transpose, cfg", GRID, ids=GRID_IDS)
+def test_matches_torch(xp, torch_parity, transpose, cfg, dtype):
+    ours, theirs = build(cfg, transpose)
     x = np.random.default_rng(0).normal(size=(cfg["n"], cfg["c_in"], *cfg["hw"]))
     torch_parity(ours, theirs, x, dtype)
 

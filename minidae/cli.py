@@ -1,0 +1,190 @@
+"""``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import numpy
+
+from . import backend
+
+__all__ = ["main", "add_train_arguments", "config_from_args"]
+
+DEFAULT_LEVELS = {"gaussian": [0.1, 0.2, 0.3, 0.5, 0.7], "mask": [0.1, 0.3, 0.5, 0.7],
+                  "salt_and_pepper": [0.05, 0.1, 0.2, 0.4], "speckle": [0.25, 0.5, 1.0, 2.0]}
+
+
+def add_train_arguments(parser):
+    """The training options, shared by ``minidae train`` and examples/train_conv_dae.py."""
+    from .data.noise import NOISES
+    from .train import LOADERS, TrainConfig
+    defaults = TrainConfig()
+    add = parser.add_argument
+    add("--backend", choices=["numpy", "cupy"], default=defaults.backend, help="array backend (default: %(default)s)")
+    add("--epochs", type=int, default=defaults.epochs, help="passes over the training set (default: %(default)s)")
+    add("--batch-size", type=int, default=defaults.batch_size, help="images per step (default: %(default)s)")
+    add("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    add("--weight-decay", type=float, default=defaults.weight_decay,
+        help="L2 penalty added to the gradient, as torch.optim.Adam (default: %(default)s)")
+    add("--noise", choices=sorted(NOISES), default=defaults.noise, help="corruption model (default: %(default)s)")
+    add("--noise-level", type=float, default=defaults.noise_level,
+        help="std for gaussian/speckle, fraction of pixels for mask/salt_and_pepper (default: %(default)s; the "
+             "specification adds torch.randn() noise and leaves its scale open, so 0.5, clipped to [0, 1], is "
+             "minidae's choice)")
+    add("--seed", type=int, default=defaults.seed, help="seed for init, shuffling and noise (default: %(default)s)")
+    add("--train-samples", type=int, default=None, metavar="N", help="train on the first N images only (quick runs)")
+    add("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
+    add("--dataset", choices=sorted(LOADERS), default=defaults.dataset, help="data set (default: %(default)s)")
+    add("--data-dir", default=None, metavar="DIR",
+        help="data root, or a directory holding the four IDX files (default: $MINIDAE_DATA or the user cache)")
+    add("--out", default=None, metavar="DIR", help="output directory (default: runs/<timestamp>, or the "
+                                                    "checkpoint's directory with --resume)")
+    add("--resume", default=None, metavar="CHECKPOINT",
+        help="continue a run from its checkpoint.npz (its recipe is kept; --epochs may extend it)")
+    add("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    return parser
+
+
+def config_from_args(args):
+    from .train import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"progress"}
+    return TrainConfig(progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
+
+
+def run_train(args):
+    from .data import DatasetUnavailable
+    from .train import TrainingDiverged, train
+    try:
+        train(config_from_args(args))
+    except KeyboardInterrupt as exc:
+        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        return 130
+    except (TrainingDiverged, DatasetUnavailable, backend.BackendUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_model(path):
+    from .checkpoint import load_checkpoint
+    from .models import conv_dae
+    state = load_checkpoint(path)
+    model = conv_dae()
+    model.load_state_dict(state["model"])
+    return model, state["config"]
+
+
+def run_eval(args):
+    from . import plots
+    from .train import evaluate, load_split
+    backend.use(args.backend, seed_value=0)
+    model, config = _load_model(args.checkpoint)
+    images, _ = load_split(config["dataset"], "test", args.data_dir or config.get("data_dir"), args.test_samples)
+    rows = []
+    print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
+          f"{'SSIM noisy':>12}{'SSIM denoised':>15}")
+    for noise in args.noises:
+        for level in DEFAULT_LEVELS[noise]:
+            result = dict(noise=noise, level=level, **evaluate(model, images, noise, level, config["seed"]))
+            rows.append(result)
+            print(f"{noise:<16}{level:>7.2f}{result['mse_noisy']:>12.5f}{result['mse_denoised']:>14.5f}"
+                  f"{result['psnr_noisy']:>12.2f}{result['psnr_denoised']:>15.2f}{result['ssim_noisy']:>12.3f}"
+                  f"{result['ssim_denoised']:>15.3f}", flush=True)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump({"checkpoint": os.path.abspath(args.checkpoint), "test_images": len(images), "rows": rows}, f,
+                  indent=2)
+    plots.psnr_vs_level(os.path.join(out, "psnr_vs_noise.png"), rows)
+    print(f"wrote {out}/eval.json and {out}/psnr_vs_noise.png (trained on {config['noise']} "
+          f"{config['noise_level']})")
+    return 0
+
+
+def run_denoise(args):
+    """Denoise one image: read as grayscale, resize to 28 x 28 (the network's input), denoise, write."""
+    from PIL import Image
+    backend.use(args.backend)
+    model, _ = _load_model(args.checkpoint)
+    with Image.open(args.input) as image:
+        gray = image.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
+    pixels = numpy.asarray(gray, dtype=numpy.float32) / 255
+    if args.invert:
+        pixels = 1 - pixels
+    output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
+    if args.invert:
+        output = 1 - output
+    result = Image.fromarray(numpy.round(output * 255).astype(numpy.uint8), mode="L")
+    if args.size:
+        result = result.resize((args.size, args.size), Image.Resampling.NEAREST)
+    result.save(args.output)
+    print(f"wrote {args.output} ({result.size[0]}x{result.size[1]})")
+    return 0
+
+
+def run_gradcheck(args):
+    from . import nn
+    from .gradcheck import gradcheck
+    from .models import conv_dae
+    backend.use(args.backend, seed_value=0)
+    rng = numpy.random.default_rng(0)
+    away_from_zero = lambda x: numpy.sign(x) * (0.05 + numpy.abs(x))
+    cases = [("Conv2d", nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2)), rng.normal(size=(2, 2, 5, 4))),
+             ("ConvTranspose2d", nn.ConvTranspose2d(2, 3, (2, 3), stride=(3, 2), padding=(1, 2), output_padding=(2, 1)),
+              rng.normal(size=(2, 2, 4, 3))),
+             ("Linear", nn.Linear(6, 4), rng.normal(size=(3, 6))),
+             ("ReLU", nn.ReLU(), away_from_zero(rng.normal(size=(2, 3, 4)))),
+             ("Sigmoid", nn.Sigmoid(), 4 * rng.normal(size=(2, 3, 4))),
+             ("MaxPool2d", nn.MaxPool2d(2), rng.normal(size=(2, 2, 4, 6))),
+             ("Upsample", nn.Upsample(2), rng.normal(size=(2, 2, 3, 3))),
+             ("Flatten", nn.Flatten(), rng.normal(size=(2, 2, 3, 3))),
+             ("Unflatten", nn.Unflatten((2, 3)), rng.normal(size=(2, 6))),
+             ("conv_dae (sampled)", conv_dae(), rng.uniform(size=(2, 1, 28, 28)))]
+    losses = [("MSELoss", nn.MSELoss()), ("BCELoss", nn.BCELoss())]
+    print(f"{'layer':<20}{'checked':>9}{'worst abs err':>15}{'worst rel err':>15}  worst element")
+    failed = 0
+    for name, module, x in cases + [(n, m, rng.uniform(0.05, 0.95, size=(3, 4))) for n, m in losses]:
+        target = rng.uniform(size=x.shape) if name.endswith("Loss") else None
+        result = gradcheck(module, x, target=target, max_elements=args.max_elements)
+        worst = max(result.per_tensor.values(), key=lambda m: m.abs_error)
+        failed += not result
+        print(f"{name:<20}{result.checked:>9}{worst.abs_error:>15.2e}{max(m.rel_error for m in result.per_tensor.values()):>15.2e}"
+              f"  {'ok  ' if result else 'FAIL'} {result.worst.tensor}{list(result.worst.index)}", flush=True)
+    print("all layers pass" if not failed else f"{failed} layer(s) FAILED")
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
+                                                                 "hand-written layers on NumPy or CuPy")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train_arguments(commands.add_parser("train", help="train the spec conv DAE (defaults: the spec's recipe)"))
+    evaluate = commands.add_parser("eval", help="metrics per noise type and level for a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--noises", nargs="+", choices=sorted(DEFAULT_LEVELS), default=list(DEFAULT_LEVELS))
+    evaluate.add_argument("--test-samples", type=int, default=None, metavar="N")
+    evaluate.add_argument("--data-dir", default=None, metavar="DIR")
+    evaluate.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    evaluate.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's directory")
+    denoise = commands.add_parser("denoise", help="denoise one grayscale image (resized to 28x28)",
+                                  description="Reads any image as grayscale, resizes it to the network's 28x28 "
+                                              "input (Lanczos), denoises it and writes the 28x28 result (or a "
+                                              "nearest-neighbour enlargement with --size). MNIST digits are light "
+                                              "on dark: pass --invert for dark-on-light images.")
+    denoise.add_argument("checkpoint")
+    denoise.add_argument("input")
+    denoise.add_argument("output")
+    denoise.add_argument("--invert", action="store_true", help="invert before and after (dark-on-light images)")
+    denoise.add_argument("--size", type=int, default=None, help="enlarge the output to SIZE x SIZE pixels")
+    denoise.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    check = commands.add_parser("gradcheck", help="finite-difference checks of every layer, as a table")
+    check.add_argument("--max-elements", type=int, default=20, help="elements checked per tensor (default: 20)")
+    check.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    args = parser.parse_args(argv)
+    try:
+        return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck}[
+            args.command](args)
+    except backend.BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
