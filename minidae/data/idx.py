@@ -1,0 +1,130 @@
+"""The IDX file format (MNIST's), read with every claim in the header checked.
+
+Layout, all integers big-endian:
+    bytes 0-1   zero
+    byte  2     element type: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64
+    byte  3     number of dimensions, D >= 1
+    4 * D       the size of each dimension, uint32
+    then        prod(sizes) elements, row-major, big-endian
+
+``read_idx`` reads the header, checks that the file can hold what it claims *before*
+allocating, then reads the payload straight into the result array (one copy, from the
+file) and byte-swaps it in place where needed. gzip files are recognised by their magic
+bytes, not their name.
+"""
+import gzip
+import math
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy
+
+__all__ = ["IDXError", "read_idx", "write_idx", "IDX_DTYPES"]
+
+IDX_DTYPES = {0x08: numpy.dtype(numpy.uint8), 0x09: numpy.dtype(numpy.int8), 0x0B: numpy.dtype(numpy.int16),
+              0x0C: numpy.dtype(numpy.int32), 0x0D: numpy.dtype(numpy.float32), 0x0E: numpy.dtype(numpy.float64)}
+_CODES = {dtype: code for code, dtype in IDX_DTYPES.items()}
+_GZIP_MAGIC = b"\x1f\x8b"
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data by more than about this factor
+
+
+class IDXError(ValueError):
+    """A file that is not a valid IDX file; the message names the file and the problem."""
+
+
+def _read_exactly(stream, size, path, what):
+    data = stream.read(size)
+    if len(data) != size:
+        raise IDXError(f"{path}: truncated {what}: expected {size} bytes, found {len(data)}")
+    return data
+
+
+def read_idx(path):
+    """Read an IDX file (raw or gzip) into an array of the dtype its header names.
+
+    Raises IDXError for an empty file, bad magic, an unknown type code, zero dimensions, a
+    header claiming more data than the file can hold, a truncated payload, trailing bytes
+    or a corrupt gzip stream.
+    """
+    path = os.fspath(path)
+    raw_size = os.path.getsize(path)
+    if raw_size == 0:
+        raise IDXError(f"{path}: empty file")
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+    if not gzipped:
+        with open(path, "rb") as stream:
+            return _read_stream(stream, path, raw_size, gzipped)
+    try:
+        with gzip.open(path, "rb") as stream:
+            return _read_stream(stream, path, raw_size, gzipped)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise IDXError(f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_stream(stream, path, raw_size, gzipped):
+    zero, code, ndim = struct.unpack(">HBB", _read_exactly(stream, 4, path, "header"))
+    if zero != 0:
+        raise IDXError(f"{path}: bad magic number: the first two bytes must be zero, got 0x{zero:04x}")
+    if code not in IDX_DTYPES:
+        raise IDXError(f"{path}: unknown element type code 0x{code:02x}; "
+                       f"known: {', '.join(f'0x{c:02X}' for c in IDX_DTYPES)}")
+    if ndim == 0:
+        raise IDXError(f"{path}: header declares zero dimensions")
+    shape = struct.unpack(f">{ndim}I", _read_exactly(stream, 4 * ndim, path, "dimension sizes"))
+    dtype = IDX_DTYPES[code]
+    header_size = 4 + 4 * ndim
+    payload_size = math.prod(shape) * dtype.itemsize
+    # The most payload the file can hold: exact for a raw file, deflate's bound for gzip.
+    limit = raw_size * _DEFLATE_MAX_RATIO if gzipped else raw_size - header_size
+    if payload_size > limit:
+        raise IDXError(f"{path}: header claims shape {shape} of {dtype.name} ({payload_size} bytes), more "
+                       f"than the {raw_size}-byte {'gzip ' if gzipped else ''}file can hold")
+    array = numpy.empty(shape, dtype=dtype)
+    view = memoryview(array.reshape(-1).view(numpy.uint8))
+    filled = 0
+    while filled < payload_size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            raise IDXError(f"{path}: truncated payload: shape {shape} of {dtype.name} needs {payload_size} "
+                           f"bytes, found {filled}")
+        filled += count
+    if stream.read(1):
+        raise IDXError(f"{path}: trailing bytes after the {payload_size}-byte payload of shape {shape}")
+    if dtype.itemsize > 1 and numpy.little_endian:
+        array.byteswap(inplace=True)  # the file is big-endian; the array's dtype is native
+    return array
+
+
+def write_idx(path, array):
+    """Write ``array`` as an IDX file (gzip-compressed when ``path`` ends in ".gz").
+
+    The file is written to a temporary name and renamed into place, so a reader never
+    sees half a file.
+    """
+    path = os.fspath(path)
+    array = numpy.asarray(array)
+    if array.dtype not in _CODES:
+        raise IDXError(f"{path}: cannot write dtype {array.dtype}; IDX holds "
+                       f"{', '.join(d.name for d in IDX_DTYPES.values())}")
+    if not 1 <= array.ndim <= 255:
+        raise IDXError(f"{path}: IDX needs 1 to 255 dimensions, got an array of shape {array.shape}")
+    header = struct.pack(f">HBB{array.ndim}I", 0, _CODES[array.dtype], array.ndim, *array.shape)
+    payload = array.astype(array.dtype.newbyteorder(">"), copy=False).tobytes()
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".idx")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if path.endswith(".gz"):
+                with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as compressed:
+                    compressed.write(header + payload)
+            else:
+                out.write(header + payload)
+        os.chmod(temporary, 0o644)  # mkstemp's files are private; these are ordinary data files
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

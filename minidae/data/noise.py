@@ -1,0 +1,70 @@
+"""Corruptions for denoising: each maps clean images in [0, 1] to noisy ones, on NumPy or CuPy.
+
+Every model takes ``rng`` (a ``Generator`` of the array's backend) or ``seed`` (a fresh
+generator of that backend, seeded), else the backend's shared generator
+(``minidae.backend.rng()``). The noise is drawn in the image's dtype.
+
+    gaussian          y = clip(x + std * n),  n ~ N(0, 1)          (the spec's randn noise)
+    mask              y = x * b,              b ~ Bernoulli(1 - p)  (a fraction p of pixels zeroed)
+    salt_and_pepper   y = 0 w.p. p/2, 1 w.p. p/2, else x
+    speckle           y = clip(x + std * x * n)                    (multiplicative, as in SAR/ultrasound)
+"""
+import numpy
+
+from .. import backend
+
+__all__ = ["gaussian", "mask", "salt_and_pepper", "speckle", "NOISES", "apply_noise"]
+
+
+def _generator(x, rng, seed):
+    if rng is not None:
+        return rng
+    if seed is not None:
+        return backend.array_module(x).random.default_rng(seed)
+    return backend.rng()
+
+
+def _check(x, name, level, low, high):
+    if not numpy.issubdtype(x.dtype, numpy.floating):  # CuPy arrays carry NumPy dtypes too
+        raise ValueError(f"{name}: expects floating-point images in [0, 1], got dtype {x.dtype}")
+    if not low <= level <= high:
+        raise ValueError(f"{name}: level must lie in [{low}, {high}], got {level}")
+
+
+def gaussian(x, std, clip=True, rng=None, seed=None):
+    """Additive Gaussian noise of standard deviation ``std``, clipped to [0, 1] unless clip=False."""
+    _check(x, "gaussian", std, 0, float("inf"))
+    y = x + std * _generator(x, rng, seed).standard_normal(x.shape, dtype=x.dtype)
+    return backend.array_module(x).clip(y, 0, 1) if clip else y
+
+
+def mask(x, p, rng=None, seed=None):
+    """Zero each pixel independently with probability ``p``."""
+    _check(x, "mask", p, 0, 1)
+    keep = _generator(x, rng, seed).random(x.shape, dtype=x.dtype) >= p
+    return x * keep
+
+
+def salt_and_pepper(x, p, rng=None, seed=None):
+    """Replace each pixel with probability ``p``: by 0 (pepper) or 1 (salt), equally often."""
+    _check(x, "salt_and_pepper", p, 0, 1)
+    xp = backend.array_module(x)
+    u = _generator(x, rng, seed).random(x.shape, dtype=x.dtype)
+    return xp.where(u < p / 2, xp.zeros((), x.dtype), xp.where(u < p, xp.ones((), x.dtype), x))
+
+
+def speckle(x, std, clip=True, rng=None, seed=None):
+    """Multiplicative Gaussian noise: x + std * x * n, clipped to [0, 1] unless clip=False."""
+    _check(x, "speckle", std, 0, float("inf"))
+    y = x + std * x * _generator(x, rng, seed).standard_normal(x.shape, dtype=x.dtype)
+    return backend.array_module(x).clip(y, 0, 1) if clip else y
+
+
+NOISES = {"gaussian": gaussian, "mask": mask, "salt_and_pepper": salt_and_pepper, "speckle": speckle}
+
+
+def apply_noise(name, x, level, rng=None, seed=None):
+    """``NOISES[name](x, level, ...)`` with a clear error for an unknown name."""
+    if name not in NOISES:
+        raise ValueError(f"unknown noise {name!r}: choose from {', '.join(NOISES)}")
+    return NOISES[name](x, level, rng=rng, seed=seed)
