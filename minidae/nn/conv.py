@@ -7,7 +7,8 @@ of a convolution, so each layer's forward is the other's backward.
 import math
 
 from . import init
-from .im2col import conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose_output_size, pair
+from .im2col import (channel_major, conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose_output_size,
+                     pair)
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -82,7 +83,7 @@ class Conv2d(_ConvBase):
         return self._add_bias(y)
 
     def backward(self, dy):
-        weight = self.weight.data.astype(dy.dtype, copy=False)
+        dy, weight = channel_major(dy), self.weight.data.astype(dy.dtype, copy=False)  # dy is read twice
         self._accumulate_grads(dy, conv2d_weight_grad(dy, self._cols, weight.shape))
         return conv2d_input_grad(dy, weight, self._x_hw, self.stride, self.padding)
 
@@ -119,12 +120,12 @@ class ConvTranspose2d(_ConvBase):
             raise ValueError(f"ConvTranspose2d: input {tuple(x.shape)} gives a non-positive output size "
                              f"{out_hw} with kernel {self.kernel_size}, stride {self.stride}, padding "
                              f"{self.padding}, output_padding {self.output_padding}; reduce the padding")
-        self._x = x
+        self._x = x = channel_major(x)  # read again by backward's weight gradient
         y = conv2d_input_grad(x, self.weight.data.astype(x.dtype, copy=False), out_hw, self.stride, self.padding)
         return self._add_bias(y)
 
     def backward(self, dy):
-        weight = self.weight.data.astype(dy.dtype, copy=False)
+        dy, weight = channel_major(dy), self.weight.data.astype(dy.dtype, copy=False)  # dy is read twice
         dx, cols = conv2d(dy, weight, self.stride, self.padding)
         self._accumulate_grads(dy, conv2d_weight_grad(self._x, cols, weight.shape))
         return dx

@@ -32,7 +32,7 @@ uses the second as its forward and the first as its backward.
 from .. import backend
 
 __all__ = ["pair", "conv_output_size", "conv_transpose_output_size", "im2col", "col2im",
-           "nchw_to_rows", "rows_to_nchw", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
+           "nchw_to_rows", "rows_to_nchw", "channel_major", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
 
 
 def pair(value, what, layer):
@@ -102,6 +102,15 @@ def nchw_to_rows(x):
 def rows_to_nchw(rows, n, h, w):
     """(C, H*W*N) -> (N, C, H, W), a transposed view (no copy)."""
     return rows.reshape(-1, h, w, n).transpose(3, 0, 1, 2)
+
+
+def channel_major(x):
+    """``x`` (N, C, H, W) backed by (C, H, W, N) memory: free when it already is, one copy otherwise.
+
+    For arrays a layer passes through :func:`nchw_to_rows` more than once.
+    """
+    n, _, h, w = x.shape
+    return rows_to_nchw(nchw_to_rows(x), n, h, w)
 
 
 def conv2d(x, weight, stride, padding):
