@@ -1,7 +1,9 @@
 """Checkpoints as plain ``.npz`` files (loadable with ``numpy.load(path, allow_pickle=False)``).
 
 Keys: ``model.<param>`` (weights), ``optim.<buffer>`` (optimiser state), ``epoch`` and
-``iteration`` (where training stopped: completed epochs, iterations into the next),
+``iteration`` (where training stopped: completed epochs, iterations into the next; with the
+seed in ``config`` they are the whole random state, since every epoch's shuffling and noise come
+from a generator seeded by (seed, epoch)),
 ``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text).
 Writes go to a temporary file that is renamed over the old checkpoint, so an interrupted
 write never leaves a broken checkpoint behind.

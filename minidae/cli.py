@@ -182,9 +182,10 @@ def main(argv=None):
     check.add_argument("--max-elements", type=int, default=20, help="elements checked per tensor (default: 20)")
     check.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     args = parser.parse_args(argv)
+    from .data import DatasetUnavailable
     try:
         return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck}[
             args.command](args)
-    except backend.BackendUnavailable as exc:
+    except (backend.BackendUnavailable, DatasetUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

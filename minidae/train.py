@@ -161,13 +161,13 @@ class _Run:
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"][key])
+        backend.use(config.backend, seed_value=config.seed)
+        backend.tune_host_allocator()
         default_out = os.path.dirname(os.path.abspath(config.resume)) if config.resume else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
         self.out = config.out or default_out
         os.makedirs(self.out, exist_ok=True)
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        backend.use(config.backend, seed_value=config.seed)
-        backend.tune_host_allocator()
         self.train_images, _ = load_split(config.dataset, "train", config.data_dir, config.train_samples,
                                           config.progress)
         self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,

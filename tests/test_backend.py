@@ -51,3 +51,20 @@ def test_to_numpy_returns_host_arrays(xp):
     a = xp.arange(3.0)
     assert isinstance(backend.to_numpy(a), np.ndarray)
     assert backend.to_numpy(a).tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.skipif(not backend.available("cupy"), reason="CuPy parity with NumPy needs a CUDA GPU and CuPy")
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_cupy_matches_numpy_on_the_spec_network(dtype, rtol):
+    from minidae import models
+    x = np.random.default_rng(0).uniform(size=(8, 1, 28, 28)).astype(dtype)
+    results = {}
+    for name in ("numpy", "cupy"):
+        backend.use(name, seed_value=3)
+        net = models.conv_dae().to(dtype)
+        y = net(backend.xp.asarray(x))
+        dx = net.backward(backend.xp.ones_like(y))
+        results[name] = [backend.to_numpy(a) for a in (y, dx, *(p.grad for p in net.parameters()))]
+    backend.use("numpy")
+    for ours, reference in zip(results["cupy"], results["numpy"]):
+        np.testing.assert_allclose(ours, reference, rtol=rtol, atol=rtol * np.abs(reference).max())
