@@ -79,9 +79,12 @@ def _read_stream(stream, path, raw_size, gzipped):
     payload_size = math.prod(shape) * dtype.itemsize
     # The most payload the file can hold: exact for a raw file, deflate's bound for gzip.
     limit = raw_size * _DEFLATE_MAX_RATIO if gzipped else raw_size - header_size
-    if payload_size > limit:
+    if payload_size > limit and gzipped:
         raise IDXError(f"{path}: header claims shape {shape} of {dtype.name} ({payload_size} bytes), more "
-                       f"than the {raw_size}-byte {'gzip ' if gzipped else ''}file can hold")
+                       f"than the {raw_size}-byte gzip file can hold")
+    if payload_size > limit:
+        raise IDXError(f"{path}: truncated payload: shape {shape} of {dtype.name} needs {payload_size} bytes "
+                       f"after the header, the file has {limit}")
     array = numpy.empty(shape, dtype=dtype)
     view = memoryview(array.reshape(-1).view(numpy.uint8))
     filled = 0

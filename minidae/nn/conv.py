@@ -38,9 +38,9 @@ class _ConvBase(Module):
         self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in))) if bias else None
 
     def _check_input(self, x):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
-                             f"got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.dtype.kind != "f":
+            raise ValueError(f"{type(self).__name__}: expected a floating-point input of shape "
+                             f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}")
 
     def _add_bias(self, y):
         if self.bias is not None:

@@ -24,8 +24,9 @@ class Linear(Module):
         self.bias = Parameter(init.uniform((out_features,), 1 / math.sqrt(in_features))) if bias else None
 
     def forward(self, x):
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"Linear: expected input of shape (N, {self.in_features}), got {tuple(x.shape)}")
+        if x.ndim != 2 or x.shape[1] != self.in_features or x.dtype.kind != "f":
+            raise ValueError(f"Linear: expected a floating-point input of shape (N, {self.in_features}), "
+                             f"got {tuple(x.shape)} {x.dtype}")
         self._x = x
         y = x @ self.weight.data.astype(x.dtype, copy=False).T
         if self.bias is not None:

@@ -109,15 +109,20 @@ def test_bad_arguments_raise(make, message):
 
 @pytest.mark.parametrize("layer, shape, message", [
     (nn.Conv2d(3, 4, 5), (2, 3, 4, 4), r"Conv2d: kernel \(5, 5\) is larger than the padded input \(4, 4\)"),
-    (nn.Conv2d(3, 4, 3), (2, 2, 8, 8), r"Conv2d: expected input of shape \(N, 3, H, W\), got \(2, 2, 8, 8\)"),
-    (nn.Conv2d(3, 4, 3), (3, 8, 8), r"Conv2d: expected input of shape \(N, 3, H, W\), got \(3, 8, 8\)"),
-    (nn.ConvTranspose2d(3, 4, 3), (2, 4, 5, 5), r"ConvTranspose2d: expected input of shape \(N, 3, H, W\)"),
+    (nn.Conv2d(3, 4, 3), (2, 2, 8, 8), r"Conv2d: expected a floating-point input of shape \(N, 3, H, W\), got \(2, 2, 8, 8\)"),
+    (nn.Conv2d(3, 4, 3), (3, 8, 8), r"Conv2d: expected a floating-point input of shape \(N, 3, H, W\), got \(3, 8, 8\)"),
+    (nn.ConvTranspose2d(3, 4, 3), (2, 4, 5, 5), r"ConvTranspose2d: expected a floating-point input of shape \(N, 3, H, W\)"),
     (nn.ConvTranspose2d(3, 4, 3, padding=4), (1, 3, 2, 2), r"ConvTranspose2d: input \(1, 3, 2, 2\) gives a "
                                                            r"non-positive output size"),
 ])
 def test_bad_inputs_raise(layer, shape, message):
     with pytest.raises(ValueError, match=message):
         layer(np.zeros(shape))
+
+
+def test_integer_input_is_refused():
+    with pytest.raises(ValueError, match=r"Conv2d: expected a floating-point input .* uint8"):
+        nn.Conv2d(1, 1, 3)(np.zeros((1, 1, 5, 5), np.uint8))
 
 
 @pytest.mark.parametrize("layer, fan_in", [(nn.Conv2d(6, 8, (3, 5)), 6 * 15),

@@ -70,7 +70,7 @@ def test_maxpool_ties_go_to_the_first_position(xp):
 
 
 @pytest.mark.parametrize("make, shape, message", [
-    (lambda: nn.Linear(4, 3), (2, 5), r"Linear: expected input of shape \(N, 4\), got \(2, 5\)"),
+    (lambda: nn.Linear(4, 3), (2, 5), r"Linear: expected a floating-point input of shape \(N, 4\), got \(2, 5\)"),
     (lambda: nn.Unflatten((2, 3)), (4, 5), r"Unflatten: expected input of shape \(N, 6\)"),
     (lambda: nn.MaxPool2d(3), (1, 1, 2, 5), r"MaxPool2d: expected input"),
     (lambda: nn.Upsample(2), (2, 3), r"Upsample: expected input \(N, C, H, W\)"),
