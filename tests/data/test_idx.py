@@ -47,7 +47,7 @@ def header(code=0x08, dims=(2, 3)):
     (header() + bytes(5), r"truncated payload: shape \(2, 3\) of uint8 needs 6 bytes after the header, the file has 5"),
     (header(0x0E) + bytes(47), "truncated payload"),
     (header() + bytes(7), "trailing bytes"),
-    (header(0x08, (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)), "truncated payload: shape .* needs 792281625"),
+    (header(0x08, (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)), "truncated payload: shape .* needs 792281624"),
 ])
 def test_errors(tmp_path, content, message):
     path = tmp_path / "bad-idx"
