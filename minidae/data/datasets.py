@@ -120,15 +120,15 @@ def _temporary_beside(target):
     return pathlib.Path(name)
 
 
-def _copy_verified(source_path, target, expected):
-    """Copy (and gunzip if needed) a local file into the cache, verified."""
+def _copy_verified(source_path, target, expected, source=None):
+    """Copy (and gunzip if needed) a local file into the cache, verified; ``source`` names its origin."""
     temporary = _temporary_beside(target)
     try:
         with open(source_path, "rb") as probe:
             gzipped = probe.read(2) == b"\x1f\x8b"
         with (gzip.open(source_path) if gzipped else open(source_path, "rb")) as src, open(temporary, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        _install(temporary, target, expected, str(source_path))
+        _install(temporary, target, expected, source or str(source_path))
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -154,7 +154,7 @@ def _from_mirrors(spec, names, cache, progress, failures):
             compressed = _temporary_beside(target)
             try:
                 download(mirror + name + ".gz", compressed, progress)
-                _copy_verified(compressed, target, spec.sha256[name])
+                _copy_verified(compressed, target, spec.sha256[name], source=mirror + name + ".gz")
             except (OSError, DatasetUnavailable, EOFError) as exc:
                 failures.append(f"{mirror}{name}.gz: {type(exc).__name__}: {exc}")
             finally:

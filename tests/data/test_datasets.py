@@ -68,10 +68,12 @@ def test_missing_files_without_download_say_how_to_get_them(fake_mnist):
 def test_mirror_download_verifies_and_caches(fake_mnist, monkeypatch):
     spec = dataclasses.replace(fake_mnist["spec"], mirrors=("file:///nonexistent/", fake_mnist["mirror"].as_uri() + "/"))
     monkeypatch.setattr(datasets, "MNIST", spec)
+    provenance = datasets.fetch("mnist", root=fake_mnist["root"], progress=False)
+    assert set(provenance.values()) == {fake_mnist["mirror"].as_uri() + "/" + name + ".gz" for name in FILES}
     images, _ = load_mnist("train", root=fake_mnist["root"], progress=False)
     np.testing.assert_array_equal(images, fake_mnist["arrays"]["train-images-idx3-ubyte"])
     cached = sorted(os.listdir(fake_mnist["root"] / "mnist"))
-    assert cached == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]  # no .part or .gz left behind
+    assert cached == sorted(FILES)  # no .part or .gz left behind
 
 
 def test_hash_mismatch_deletes_the_file_and_names_the_source(fake_mnist, monkeypatch):
