@@ -286,12 +286,12 @@ def _load(spec, split, root, download, progress):
 
 def load_mnist(split="train", root=None, download=True, progress=True):
     """MNIST ``split`` as (images uint8 (N, 28, 28), labels uint8 (N,)), cached and verified."""
-    return _load(MNIST, split, root, download, progress)
+    return _load(DATASETS["mnist"], split, root, download, progress)
 
 
 def load_fashion_mnist(split="train", root=None, download=True, progress=True):
     """Fashion-MNIST ``split`` as (images uint8 (N, 28, 28), labels uint8 (N,)), cached and verified."""
-    return _load(FASHION_MNIST, split, root, download, progress)
+    return _load(DATASETS["fashion-mnist"], split, root, download, progress)
 
 
 def fetch(name, root=None, progress=True):

