@@ -1,0 +1,47 @@
+"""The shared primitives: im2col/col2im and conv2d/conv2d_input_grad are adjoint pairs."""
+import numpy as np
+import pytest
+
+from minidae.nn.im2col import (channel_major, col2im, conv2d, conv2d_input_grad, conv_output_size,
+                               conv_transpose_output_size, im2col)
+
+
+def geometries(count=25, seed=5):
+    rng = np.random.default_rng(seed)
+    while count:
+        kernel, stride = tuple(rng.integers(1, 5, 2).tolist()), tuple(rng.integers(1, 4, 2).tolist())
+        padding, hw = tuple(rng.integers(0, 5, 2).tolist()), tuple(rng.integers(1, 12, 2).tolist())
+        if all(h + 2 * p >= k for h, p, k in zip(hw, padding, kernel)):
+            count -= 1
+            yield kernel, stride, padding, hw
+
+
+@pytest.mark.parametrize("kernel, stride, padding, hw", list(geometries()))
+def test_adjoint_pairs(xp, kernel, stride, padding, hw):
+    """<im2col(x), c> = <x, col2im(c)> and <conv2d(x, W), y> = <x, conv2d_input_grad(y, W)>."""
+    rng = np.random.default_rng(0)
+    out_hw = tuple(conv_output_size(*args) for args in zip(hw, kernel, stride, padding))
+    x = xp.asarray(rng.normal(size=(2, 3, *hw)))
+    cols = im2col(x, kernel, stride, padding, out_hw)
+    c = xp.asarray(rng.normal(size=cols.shape))
+    assert np.isclose(float((cols * c).sum()), float((x * col2im(c, x.shape, kernel, stride, padding, out_hw)).sum()))
+    weight = xp.asarray(rng.normal(size=(4, 3, *kernel)))
+    y, _ = conv2d(x, weight, stride, padding)
+    dy = xp.asarray(rng.normal(size=y.shape))
+    assert np.isclose(float((y * dy).sum()), float((x * conv2d_input_grad(dy, weight, hw, stride, padding)).sum()))
+
+
+def test_size_rules_invert_each_other():
+    for kernel, stride, padding, hw in geometries(200, seed=6):
+        for size, k, s, p in zip(hw, kernel, stride, padding):
+            for output_padding in range(s):
+                grown = conv_transpose_output_size(size, k, s, p, output_padding)
+                if grown >= 1 and grown + 2 * p >= k:
+                    assert conv_output_size(grown, k, s, p) == size
+
+
+def test_channel_major_is_free_for_channel_major_memory(xp):
+    x = xp.asarray(np.arange(24.0).reshape(3, 2, 2, 2)).transpose(3, 0, 1, 2)  # (N, C, H, W) over (C, H, W, N)
+    assert xp.shares_memory(channel_major(x), x) and bool((channel_major(x) == x).all())
+    y = xp.asarray(np.arange(24.0).reshape(2, 3, 2, 2))  # ordinary (N, C, H, W) memory: one copy
+    assert not xp.shares_memory(channel_major(y), y) and bool((channel_major(y) == y).all())
