@@ -218,7 +218,8 @@ class _Run:
                 if interrupt["requested"]:
                     self.save()
                     raise KeyboardInterrupt(f"interrupted in epoch {self.epoch + 1} after iteration "
-                                            f"{self.iteration}; checkpoint saved to {self.checkpoint_path}")
+                                            f"{self.iteration}; checkpoint saved to {self.checkpoint_path}; "
+                                            f"continue with --resume {self.checkpoint_path}")
         seconds = time.perf_counter() - start
         return seconds, float(numpy.mean(self.train_losses[-len(self.batches):]))
 
