@@ -83,7 +83,8 @@ class Conv2d(_ConvBase):
         return self._add_bias(y)
 
     def backward(self, dy):
-        dy, weight = channel_major(dy), self.weight.data.astype(dy.dtype, copy=False)  # dy is read twice
+        dy = channel_major(dy)  # both gradients below read dy as rows: one copy at most, not two
+        weight = self.weight.data.astype(dy.dtype, copy=False)
         self._accumulate_grads(dy, conv2d_weight_grad(dy, self._cols, weight.shape))
         return conv2d_input_grad(dy, weight, self._x_hw, self.stride, self.padding)
 
@@ -125,7 +126,7 @@ class ConvTranspose2d(_ConvBase):
         return self._add_bias(y)
 
     def backward(self, dy):
-        dy, weight = channel_major(dy), self.weight.data.astype(dy.dtype, copy=False)  # dy is read twice
+        weight = self.weight.data.astype(dy.dtype, copy=False)
         dx, cols = conv2d(dy, weight, self.stride, self.padding)
         self._accumulate_grads(dy, conv2d_weight_grad(self._x, cols, weight.shape))
         return dx
