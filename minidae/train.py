@@ -27,8 +27,8 @@ import numpy
 from . import __version__, backend, metrics, models, nn, optim
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
-from .data.batches import epoch_seed
-from .data.noise import apply_noise
+from .data.batches import epoch_seed, unit_images
+from .data.noise import apply_noise, check_noise
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "load_split", "denoise_examples"]
 
@@ -58,7 +58,6 @@ class TrainConfig:
 
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
-        from .data.noise import NOISES
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -67,11 +66,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be positive and weight_decay non-negative, got {self.lr}, {self.weight_decay}")
-        if self.noise not in NOISES:
-            raise ValueError(f"unknown noise {self.noise!r}: choose from {', '.join(NOISES)}")
-        upper = 1 if self.noise in ("mask", "salt_and_pepper") else float("inf")
-        if not 0 <= self.noise_level <= upper:
-            raise ValueError(f"noise level for {self.noise} must lie in [0, {upper}], got {self.noise_level}")
+        check_noise(self.noise, self.noise_level)
         if self.dataset not in LOADERS:
             raise ValueError(f"unknown dataset {self.dataset!r}: choose from {', '.join(LOADERS)}")
         if self.resume is not None and not os.path.isfile(self.resume):
@@ -108,7 +103,7 @@ def evaluate(model, images, noise, level, seed, batch_size=500):
     rng = xp.random.default_rng(epoch_seed(seed, EVAL_STREAM))
     totals, count = {}, 0
     for start in range(0, len(images), batch_size):
-        clean = (xp.asarray(images[start:start + batch_size]).astype(xp.float32) / 255)[:, None]
+        clean = unit_images(images[start:start + batch_size])
         noisy = apply_noise(noise, clean, level, rng=rng)
         summary = metrics.summarize(noisy, model(noisy), clean)
         for key, value in summary.items():
@@ -121,8 +116,7 @@ def denoise_examples(model, images, labels, noise, level, seed):
     """(noisy, denoised, clean) host arrays for the first test image of each class, in class order."""
     labels = numpy.asarray(labels)
     index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
-    xp = backend.xp
-    clean = (xp.asarray(images[index]).astype(xp.float32) / 255)[:, None]
+    clean = unit_images(images[index])
     noisy = apply_noise(noise, clean, level, seed=seed)
     return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, model(noisy), clean))
 

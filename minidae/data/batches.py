@@ -12,9 +12,15 @@ import math
 import numpy
 
 from .. import backend
-from .noise import apply_noise
+from .noise import apply_noise, check_noise
 
-__all__ = ["NoisyBatches", "epoch_seed"]
+__all__ = ["NoisyBatches", "epoch_seed", "unit_images"]
+
+
+def unit_images(images):
+    """uint8 images (N, H, W) -> float32 (N, 1, H, W) in [0, 1] on the active backend."""
+    xp = backend.xp
+    return (xp.asarray(images).astype(xp.float32) / 255)[:, None]
 
 
 def epoch_seed(seed, epoch):
@@ -38,7 +44,7 @@ class NoisyBatches:
         self.images = backend.xp.asarray(images)
         self.batch_size, self.noise, self.level = batch_size, noise, level
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        apply_noise(noise, backend.xp.zeros((1,), backend.xp.float32), level)  # reject bad names/levels now
+        check_noise(noise, level)
 
     def __len__(self):
         count = len(self.images) / self.batch_size
@@ -51,5 +57,5 @@ class NoisyBatches:
         order = xp.argsort(rng.random(n)) if self.shuffle else xp.arange(n)
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            clean = (self.images[index].astype(xp.float32) / 255)[:, None]
+            clean = unit_images(self.images[index])
             yield apply_noise(self.noise, clean, self.level, rng=rng), clean

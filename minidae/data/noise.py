@@ -13,7 +13,20 @@ import numpy
 
 from .. import backend
 
-__all__ = ["gaussian", "mask", "salt_and_pepper", "speckle", "NOISES", "apply_noise"]
+__all__ = ["gaussian", "mask", "salt_and_pepper", "speckle", "NOISES", "LEVEL_RANGES", "check_noise",
+           "apply_noise"]
+
+LEVEL_RANGES = {"gaussian": (0, float("inf")), "mask": (0, 1), "salt_and_pepper": (0, 1),
+                "speckle": (0, float("inf"))}  # what each model's level may be
+
+
+def check_noise(name, level):
+    """Raise ValueError unless ``name`` is a noise model and ``level`` lies in its range."""
+    if name not in LEVEL_RANGES:
+        raise ValueError(f"unknown noise {name!r}: choose from {', '.join(LEVEL_RANGES)}")
+    low, high = LEVEL_RANGES[name]
+    if not low <= level <= high:
+        raise ValueError(f"{name}: level must lie in [{low}, {high}], got {level}")
 
 
 def _generator(x, rng, seed):
@@ -24,30 +37,29 @@ def _generator(x, rng, seed):
     return backend.rng()
 
 
-def _check(x, name, level, low, high):
+def _check(x, name, level):
     if not numpy.issubdtype(x.dtype, numpy.floating):  # CuPy arrays carry NumPy dtypes too
         raise ValueError(f"{name}: expects floating-point images in [0, 1], got dtype {x.dtype}")
-    if not low <= level <= high:
-        raise ValueError(f"{name}: level must lie in [{low}, {high}], got {level}")
+    check_noise(name, level)
 
 
 def gaussian(x, std, clip=True, rng=None, seed=None):
     """Additive Gaussian noise of standard deviation ``std``, clipped to [0, 1] unless clip=False."""
-    _check(x, "gaussian", std, 0, float("inf"))
+    _check(x, "gaussian", std)
     y = x + std * _generator(x, rng, seed).standard_normal(x.shape, dtype=x.dtype)
     return backend.array_module(x).clip(y, 0, 1) if clip else y
 
 
 def mask(x, p, rng=None, seed=None):
     """Zero each pixel independently with probability ``p``."""
-    _check(x, "mask", p, 0, 1)
+    _check(x, "mask", p)
     keep = _generator(x, rng, seed).random(x.shape, dtype=x.dtype) >= p
     return x * keep
 
 
 def salt_and_pepper(x, p, rng=None, seed=None):
     """Replace each pixel with probability ``p``: by 0 (pepper) or 1 (salt), equally often."""
-    _check(x, "salt_and_pepper", p, 0, 1)
+    _check(x, "salt_and_pepper", p)
     xp = backend.array_module(x)
     u = _generator(x, rng, seed).random(x.shape, dtype=x.dtype)
     return xp.where(u < p / 2, xp.zeros((), x.dtype), xp.where(u < p, xp.ones((), x.dtype), x))
@@ -55,7 +67,7 @@ def salt_and_pepper(x, p, rng=None, seed=None):
 
 def speckle(x, std, clip=True, rng=None, seed=None):
     """Multiplicative Gaussian noise: x + std * x * n, clipped to [0, 1] unless clip=False."""
-    _check(x, "speckle", std, 0, float("inf"))
+    _check(x, "speckle", std)
     y = x + std * x * _generator(x, rng, seed).standard_normal(x.shape, dtype=x.dtype)
     return backend.array_module(x).clip(y, 0, 1) if clip else y
 
@@ -65,6 +77,5 @@ NOISES = {"gaussian": gaussian, "mask": mask, "salt_and_pepper": salt_and_pepper
 
 def apply_noise(name, x, level, rng=None, seed=None):
     """``NOISES[name](x, level, ...)`` with a clear error for an unknown name."""
-    if name not in NOISES:
-        raise ValueError(f"unknown noise {name!r}: choose from {', '.join(NOISES)}")
+    check_noise(name, level)
     return NOISES[name](x, level, rng=rng, seed=seed)
