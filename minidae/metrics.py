@@ -11,7 +11,6 @@ yourself (``mean``) or use :func:`summarize`.
           (Wang et al. 2004; skimage's structural_similarity with gaussian_weights=True,
           use_sample_covariance=False, data_range=1).
 """
-import math
 
 import numpy
 

@@ -3,7 +3,6 @@
 Every test that takes ``xp`` runs once per backend: NumPy always, CuPy where a GPU is
 usable (skipped with the reason otherwise), so the same suite runs unchanged on a GPU box.
 """
-import numpy as np
 import pytest
 
 from minidae import backend

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minidae import backend, gradcheck, models, nn, optim
+from minidae import gradcheck, models, nn, optim
 from parity import copy_torch_weights, relative_error
 
 

@@ -67,7 +67,7 @@ def test_state_dict_resumes_exactly(xp, which):
     make = OPTIMISERS[which][0]
     straight, split = make_params(xp), make_params(xp)
     opt = make(straight)
-    first = make(split)
+    first = second = make(split)  # ``second`` is replaced by a restored optimiser after step 10
     for step in range(20):
         for params, o in ((straight, opt), (split, first if step < 10 else second)):
             for p, g in zip(params, gradients(step)):
