@@ -40,8 +40,8 @@ class MaxPool2d(Module):
         xp = backend.array_module(dy)
         n, c = self._x_shape[:2]
         kernel_taps = self.kernel_size[0] * self.kernel_size[1]
-        dwindows = xp.zeros((c, kernel_taps, self._argmax.shape[2]), dtype=dy.dtype)
-        xp.put_along_axis(dwindows, self._argmax, nchw_to_rows(dy)[:, None], axis=1)
+        winner = self._argmax == xp.arange(kernel_taps)[:, None]  # one-hot over the taps: (C, KH*KW, L)
+        dwindows = winner * nchw_to_rows(dy)[:, None]
         return col2im(dwindows.reshape(c * kernel_taps, -1), self._x_shape, self.kernel_size, self.stride,
                       (0, 0), self._out_hw)
 
