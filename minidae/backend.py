@@ -14,7 +14,7 @@ code runs on both.
 import numpy
 
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
-           "seed", "rng", "init_rng", "available",
+           "seed", "rng", "init_rng", "available", "accelerated", "matmul", "matmul_add", "graphed",
            "tune_host_allocator"]
 
 
@@ -136,6 +136,45 @@ def to_numpy(a):
         return a
     get = getattr(a, "get", None)
     return get() if get is not None else numpy.asarray(a)
+
+
+def accelerated(array, path):
+    """The GPU fast-path module :mod:`minidae.cuda` when ``array`` is a CuPy array and its fast
+    path ``path`` ("im2col", "matmul", "adam", "graph") is on; None otherwise.
+
+    This is the one place where the library asks which backend holds an array: the helpers
+    that have a faster GPU form (im2col, col2im, matmul, Adam) call it, and the layers never do.
+    """
+    if type(array).__module__.startswith("cupy"):
+        from . import cuda
+        if cuda.FAST_PATHS.get(path, False):
+            return cuda
+    return None
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays. On a GPU it goes through :func:`minidae.cuda.matmul`, whose
+    cuBLAS calls (unlike CuPy's) can be captured into a CUDA graph; on NumPy it is ``a @ b``."""
+    gpu = accelerated(a, "matmul")
+    return a @ b if gpu is None else gpu.matmul(a, b)
+
+
+def matmul_add(out, a, b):
+    """``out += a @ b``, where ``out`` holds the (M, N) product's elements in row-major order (any
+    shape: a conv weight gradient is (O, C, KH, KW)). On a GPU the product is written straight into
+    ``out`` by the GEMM itself (:func:`minidae.cuda.matmul_add`), with no temporary."""
+    gpu = accelerated(out, "matmul")
+    if gpu is None or not gpu.matmul_add(out, a, b):
+        out += matmul(a, b).reshape(out.shape)
+
+
+def graphed(step, params):
+    """``step`` itself on NumPy; on CuPy a :class:`minidae.cuda.GraphedStep` that captures it as
+    a CUDA graph after its first call and replays that graph for every later batch of the
+    same shape. ``params`` are the parameters ``step`` updates (checked at every call)."""
+    params = list(params)
+    gpu = accelerated(params[0].data, "graph") if params else None
+    return step if gpu is None else gpu.GraphedStep(step, params)
 
 
 def asarray(a, dtype=None):

@@ -21,20 +21,36 @@ class Optimizer:
             if key != "betas" and value < 0:
                 raise ValueError(f"{type(self).__name__}: {key} must be non-negative, got {value}")
         self.defaults = defaults
-        self.step_count = 0
+        # The step count lives beside the parameters (on the GPU with CuPy) and is advanced in place,
+        # so that a training step captured as a CUDA graph advances it at every replay.
+        self._steps = backend.array_module(self.params[0].data).zeros((), dtype=numpy.int64)
         self.state = {name: [None] * len(self.params) for name in self.state_names}
 
+    @property
+    def step_count(self):
+        """Steps taken so far (read from the device on CuPy)."""
+        return int(self._steps)
+
     def zero_grad(self):
+        gpu = backend.accelerated(self.params[0].data, "adam")
+        if gpu is not None and gpu.zero_grads(self):  # one fill of a flat gradient buffer (minidae/cuda.py)
+            return
         for p in self.params:
             p.grad[...] = 0
 
     def step(self):
-        self.step_count += 1
+        self._steps += 1
+        if self._fused_step():
+            return
         for index, p in enumerate(self.params):
             grad = p.grad
             if self.defaults["weight_decay"]:
                 grad = grad + self.defaults["weight_decay"] * p.data  # a new array: .grad stays as it was
             self._update(index, p, grad)
+
+    def _fused_step(self):
+        """Update every parameter at once where the backend has a fused kernel for it; False if not."""
+        return False
 
     def state_dict(self):
         """Flat dict of NumPy arrays: "step" and "<buffer>.<parameter index>" (npz-friendly)."""
@@ -46,7 +62,7 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state):
-        self.step_count = int(state["step"])
+        self._steps[...] = int(state["step"])
         for name, buffers in self.state.items():
             for index, p in enumerate(self.params):
                 key = f"{name}.{index}"
@@ -73,6 +89,11 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay))
+
+    def _fused_step(self):
+        # On a GPU: the update below as one kernel over flat buffers, reading t from the device (minidae/cuda.py).
+        gpu = backend.accelerated(self.params[0].data, "adam")
+        return gpu is not None and gpu.adam_step(self, self._steps)
 
     def _update(self, index, p, grad):
         xp = backend.array_module(p.data)

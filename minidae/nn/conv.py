@@ -47,8 +47,9 @@ class _ConvBase(Module):
             y += self.bias.data.astype(y.dtype, copy=False).reshape(1, -1, 1, 1)
         return y
 
-    def _accumulate_grads(self, dy, dweight):
-        self.weight.grad += dweight
+    def _accumulate_grads(self, dy, rows, cols):
+        """dL/dW += rows @ cols^T (conv2d_weight_grad) and dL/db += dL/dy summed over (N, OH, OW)."""
+        conv2d_weight_grad(rows, cols, self.weight.grad)
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
 
@@ -85,7 +86,7 @@ class Conv2d(_ConvBase):
     def backward(self, dy):
         dy = channel_major(dy)  # both gradients below read dy as rows: one copy at most, not two
         weight = self.weight.data.astype(dy.dtype, copy=False)
-        self._accumulate_grads(dy, conv2d_weight_grad(dy, self._cols, weight.shape))
+        self._accumulate_grads(dy, dy, self._cols)
         return conv2d_input_grad(dy, weight, self._x_hw, self.stride, self.padding)
 
 
@@ -128,7 +129,7 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dy):
         weight = self.weight.data.astype(dy.dtype, copy=False)
         dx, cols = conv2d(dy, weight, self.stride, self.padding)
-        self._accumulate_grads(dy, conv2d_weight_grad(self._x, cols, weight.shape))
+        self._accumulate_grads(dy, self._x, cols)
         return dx
 
     def extra_repr(self):

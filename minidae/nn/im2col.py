@@ -64,6 +64,9 @@ def conv_transpose_output_size(size, kernel, stride, padding, output_padding):
 
 def im2col(x, kernel, stride, padding, out_hw):
     """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, OH*OW*N)."""
+    gpu = backend.accelerated(x, "im2col")
+    if gpu is not None:  # on a GPU: this loop as one kernel (minidae/cuda.py)
+        return gpu.im2col(x, kernel, stride, padding, (1, 1), out_hw)
     xp = backend.array_module(x)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     n, c, h, w = x.shape
@@ -78,6 +81,9 @@ def im2col(x, kernel, stride, padding, out_hw):
 
 def col2im(cols, x_shape, kernel, stride, padding, out_hw):
     """Adjoint of :func:`im2col`: add columns (C*KH*KW, OH*OW*N) back into (N, C, H, W)."""
+    gpu = backend.accelerated(cols, "im2col")
+    if gpu is not None:  # on a GPU: this loop as one kernel, a gather with no atomics (minidae/cuda.py)
+        return gpu.col2im(cols, x_shape, kernel, stride, padding, (1, 1), out_hw)
     xp = backend.array_module(cols)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     n, c, h, w = x_shape
@@ -122,7 +128,7 @@ def conv2d(x, weight, stride, padding):
     n, _, h, w = x.shape
     out_hw = (conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1]))
     cols = im2col(x, (kh, kw), stride, padding, out_hw)
-    y = weight.reshape(o, c * kh * kw) @ cols
+    y = backend.matmul(weight.reshape(o, c * kh * kw), cols)
     return rows_to_nchw(y, n, *out_hw), cols
 
 
@@ -133,10 +139,10 @@ def conv2d_input_grad(dy, weight, x_hw, stride, padding):
     """
     o, c, kh, kw = weight.shape
     n, _, oh, ow = dy.shape
-    dcols = weight.reshape(o, c * kh * kw).T @ nchw_to_rows(dy)
+    dcols = backend.matmul(weight.reshape(o, c * kh * kw).T, nchw_to_rows(dy))
     return col2im(dcols, (n, c, *x_hw), (kh, kw), stride, padding, (oh, ow))
 
 
-def conv2d_weight_grad(dy, cols, weight_shape):
-    """dW = dy_rows @ cols^T, reshaped to the weight's (O, C, KH, KW)."""
-    return (nchw_to_rows(dy) @ cols.T).reshape(weight_shape)
+def conv2d_weight_grad(dy, cols, out):
+    """Add dW = dy_rows @ cols^T into ``out``, the weight gradient (O, C, KH, KW)."""
+    backend.matmul_add(out, nchw_to_rows(dy), cols.T)

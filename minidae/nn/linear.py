@@ -1,6 +1,7 @@
 """Linear: an affine map, PyTorch layout weight (out_features, in_features)."""
 import math
 
+from .. import backend
 from . import init
 from .module import Module, Parameter
 
@@ -28,16 +29,16 @@ class Linear(Module):
             raise ValueError(f"Linear: expected a floating-point input of shape (N, {self.in_features}), "
                              f"got {tuple(x.shape)} {x.dtype}")
         self._x = x
-        y = x @ self.weight.data.astype(x.dtype, copy=False).T
+        y = backend.matmul(x, self.weight.data.astype(x.dtype, copy=False).T)
         if self.bias is not None:
             y += self.bias.data.astype(x.dtype, copy=False)
         return y
 
     def backward(self, dy):
-        self.weight.grad += dy.T @ self._x
+        backend.matmul_add(self.weight.grad, dy.T, self._x)  # dL/dW += dy^T x
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
-        return dy @ self.weight.data.astype(dy.dtype, copy=False)
+        return backend.matmul(dy, self.weight.data.astype(dy.dtype, copy=False))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -2,6 +2,7 @@
 import numpy
 
 from .. import backend
+from . import elementwise
 
 __all__ = ["MSELoss", "BCELoss"]
 
@@ -23,11 +24,11 @@ class MSELoss(_Loss):
 
     def forward(self, pred, target):
         self._check(pred, target)
-        self._diff = pred - target
-        return (self._diff * self._diff).mean()
+        self._pred, self._target = pred, target
+        return elementwise.mse(pred, target)
 
     def backward(self):
-        return self._diff * (2.0 / self._diff.size)
+        return elementwise.mse_grad(self._pred, self._target, 2.0 / self._pred.size)
 
 
 class BCELoss(_Loss):

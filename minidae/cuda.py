@@ -1,0 +1,469 @@
+"""The CuPy fast path: everything in minidae that exists only because a GPU is fast.
+
+The layers are written once, in NumPy style, and run unchanged on CuPy. On a GPU, though, an
+eager step of that code is some 300 small kernel launches at 10-20 us of Python and driver
+time each, while the GPU's own work is a fraction of a millisecond. The helpers here remove
+that overhead without changing any result beyond float32 rounding:
+
+``im2col`` / ``col2im``
+    one kernel each (minidae/cuda_kernels.cu) instead of a memset, a padded copy and one
+    strided copy or add per kernel tap; col2im is a gather, so it needs no atomics and is
+    deterministic.
+``matmul``, ``matmul_add``
+    ``a @ b`` (and ``out += a @ b`` straight into ``out``, for gradients) through a cuBLAS handle of minidae's own, called with ctypes. CuPy refuses every
+    cuBLAS call while a stream is being captured (its ``setStream`` raises
+    NotImplementedError; cupy issue #6290); with our own handle, bound to the capturing stream
+    and given a fixed workspace, the GEMMs of a step can be captured into a CUDA graph.
+``adam_step``
+    torch.optim.Adam's update as one kernel over flat parameter, gradient and state buffers.
+    The parameters' ``.data``, ``.grad`` and the optimiser's state become views into those
+    buffers, so the layers write their gradients straight into them. The step count lives in
+    device memory.
+``relu``, ``sigmoid``, ``sigmoid_grad``, ``mse``, ``mse_grad``
+    the formulas of minidae.nn.elementwise, each as one kernel instead of one per operation.
+``GraphedStep``
+    a training step (forward, backward, optimiser) captured once as a CUDA graph and replayed
+    for every batch: one launch instead of hundreds.
+
+The library reaches these through ``backend.accelerated(array, name)``, which returns this
+module only for CuPy arrays whose fast path ``name`` is switched on in :data:`FAST_PATHS`
+(the benchmark switches them off one by one to measure each).
+"""
+import ctypes
+import os
+import sys
+
+import cupy
+import numpy
+
+__all__ = ["FAST_PATHS", "im2col", "col2im", "matmul", "matmul_add", "adam_step", "GraphedStep", "graph_kernel_count",
+           "relu", "sigmoid", "sigmoid_grad", "mse", "mse_grad"]
+
+#: Which fast paths are on; False makes the library use its plain CuPy code for that piece.
+FAST_PATHS = {"im2col": True, "matmul": True, "adam": True, "fused": True, "graph": True}
+
+_BLOCK = 256
+_MAX_BLOCKS = 65535
+
+
+def _module():
+    """The compiled kernels of cuda_kernels.cu (compiled once per process and device, then cached by CuPy)."""
+    global _MODULE
+    if _MODULE is None:
+        with open(os.path.join(os.path.dirname(__file__), "cuda_kernels.cu")) as f:
+            _MODULE = cupy.RawModule(code=f.read(), options=("--std=c++14",))
+    return _MODULE
+
+
+_MODULE = None
+_CTYPE = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
+
+
+def _launch(name, dtype, total, args):
+    blocks = max(1, min(_MAX_BLOCKS, (total + _BLOCK - 1) // _BLOCK))
+    _module().get_function(f"{name}_{_CTYPE[numpy.dtype(dtype)]}")((blocks,), (_BLOCK,), args)
+
+
+def supports(dtype):
+    """True for the dtypes the kernels are compiled for (float32, float64)."""
+    return numpy.dtype(dtype) in _CTYPE
+
+
+# -------------------------------------------------------------------------------------------------
+# im2col / col2im: the same contract as minidae.nn.im2col's NumPy code, one kernel each.
+
+def im2col(x, kernel, stride, padding, dilation, out_hw):
+    """Windows of ``x`` (N, C, H, W), any strides, as columns (C*KH*KW, OH*OW*N)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    cols = cupy.empty((c * kh * kw, oh * ow * n), dtype=x.dtype)
+    if cols.size:
+        i32, i64 = numpy.int32, numpy.int64
+        strides = [i64(s // x.itemsize) for s in x.strides]
+        _launch("im2col", x.dtype, cols.size, (x, cols, i32(n), i32(c), i32(h), i32(w), *strides, i32(kh), i32(kw),
+                                                i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), i32(oh),
+                                                i32(ow), i64(cols.size)))
+    return cols
+
+
+def col2im(cols, x_shape, kernel, stride, padding, dilation, out_hw):
+    """Adjoint of :func:`im2col`: (C*KH*KW, OH*OW*N) -> (N, C, H, W) backed by (C, H, W, N) memory."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    cols = cupy.ascontiguousarray(cols)
+    dx = cupy.empty((c, h, w, n), dtype=cols.dtype)
+    if dx.size:
+        if not cols.size:
+            dx.fill(0)
+        else:
+            i32 = numpy.int32
+            _launch("col2im", cols.dtype, dx.size, (cols, dx, i32(n), i32(c), i32(h), i32(w), i32(kh), i32(kw),
+                                                    i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), i32(oh),
+                                                    i32(ow), numpy.int64(dx.size)))
+    return dx.transpose(3, 0, 1, 2)
+
+
+# -------------------------------------------------------------------------------------------------
+# GEMM through a cuBLAS handle of our own (capturable; see the module docstring).
+
+class _Cublas:
+    """libcublas (the copy CuPy loaded) reached through ctypes, with one handle per device."""
+
+    WORKSPACE_BYTES = 32 << 20  # NVIDIA's recommendation for Hopper; fixed so capture allocates nothing
+    OP_N, OP_T = 0, 1
+
+    def __init__(self):
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas, so we bind the very same library
+        self.lib = ctypes.CDLL(self._library_path())
+        self.handles = {}  # device id -> [handle, workspace array, stream the handle is bound to]
+        for name in ("cublasSgemm_v2", "cublasDgemm_v2"):
+            getattr(self.lib, name).argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                                ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                                ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                                ctypes.c_void_p, ctypes.c_int]
+        self.lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        self.one = {numpy.float32: ctypes.c_float(1.0), numpy.float64: ctypes.c_double(1.0)}
+        self.zero = {numpy.float32: ctypes.c_float(0.0), numpy.float64: ctypes.c_double(0.0)}
+
+    @staticmethod
+    def _library_path():
+        if sys.platform.startswith("linux"):
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    path = line.split()[-1]
+                    if os.path.basename(path).startswith("libcublas.so"):
+                        return path
+        raise OSError("libcublas is not loaded in this process")
+
+    def _check(self, status, what):
+        if status != 0:
+            raise RuntimeError(f"minidae.cuda: {what} failed with cuBLAS status {status}")
+
+    def handle(self):
+        """This device's handle, bound to the current stream (re-bound when the stream changes)."""
+        device = cupy.cuda.Device().id
+        entry = self.handles.get(device)
+        if entry is None:
+            handle = ctypes.c_void_p()
+            self._check(self.lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+            workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=numpy.uint8)
+            entry = self.handles[device] = [handle, workspace, None]
+        stream = cupy.cuda.get_current_stream().ptr
+        if entry[2] != stream:
+            # cublasSetStream resets the workspace to cuBLAS's own pool, so set ours after it.
+            self._check(self.lib.cublasSetStream_v2(entry[0], ctypes.c_void_p(stream)), "cublasSetStream")
+            self._check(self.lib.cublasSetWorkspace_v2(entry[0], ctypes.c_void_p(entry[1].data.ptr),
+                                                       entry[1].nbytes), "cublasSetWorkspace")
+            entry[2] = stream
+        return entry[0]
+
+    def gemm(self, a, b, c=None):
+        """Row-major C (M, N) = a (M, K) @ b (K, N), or C += a @ b into a given contiguous ``c``;
+        computed as C^T = b^T a^T in cuBLAS's column-major terms."""
+        (m, k), n = a.shape, b.shape[1]
+        dtype = a.dtype.type
+        accumulate = c is not None
+        if not accumulate:
+            c = cupy.empty((m, n), dtype=a.dtype)
+        if m == 0 or n == 0 or (k == 0 and accumulate):
+            return c
+        if k == 0:
+            c.fill(0)
+            return c
+        a, lda, op_a = _gemm_operand(a)
+        b, ldb, op_b = _gemm_operand(b)
+        gemm = self.lib.cublasSgemm_v2 if dtype is numpy.float32 else self.lib.cublasDgemm_v2
+        beta = (self.one if accumulate else self.zero)[dtype]
+        status = gemm(self.handle(), op_b, op_a, n, m, k, ctypes.addressof(self.one[dtype]), b.data.ptr, ldb,
+                      a.data.ptr, lda, ctypes.addressof(beta), c.data.ptr, n)
+        self._check(status, "GEMM")
+        return c
+
+
+def _gemm_operand(a):
+    """(array, leading dimension, cuBLAS op) for a 2-D array cuBLAS can read in place, copying otherwise.
+
+    A row-major (rows, cols) array read column-major is its transpose, so it takes op N in the
+    C^T = b^T a^T product; a column-major one (a transposed view) takes op T.
+    """
+    rows, cols = a.shape
+    s0, s1 = (s // a.itemsize for s in a.strides)
+    if (cols <= 1 or s1 == 1) and (rows <= 1 or s0 >= cols) and s0 >= 0:
+        return a, (s0 if rows > 1 else max(cols, 1)), _Cublas.OP_N
+    if (rows <= 1 or s0 == 1) and (cols <= 1 or s1 >= rows) and s1 >= 0:
+        return a, (s1 if cols > 1 else max(rows, 1)), _Cublas.OP_T
+    a = cupy.ascontiguousarray(a)
+    return a, max(cols, 1), _Cublas.OP_N
+
+
+_CUBLAS = None
+
+
+def _cublas():
+    global _CUBLAS
+    if _CUBLAS is None:
+        _CUBLAS = _Cublas()
+    return _CUBLAS
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D float32/float64 CuPy arrays, on minidae's own cuBLAS handle (capturable)."""
+    if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or not supports(a.dtype):
+        return a @ b
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit (inner sizes "
+                         f"{a.shape[1]} and {b.shape[0]} differ)")
+    return _cublas().gemm(a, b)
+
+
+def matmul_add(out, a, b):
+    """``out += a @ b`` with the product written straight into ``out`` (cuBLAS's beta = 1: no
+    temporary, no separate add). ``out`` may have any shape holding the (M, N) product in
+    row-major order. Returns False, doing nothing, where that is not possible (``out`` not
+    contiguous, mixed dtypes): the caller then adds a product the ordinary way."""
+    if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or not out.flags.c_contiguous
+            or out.size != a.shape[0] * b.shape[1] or not _same_float(out, a, b)):
+        return False
+    _cublas().gemm(a, b, out.reshape(a.shape[0], b.shape[1]))
+    return True
+
+
+# -------------------------------------------------------------------------------------------------
+# Adam over flat buffers.
+
+class _FlatAdam:
+    """One flat buffer each for the parameters, their gradients and Adam's two moments.
+
+    Every ``p.data``, ``p.grad``, ``exp_avg[i]`` and ``exp_avg_sq[i]`` becomes a view into
+    them; ``matches`` tells whether that still holds (a user may reassign any of them, and
+    ``Module.to`` or ``load_state_dict`` do), and the optimiser re-packs when it does not.
+    """
+
+    def __init__(self, optimizer):
+        params = optimizer.params
+        dtype = params[0].data.dtype
+        sizes = [p.data.size for p in params]
+        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).tolist()
+        self.total = offsets[-1]
+        self.buffers = {}
+        for key in ("data", "grad", "exp_avg", "exp_avg_sq"):
+            flat = self.buffers[key] = cupy.empty(self.total, dtype=dtype)
+            for index, p in enumerate(params):
+                view = flat[offsets[index]:offsets[index + 1]].reshape(p.data.shape)
+                if key in ("data", "grad"):
+                    view[...] = getattr(p, key)
+                    setattr(p, key, view)
+                else:
+                    state = optimizer.state[key][index]
+                    view[...] = 0 if state is None else state
+                    optimizer.state[key][index] = view
+        self.views = self._current(optimizer)
+
+    @staticmethod
+    def _current(optimizer):
+        return [(p.data, p.grad, m, v) for p, m, v in
+                zip(optimizer.params, optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"])]
+
+    def matches(self, optimizer):
+        current = self._current(optimizer)
+        return len(current) == len(self.views) and all(a is b for now, then in zip(current, self.views)
+                                                       for a, b in zip(now, then))
+
+    @staticmethod
+    def possible(optimizer):
+        dtypes = {p.data.dtype for p in optimizer.params} | {p.grad.dtype for p in optimizer.params}
+        return (len(dtypes) == 1 and supports(dtypes.pop())
+                and all(isinstance(p.data, cupy.ndarray) and isinstance(p.grad, cupy.ndarray)
+                        for p in optimizer.params))
+
+
+def adam_step(optimizer, steps):
+    """One Adam update of every parameter in one kernel; ``steps`` is the device step counter.
+
+    Returns False (doing nothing) when the parameters cannot share one flat buffer (mixed
+    dtypes), so the caller runs its per-parameter code instead.
+    """
+    flat = optimizer.__dict__.get("_flat")
+    if flat is None or not flat.matches(optimizer):
+        if not _FlatAdam.possible(optimizer):
+            return False
+        if cupy.cuda.get_current_stream().is_capturing():
+            raise RuntimeError("Adam: the parameters were re-packed while a CUDA graph was being captured; "
+                               "run one step eagerly before capturing")
+        flat = optimizer._flat = _FlatAdam(optimizer)
+    d = optimizer.defaults
+    (b1, b2), dtype = d["betas"], flat.buffers["data"].dtype.type
+    buffers = flat.buffers
+    _launch("adam", dtype, flat.total, (buffers["data"], buffers["grad"], buffers["exp_avg"], buffers["exp_avg_sq"],
+                                        steps, numpy.float64(d["lr"]), numpy.float64(b1), numpy.float64(b2),
+                                        dtype(1 - b1), dtype(1 - b2), dtype(b2), dtype(d["eps"]),
+                                        dtype(d["weight_decay"]), numpy.int64(flat.total)))
+    return True
+
+
+def zero_grads(optimizer):
+    """Zero every gradient with one fill when they share Adam's flat buffer; False otherwise."""
+    flat = optimizer.__dict__.get("_flat")
+    if flat is None or not flat.matches(optimizer):
+        return False
+    flat.buffers["grad"].fill(0)
+    return True
+
+
+# -------------------------------------------------------------------------------------------------
+# Fused elementwise kernels: minidae.nn.elementwise's NumPy formulas, operation for operation.
+
+_relu = cupy.ElementwiseKernel("T x", "T y, bool positive", "positive = x > (T)0; y = (positive || x != x) ? x : (T)0",
+                               "minidae_relu")
+_sigmoid = cupy.ElementwiseKernel("T x", "T y", "T e = exp(-fabs(x)); y = (x >= (T)0 ? (T)1 : e) / ((T)1 + e)",
+                                  "minidae_sigmoid")
+_sigmoid_grad = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_grad")
+_mse = cupy.ReductionKernel("T p, T t", "T loss", "(p - t) * (p - t)", "a + b",
+                            "loss = a / (T)(_in_ind.size() / _out_ind.size())", "0", "minidae_mse")
+_mse_grad = cupy.ElementwiseKernel("T p, T t, T scale", "T g", "g = (p - t) * scale", "minidae_mse_grad")
+
+
+def _same_float(*arrays):
+    return len({a.dtype for a in arrays}) == 1 and supports(arrays[0].dtype)
+
+
+def relu(x):
+    """(max(x, 0), [x > 0]) in one kernel."""
+    return _relu(x) if supports(x.dtype) else (cupy.maximum(x, 0), x > 0)
+
+
+def sigmoid(x):
+    """The overflow-free sigmoid of minidae.nn.elementwise in one kernel."""
+    if not supports(x.dtype):
+        e = cupy.exp(-cupy.abs(x))
+        return cupy.where(x >= 0, 1, e) / (1 + e)
+    return _sigmoid(x)
+
+
+def sigmoid_grad(dy, y):
+    """dy * y * (1 - y) in one kernel."""
+    return _sigmoid_grad(dy, y) if _same_float(dy, y) else dy * y * (1 - y)
+
+
+def mse(pred, target):
+    """mean((pred - target)^2) as one reduction kernel."""
+    if not _same_float(pred, target) or pred.shape != target.shape:
+        diff = pred - target
+        return (diff * diff).mean()
+    return _mse(pred, target)
+
+
+def mse_grad(pred, target, scale):
+    """(pred - target) * scale in one kernel (scale cast to the arrays' dtype, as NumPy does)."""
+    if not _same_float(pred, target) or pred.shape != target.shape:
+        return (pred - target) * scale
+    return _mse_grad(pred, target, pred.dtype.type(scale))
+
+
+# -------------------------------------------------------------------------------------------------
+# CUDA graphs.
+
+class GraphedStep:
+    """``step(*inputs)`` replayed as a CUDA graph: ``graphed = GraphedStep(step, params); loss = graphed(x, y)``.
+
+    The first call with a new input shape runs ``step`` eagerly (it compiles every kernel, lets
+    cuBLAS pick its algorithms and creates the optimiser's state); the second captures it into
+    a graph, once, reading its inputs from fixed buffers; every later call copies the inputs
+    into those buffers and launches the graph. Each call returns a fresh copy of ``step``'s
+    result, left on the device.
+
+    ``step`` must do the same device work at every call (no host reads of device values, no
+    branching on data, no new arrays that outlive the call except its result): capture refuses
+    host synchronisation, so a step that breaks this fails to capture, and then this class
+    prints one notice and runs ``step`` eagerly from then on. Memory that the graph uses comes
+    from a private CuPy memory pool that nothing else allocates from, so no later allocation
+    can take a buffer the graph still writes. A graph is re-captured when a parameter's
+    ``.data`` or ``.grad`` has been replaced since (``params`` are checked at every call).
+    """
+
+    def __init__(self, step, params, notice=None):
+        self.step, self.params = step, list(params)
+        self.notice = notice or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.graphs = {}   # input signature -> _Graph
+        self.seen = set()  # input signatures that have run eagerly once
+        self.failed = None  # why capture failed, once it has
+        self.replays = 0
+
+    def _snapshot(self):
+        return [(p.data, p.grad) for p in self.params]
+
+    def __call__(self, *inputs):
+        if self.failed is not None or not FAST_PATHS["graph"]:
+            return self.step(*inputs)
+        key = tuple((a.shape, a.dtype.str) for a in inputs)
+        graph = self.graphs.get(key)
+        if graph is not None and not all(a is b for now, then in zip(self._snapshot(), graph.params)
+                                         for a, b in zip(now, then)):
+            # Parameters were replaced: the graph would update stale buffers. Run eagerly once
+            # (the optimiser re-packs its flat buffers then), and capture anew at the next call.
+            del self.graphs[key]
+            self.seen.discard(key)
+            graph = None
+        if key not in self.seen:
+            self.seen.add(key)
+            return self.step(*inputs)
+        if graph is None:
+            try:
+                graph = self.graphs[key] = _Graph(self.step, inputs, self._snapshot)
+            except Exception as exc:  # anything that cannot be captured: fall back for good
+                self.graphs.clear()
+                self.failed = f"{type(exc).__name__}: {exc}"
+                self.notice(f"minidae: CUDA graph capture failed ({self.failed}); running eagerly")
+                return self.step(*inputs)
+        self.replays += 1
+        return graph.replay(inputs)
+
+
+class _Graph:
+    """One captured step: its graph, its input buffers, its result and its private memory pool."""
+
+    def __init__(self, step, inputs, snapshot):
+        self.pool = cupy.cuda.MemoryPool()
+        self.inputs = [cupy.empty_like(a) for a in inputs]
+        for buffer, a in zip(self.inputs, inputs):
+            buffer[...] = a
+        cupy.cuda.Device().synchronize()
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with cupy.cuda.using_allocator(self.pool.malloc), stream:
+            stream.begin_capture()
+            try:
+                self.output = step(*self.inputs)
+            finally:
+                graph = stream.end_capture()  # raises if the capture was invalidated
+        self.graph, self.stream = graph, stream
+        self.graph.upload(cupy.cuda.get_current_stream())
+        self.params = snapshot()
+        self.kernels = graph_kernel_count(graph)
+
+    def replay(self, inputs):
+        for buffer, a in zip(self.inputs, inputs):
+            cupy.copyto(buffer, a)
+        self.graph.launch(cupy.cuda.get_current_stream())
+        return None if self.output is None else self.output.copy()
+
+
+_NODE_TYPES = {0: "kernel", 1: "memcpy", 2: "memset", 3: "host", 4: "child graph", 5: "empty", 6: "event wait",
+               7: "event record", 10: "mem alloc", 11: "mem free"}
+
+
+def graph_kernel_count(graph):
+    """{node type: count} of a captured ``cupy.cuda.Graph`` ("kernel", "memset", ...), from the driver API."""
+    driver = ctypes.CDLL("libcuda.so.1")
+    count = ctypes.c_size_t(0)
+    if driver.cuGraphGetNodes(ctypes.c_void_p(graph.graph), None, ctypes.byref(count)) != 0:
+        return {}
+    nodes = (ctypes.c_void_p * count.value)()
+    driver.cuGraphGetNodes(ctypes.c_void_p(graph.graph), nodes, ctypes.byref(count))
+    counts = {}
+    for node in nodes:
+        kind = ctypes.c_int(-1)
+        driver.cuGraphNodeGetType(ctypes.c_void_p(node), ctypes.byref(kind))
+        name = _NODE_TYPES.get(kind.value, f"type {kind.value}")
+        counts[name] = counts.get(name, 0) + 1
+    return counts

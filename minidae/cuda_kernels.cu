@@ -1,0 +1,116 @@
+// minidae's CUDA kernels, compiled at run time by CuPy (minidae/cuda.py loads this file).
+// Each kernel does in one launch what the NumPy code does in several passes; the maths is
+// the NumPy code's, operation for operation, so float32 results match it to the last bit
+// where the order of operations is the same (the *_rn intrinsics stop the compiler from
+// fusing a multiply and an add into one FMA, which NumPy never does).
+
+typedef long long i64;
+
+// ---------------------------------------------------------------------------------------
+// im2col: one thread per element of cols (C, KH, KW, OH, OW, N), N fastest.
+//   cols[c, kh, kw, oh, ow, n] = x[n, c, SH*oh - PH + DH*kh, SW*ow - PW + DW*kw]   (0 outside)
+// x is read through its element strides (sn, sc, sh, sw), so any layout works without a copy;
+// with minidae's (C, H, W, N) memory, neighbouring threads read neighbouring addresses.
+template <typename T>
+__device__ void im2col_impl(const T* x, T* cols, int N, int C, int H, int W, i64 sn, i64 sc, i64 sh, i64 sw,
+                            int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,
+                            i64 total) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
+        i64 r = i;
+        int n = r % N; r /= N;
+        int ow = r % OW; r /= OW;
+        int oh = r % OH; r /= OH;
+        int kw = r % KW; r /= KW;
+        int kh = r % KH; r /= KH;
+        int c = (int)r;
+        int y = oh * SH - PH + kh * DH;
+        int z = ow * SW - PW + kw * DW;
+        T value = 0;
+        if (y >= 0 && y < H && z >= 0 && z < W) value = x[n * sn + c * sc + y * sh + z * sw];
+        cols[i] = value;
+    }
+}
+
+// col2im as a gather: one thread per element of dx, stored (C, H, W, N), N fastest. Each
+// thread sums, in the order (kh, kw) of the NumPy loop, the column entries whose window tap
+// lands on its pixel: no atomics, so the result is deterministic.
+template <typename T>
+__device__ void col2im_impl(const T* cols, T* dx, int N, int C, int H, int W, int KH, int KW, int SH, int SW,
+                            int PH, int PW, int DH, int DW, int OH, int OW, i64 total) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
+        i64 r = i;
+        int n = r % N; r /= N;
+        int w = r % W; r /= W;
+        int h = r % H; r /= H;
+        int c = (int)r;
+        T sum = 0;
+        for (int kh = 0; kh < KH; ++kh) {
+            int y = h + PH - kh * DH;
+            if (y < 0 || y % SH != 0 || y / SH >= OH) continue;
+            int oh = y / SH;
+            for (int kw = 0; kw < KW; ++kw) {
+                int z = w + PW - kw * DW;
+                if (z < 0 || z % SW != 0 || z / SW >= OW) continue;
+                int ow = z / SW;
+                sum += cols[((((i64)c * KH + kh) * KW + kw) * OH + oh) * (i64)OW * N + (i64)ow * N + n];
+            }
+        }
+        dx[i] = sum;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Adam over flat buffers, torch.optim.Adam's update (see minidae/optim.py), in NumPy's order:
+//   g = grad + wd p;  m += (1 - b1)(g - m);  v = b2 v + (1 - b2) g g
+//   p -= (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) * (lr / (1 - b1^t))
+// The step count t is read from device memory (the optimiser increments it there), so a
+// captured CUDA graph computes the right bias corrections at every replay.
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ inline float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ inline float sqrt_rn(float a) { return __fsqrt_rn(a); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ inline double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+__device__ inline double sqrt_rn(double a) { return __dsqrt_rn(a); }
+
+template <typename T>
+__device__ void adam_impl(T* p, const T* grad, T* m, T* v, const i64* step, double lr, double b1, double b2,
+                          T one_minus_b1, T one_minus_b2, T b2_t, T eps, T weight_decay, i64 total) {
+    double t = (double)step[0];
+    T sqrt_bc2 = (T)sqrt(1.0 - pow(b2, t));          // as the host computes them, in double
+    T step_size = (T)(lr / (1.0 - pow(b1, t)));
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
+        T pi = p[i], g = grad[i];
+        if (weight_decay != (T)0) g = add_rn(g, mul_rn(weight_decay, pi));
+        T mi = m[i], vi = v[i];
+        mi = add_rn(mi, mul_rn(sub_rn(g, mi), one_minus_b1));
+        vi = add_rn(mul_rn(vi, b2_t), mul_rn(mul_rn(g, one_minus_b2), g));
+        T denom = add_rn(div_rn(sqrt_rn(vi), sqrt_bc2), eps);
+        p[i] = sub_rn(pi, mul_rn(div_rn(mi, denom), step_size));
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+extern "C" {
+#define MINIDAE_KERNELS(T)                                                                                     \
+__global__ void im2col_##T(const T* x, T* cols, int N, int C, int H, int W, i64 sn, i64 sc, i64 sh, i64 sw,   \
+                           int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,    \
+                           i64 total) {                                                                        \
+    im2col_impl<T>(x, cols, N, C, H, W, sn, sc, sh, sw, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, total);        \
+}                                                                                                              \
+__global__ void col2im_##T(const T* cols, T* dx, int N, int C, int H, int W, int KH, int KW, int SH, int SW,  \
+                           int PH, int PW, int DH, int DW, int OH, int OW, i64 total) {                        \
+    col2im_impl<T>(cols, dx, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, total);                       \
+}                                                                                                              \
+__global__ void adam_##T(T* p, const T* grad, T* m, T* v, const i64* step, double lr, double b1, double b2,   \
+                         T one_minus_b1, T one_minus_b2, T b2_t, T eps, T weight_decay, i64 total) {           \
+    adam_impl<T>(p, grad, m, v, step, lr, b1, b2, one_minus_b1, one_minus_b2, b2_t, eps, weight_decay, total); \
+}
+MINIDAE_KERNELS(float)
+MINIDAE_KERNELS(double)
+}
