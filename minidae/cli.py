@@ -43,13 +43,16 @@ def add_train_arguments(parser):
     add("--resume", default=None, metavar="CHECKPOINT",
         help="continue a run from its checkpoint.npz (its recipe is kept; --epochs may extend it)")
     add("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    add("--no-cuda-graph", action="store_true",
+        help="with --backend cupy, run every step eagerly instead of replaying it as a CUDA graph")
     return parser
 
 
 def config_from_args(args):
     from .train import TrainConfig
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"progress"}
-    return TrainConfig(progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"progress", "cuda_graph"}
+    return TrainConfig(progress=not args.no_progress, cuda_graph=not args.no_cuda_graph,
+                       **{k: getattr(args, k) for k in fields})
 
 
 def run_train(args):

@@ -16,7 +16,7 @@ import numpy
 
 from . import backend
 
-__all__ = ["mse", "psnr", "ssim", "summarize"]
+__all__ = ["mse", "psnr", "ssim", "sums", "summarize"]
 
 
 def _images(x):
@@ -58,11 +58,17 @@ def ssim(x, y, window_size=11, sigma=1.5):
     return ssim_map.mean(axis=(1, 2))
 
 
-def summarize(noisy, denoised, clean):
-    """Mean MSE, PSNR and SSIM of the noisy input and of the denoised output against clean."""
+def sums(noisy, denoised, clean):
+    """MSE, PSNR and SSIM of the noisy input and of the denoised output against clean, each summed
+    over the batch and left on the device (0-d arrays): add them up over batches, read once."""
     result = {}
     for label, images in (("noisy", noisy), ("denoised", denoised)):
-        result[f"mse_{label}"] = float(mse(images, clean).mean())
-        result[f"psnr_{label}"] = float(psnr(images, clean).mean())
-        result[f"ssim_{label}"] = float(ssim(images, clean).mean())
+        result[f"mse_{label}"] = mse(images, clean).sum()
+        result[f"psnr_{label}"] = psnr(images, clean).sum()
+        result[f"ssim_{label}"] = ssim(images, clean).sum()
     return result
+
+
+def summarize(noisy, denoised, clean):
+    """Mean MSE, PSNR and SSIM of the noisy input and of the denoised output against clean."""
+    return {key: float(value) / len(clean) for key, value in sums(noisy, denoised, clean).items()}

@@ -20,6 +20,7 @@ import platform
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy
@@ -55,6 +56,7 @@ class TrainConfig:
     out: str = None
     resume: str = None
     progress: bool = True
+    cuda_graph: bool = True  # CuPy: replay the training step as a CUDA graph (minidae.cuda.GraphedStep)
 
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
@@ -101,15 +103,14 @@ def evaluate(model, images, noise, level, seed, batch_size=500):
     """
     xp = backend.xp
     rng = xp.random.default_rng(epoch_seed(seed, EVAL_STREAM))
-    totals, count = {}, 0
+    images = xp.asarray(images)  # onto the device once, not once per batch
+    totals = {}
     for start in range(0, len(images), batch_size):
         clean = unit_images(images[start:start + batch_size])
         noisy = apply_noise(noise, clean, level, rng=rng)
-        summary = metrics.summarize(noisy, model(noisy), clean)
-        for key, value in summary.items():
-            totals[key] = totals.get(key, 0.0) + value * len(clean)
-        count += len(clean)
-    return {key: value / count for key, value in totals.items()}
+        for key, value in metrics.sums(noisy, model(noisy), clean).items():
+            totals[key] = totals[key] + value if key in totals else value  # summed on the device
+    return {key: float(value) / len(images) for key, value in totals.items()}  # one read back at the end
 
 
 def denoise_examples(model, images, labels, noise, level, seed):
@@ -155,6 +156,12 @@ class _Run:
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"][key])
+            saved_backend = state["config"].get("backend", "numpy")
+            if saved_backend != config.backend:
+                warnings.warn(f"resuming a checkpoint written on backend {saved_backend!r} with backend "
+                              f"{config.backend!r}: the weights and optimiser state carry over, but the two "
+                              f"backends' random generators differ, so the rest of the run's shuffling and noise "
+                              f"differ from those of an uninterrupted {saved_backend} run", stacklevel=3)
         backend.use(config.backend, seed_value=config.seed)
         backend.tune_host_allocator()
         default_out = os.path.dirname(os.path.abspath(config.resume)) if config.resume else \
@@ -174,6 +181,7 @@ class _Run:
                                     seed=config.seed)
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
         self.epoch_seconds = []
+        self._graphed = None
         if state:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optim"])
@@ -186,6 +194,13 @@ class _Run:
                         self.train_losses, self.test_losses, recipe)
 
     def step(self, noisy, clean):
+        """One training step; on CuPy replayed as a CUDA graph (see backend.graphed)."""
+        if self._graphed is None:
+            self._graphed = (backend.graphed(self._step, self.model.parameters()) if self.config.cuda_graph
+                             else self._step)
+        return self._graphed(noisy, clean)
+
+    def _step(self, noisy, clean):
         self.optimizer.zero_grad()
         loss = self.criterion(self.model(noisy), clean)
         self.model.backward(self.criterion.backward())
