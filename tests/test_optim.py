@@ -59,7 +59,9 @@ def test_step_never_modifies_grad(xp, which):
         before = [g.copy() for g in grads]
         opt.step()
         for p, g, b in zip(params, grads, before):
-            assert p.grad is g and bool((g == b).all())
+            assert bool((g == b).all()) and bool((p.grad == b).all())
+            # On a GPU, Adam moves .grad into its flat buffer (same values; minidae/cuda.py); else it is untouched.
+            assert p.grad is g or (backend.name == "cupy" and which.startswith("adam"))
 
 
 @pytest.mark.parametrize("which", ["adam-wd", "sgd-momentum-wd"])

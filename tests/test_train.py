@@ -7,9 +7,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from minidae import cli, optim, train as training
+from minidae import backend, cli, optim, train as training
 from minidae.checkpoint import load_checkpoint
 from minidae.data import DatasetUnavailable, datasets
+
+BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(not backend.available("cupy"),
+                                                                   reason="the CuPy case needs a CUDA GPU and CuPy"))]
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +60,14 @@ def final_weights(path):
     return load_checkpoint(os.path.join(path, "checkpoint.npz"))["model"]
 
 
-def test_resume_gives_the_same_weights_as_one_run(tmp_path, mnist_root):
-    training.train(quick(tmp_path / "straight", mnist_root, epochs=2))
-    training.train(quick(tmp_path / "split", mnist_root, epochs=1))
-    training.train(quick(None, mnist_root, epochs=2, out=None, resume=str(tmp_path / "split" / "checkpoint.npz")))
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_resume_gives_the_same_weights_as_one_run(tmp_path, mnist_root, backend_name):
+    # On CuPy the steps are replayed as a CUDA graph, which the resumed run captures anew.
+    training.train(quick(tmp_path / "straight", mnist_root, epochs=2, backend=backend_name))
+    training.train(quick(tmp_path / "split", mnist_root, epochs=1, backend=backend_name))
+    training.train(quick(None, mnist_root, epochs=2, out=None, resume=str(tmp_path / "split" / "checkpoint.npz"),
+                         backend=backend_name))
+    backend.use("numpy")
     straight, split = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
     assert all(np.array_equal(straight[k], split[k]) for k in straight)
     assert len(load_checkpoint(tmp_path / "split" / "checkpoint.npz")["train_losses"]) == 16
@@ -104,11 +111,12 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(tm
     assert all(np.isfinite(v).all() for v in kept["model"].values())
 
 
-def test_cli_eval_denoise_and_gradcheck(tmp_path, mnist_root, capsys):
-    training.train(quick(tmp_path, mnist_root))
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_cli_eval_denoise_and_gradcheck(tmp_path, mnist_root, capsys, backend_name):
+    training.train(quick(tmp_path, mnist_root, backend=backend_name))
     checkpoint = str(tmp_path / "checkpoint.npz")
     assert cli.main(["eval", checkpoint, "--noises", "gaussian", "mask", "--test-samples", "32",
-                     "--data-dir", mnist_root]) == 0
+                     "--data-dir", mnist_root, "--backend", backend_name]) == 0
     rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
     assert [r["noise"] for r in rows] == ["gaussian"] * 5 + ["mask"] * 4
     assert matplotlib.image.imread(tmp_path / "psnr_vs_noise.png").ndim == 3
@@ -118,12 +126,29 @@ def test_cli_eval_denoise_and_gradcheck(tmp_path, mnist_root, capsys):
     digit = np.zeros((56, 40), np.uint8)
     digit[10:46, 16:24] = 255
     Image.fromarray(digit).save(tmp_path / "in.png")
-    assert cli.main(["denoise", checkpoint, str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--size", "84"]) == 0
+    assert cli.main(["denoise", checkpoint, str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--size", "84",
+                     "--backend", backend_name]) == 0
     assert Image.open(tmp_path / "out.png").size == (84, 84)
 
-    assert cli.main(["gradcheck", "--max-elements", "5"]) == 0
+    assert cli.main(["gradcheck", "--max-elements", "5", "--backend", backend_name]) == 0
     table = capsys.readouterr().out
     assert "all layers pass" in table and "ConvTranspose2d" in table and "conv_dae" in table
+    backend.use("numpy")
+
+
+def test_resuming_on_another_backend_warns_that_the_noise_changes(tmp_path, mnist_root, monkeypatch):
+    training.train(quick(tmp_path, mnist_root))
+    real_load = training.load_checkpoint
+
+    def written_on_a_gpu(path):
+        state = real_load(path)
+        state["config"]["backend"] = "cupy"
+        return state
+
+    monkeypatch.setattr(training, "load_checkpoint", written_on_a_gpu)
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["config"]["backend"] == "numpy"  # recorded as run
+    with pytest.warns(UserWarning, match=r"written on backend 'cupy' with backend 'numpy'.*generators differ"):
+        training.train(quick(None, mnist_root, epochs=2, out=None, resume=str(tmp_path / "checkpoint.npz")))
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):

@@ -1,0 +1,215 @@
+"""The CuPy fast path (minidae/cuda.py) against the NumPy code it stands in for. Needs a CUDA GPU.
+
+Each helper must compute what the plain code computes: im2col exactly, col2im and Adam to the
+last bit where the order of operations is the same, GEMMs to float rounding, and a training
+step replayed as a CUDA graph exactly as the same step run eagerly.
+"""
+import numpy as np
+import pytest
+
+from minidae import backend, models, nn, optim
+from minidae.nn import im2col as ops
+
+pytestmark = pytest.mark.skipif(not backend.available("cupy"), reason="the CuPy fast path needs a CUDA GPU and CuPy")
+
+
+@pytest.fixture
+def cp():
+    backend.use("cupy", seed_value=0)
+    import cupy
+    yield cupy
+    backend.use("numpy", seed_value=0)
+
+
+WINDOWS = [((2, 3, 7, 5), (3, 2), (2, 1), (1, 2)), ((4, 1, 28, 28), (3, 3), (2, 2), (2, 2)),
+           ((3, 2, 4, 4), (3, 3), (3, 3), (2, 2)), ((1, 4, 5, 6), (2, 2), (2, 2), (0, 0)),
+           ((5, 2, 8, 3), (1, 3), (1, 2), (0, 1)), ((0, 2, 5, 5), (3, 3), (1, 1), (1, 1))]
+
+
+def layouts(cp, x):
+    """``x`` on the device as plain NCHW memory and as minidae's (C, H, W, N) memory."""
+    return [cp.asarray(x), cp.asarray(np.ascontiguousarray(x.transpose(1, 2, 3, 0))).transpose(3, 0, 1, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding", WINDOWS)
+def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stride, padding, dtype):
+    from minidae import cuda
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(dtype)
+    out_hw = tuple(ops.conv_output_size(s, k, st, p) for s, k, st, p in zip(shape[2:], kernel, stride, padding))
+    backend.use("numpy")
+    expected_cols = ops.im2col(x, kernel, stride, padding, out_hw)
+    cols = rng.normal(size=expected_cols.shape).astype(dtype)
+    expected_dx = ops.col2im(cols, shape, kernel, stride, padding, out_hw)
+    backend.use("cupy")
+    for device_x in layouts(cp, x):
+        np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, (1, 1), out_hw).get(),
+                                      expected_cols)
+    dx = cuda.col2im(cp.asarray(cols), shape, kernel, stride, padding, (1, 1), out_hw)
+    assert dx.shape == shape and dx.transpose(1, 2, 3, 0).flags.c_contiguous
+    np.testing.assert_array_equal(dx.get(), expected_dx)  # same sums in the same order
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("m, k, n", [(16, 9, 300), (64, 1024, 256), (1, 7, 5), (5, 7, 1), (3, 0, 4), (0, 3, 4)])
+def test_matmul_matches_numpy_for_every_layout(cp, m, k, n, dtype, rtol):
+    from minidae import cuda
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    wide = cp.asarray(rng.normal(size=(m, k + 3)).astype(dtype))
+    wide[:, 1:k + 1] = cp.asarray(a)  # a strided view with leading dimension k + 3
+    candidates_a = [cp.asarray(a), cp.asarray(np.ascontiguousarray(a.T)).T, wide[:, 1:k + 1]]
+    candidates_b = [cp.asarray(b), cp.asarray(np.ascontiguousarray(b.T)).T, cp.asarray(b[::-1])[::-1]]
+    for da in candidates_a:
+        for db in candidates_b:
+            got = cuda.matmul(da, db)
+            assert got.shape == (m, n) and got.dtype == dtype
+            np.testing.assert_allclose(got.get(), expected, rtol=rtol, atol=rtol * max(1.0, np.abs(expected).max(initial=0)))
+
+
+def test_matmul_add_accumulates_in_place_and_refuses_what_it_cannot(cp):
+    from minidae import cuda
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(4, 9)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
+    grad = cp.asarray(rng.normal(size=(4, 2, 3)).astype(np.float32))  # any shape holding the (4, 6) product
+    start, before = grad.get(), grad.data.ptr
+    assert cuda.matmul_add(grad, cp.asarray(a), cp.asarray(b)) and grad.data.ptr == before
+    np.testing.assert_allclose(grad.get(), start + (a @ b).reshape(4, 2, 3), rtol=1e-5, atol=1e-5)
+    assert not cuda.matmul_add(grad.astype(np.float64), cp.asarray(a), cp.asarray(b))  # mixed dtypes
+    assert not cuda.matmul_add(cp.zeros((6, 4), np.float32).T, cp.asarray(a), cp.asarray(b))  # not contiguous
+
+
+def test_matmul_rejects_mismatched_shapes(cp):
+    from minidae import cuda
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(4, 5\)"):
+        cuda.matmul(cp.zeros((2, 3), np.float32), cp.zeros((4, 5), np.float32))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_fused_adam_matches_the_numpy_optimiser(cp, dtype, rtol):
+    shapes = [(3, 4), (5,), (2, 3, 2, 2)]
+    rng = np.random.default_rng(2)
+    start = [rng.normal(size=s).astype(dtype) for s in shapes]
+    host = [nn.Parameter(a.copy()) for a in start]
+    device = [nn.Parameter(cp.asarray(a)) for a in start]
+    settings = dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)
+    ours, reference = optim.Adam(device, **settings), optim.Adam(host, **settings)
+    for step in range(12):
+        grads = [rng.normal(size=s).astype(dtype) for s in shapes]
+        for p, q, g in zip(device, host, grads):
+            p.grad[...] = cp.asarray(g)  # in place: the gradient stays a view of the flat buffer
+            q.grad[...] = g
+        if step == 6:
+            device[1].data = device[1].data.copy()  # a user replaces .data: the optimiser re-packs
+        ours.step()
+        reference.step()
+    assert ours.step_count == reference.step_count == 12
+    for p, q in zip(device, host):
+        np.testing.assert_allclose(p.data.get(), q.data, rtol=rtol, atol=rtol)
+    for key in ("exp_avg.0", "exp_avg_sq.2", "step"):
+        np.testing.assert_allclose(ours.state_dict()[key], reference.state_dict()[key], rtol=rtol, atol=rtol)
+    assert ours._flat.buffers["data"].size == sum(int(np.prod(s)) for s in shapes)
+
+
+def spec_step(model, optimizer):
+    criterion = nn.MSELoss()
+
+    def step(noisy, clean):
+        optimizer.zero_grad()
+        loss = criterion(model(noisy), clean)
+        model.backward(criterion.backward())
+        optimizer.step()
+        return loss
+    return step
+
+
+def batches(cp, count, size=16):
+    rng = np.random.default_rng(3)
+    for _ in range(count):
+        clean = rng.uniform(size=(size, 1, 28, 28)).astype(np.float32)
+        yield cp.asarray(np.clip(clean + 0.5 * rng.normal(size=clean.shape), 0, 1).astype(np.float32)), cp.asarray(clean)
+
+
+def test_graph_replay_trains_exactly_as_eager_steps(cp):
+    from minidae import cuda
+    results = {}
+    for mode in ("eager", "graph"):
+        backend.seed(5)
+        model = models.conv_dae()
+        optimizer = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+        step = spec_step(model, optimizer)
+        runner = cuda.GraphedStep(step, model.parameters()) if mode == "graph" else step
+        losses = [float(runner(noisy, clean)) for noisy, clean in batches(cp, 8)]
+        results[mode] = (losses, model.state_dict(), optimizer.step_count)
+        if mode == "graph":
+            assert runner.failed is None and runner.replays == 7  # the first batch runs eagerly
+            graph = next(iter(runner.graphs.values()))
+            assert graph.kernels.get("kernel", 0) > 20
+    assert results["graph"][0] == results["eager"][0]
+    assert results["graph"][2] == results["eager"][2] == 8
+    for key, value in results["eager"][1].items():
+        np.testing.assert_array_equal(results["graph"][1][key], value)
+
+
+def test_graph_capture_failure_falls_back_to_eager_with_a_notice(cp):
+    from minidae import cuda
+    backend.seed(5)
+    model = models.conv_dae()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    step = spec_step(model, optimizer)
+
+    def step_that_reads_the_loss(noisy, clean):
+        loss = step(noisy, clean)
+        if float(loss) > 1e9:  # a host read: cannot be captured
+            raise AssertionError
+        return loss
+
+    notices = []
+    runner = cuda.GraphedStep(step_that_reads_the_loss, model.parameters(), notice=notices.append)
+    for noisy, clean in batches(cp, 4):
+        runner(noisy, clean)
+    assert len(notices) == 1 and "running eagerly" in notices[0] and runner.failed
+    assert optimizer.step_count == 4  # every batch trained once: the failed capture ran nothing
+
+
+def test_graph_recaptures_when_parameters_are_replaced(cp):
+    from minidae import cuda
+    backend.seed(5)
+    model = models.conv_dae()
+    optimizer = optim.Adam(model.parameters())
+    runner = cuda.GraphedStep(spec_step(model, optimizer), model.parameters())
+    data = list(batches(cp, 6))
+    for noisy, clean in data[:3]:
+        runner(noisy, clean)
+    first = next(iter(runner.graphs.values()))
+    model.to(np.float32)  # new .data and .grad arrays everywhere
+    for noisy, clean in data[3:]:
+        runner(noisy, clean)
+    assert next(iter(runner.graphs.values())) is not first and optimizer.step_count == 6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_elementwise_kernels_match_their_numpy_formulas(cp, dtype):
+    from minidae import cuda
+    from minidae.nn import elementwise
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(scale=5, size=997), [0.0, -0.0, 1000.0, -1000.0, 88.0, -88.0]]).astype(dtype)
+    dy, t = rng.normal(size=x.shape).astype(dtype), rng.uniform(size=x.shape).astype(dtype)
+    y = 1 / (1 + np.exp(-x.astype(np.float64)))  # reference in float64
+    close = dict(rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)  # subnormals may flush to zero
+    for ours, reference in zip(cuda.relu(cp.asarray(x)), elementwise.relu(x)):
+        assert ours.dtype == reference.dtype
+        np.testing.assert_array_equal(ours.get(), reference)
+    assert bool(cp.isnan(cuda.relu(cp.asarray(np.array([np.nan], dtype)))[0])[0])
+    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), y, **close)
+    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), elementwise.sigmoid(x), **close)
+    np.testing.assert_array_equal(cuda.sigmoid_grad(cp.asarray(dy), cp.asarray(y.astype(dtype))).get(),
+                                  elementwise.sigmoid_grad(dy, y.astype(dtype)))
+    p = y.astype(dtype)
+    np.testing.assert_allclose(float(cuda.mse(cp.asarray(p), cp.asarray(t))), float(elementwise.mse(p, t)),
+                               rtol=1e-5 if dtype == np.float32 else 1e-13)
+    assert cuda.mse(cp.asarray(p), cp.asarray(t)).dtype == dtype
+    np.testing.assert_array_equal(cuda.mse_grad(cp.asarray(p), cp.asarray(t), 2.0 / p.size).get(),
+                                  elementwise.mse_grad(p, t, 2.0 / p.size))
