@@ -1,7 +1,15 @@
-"""Median time of one training step of the spec network (forward, backward, Adam) at batch 64,
-minidae next to PyTorch, in the same process with the same thread count.
+"""Median time of one training step of the spec network (forward, backward, Adam), minidae next to
+PyTorch, in the same process, alternating, with the same thread count.
 
-    python benchmarks/step_time.py [--batch-size 64] [--steps 50] [--backend numpy|cupy] [--threads N]
+    python benchmarks/step_time.py [--batch-size 64] [--steps 100] [--threads N]
+    python benchmarks/step_time.py --backend cupy      # on a GPU: CuPy against PyTorch on CUDA
+
+On the CPU each step is timed with the host clock. On a GPU the steps are timed with CUDA
+events around blocks of steps, with no synchronisation between the steps of a block (a
+per-step sync would add a host round trip that training does not have); after a warm-up, the
+median per-step time over the blocks is reported, and the kernels each step launches are
+counted with the CUDA profiler (PyTorch's, which sees CuPy's kernels too). minidae on CuPy
+runs twice: eagerly, and with its step replayed as a CUDA graph (minidae.cuda.GraphedStep).
 """
 import argparse
 import statistics
@@ -10,58 +18,153 @@ import time
 import numpy as np
 
 
-def median_step_seconds(runners, steps, rounds=10):
-    """Median seconds per step of each (step, sync) runner, measured in alternating rounds
-    so that both frameworks see the same machine load."""
-    times = [[] for _ in runners]
-    for step, sync in runners:
-        for _ in range(5):
-            step()
-        sync()
-    for _ in range(rounds):
-        for (step, sync), bucket in zip(runners, times):
-            for _ in range(max(1, steps // rounds)):
+class Runner:
+    """One framework's training step at one batch size: ``run()`` takes a step, ``sync()`` waits for it."""
+
+    def __init__(self, name, run, sync, timer=None, before=None):
+        self.name, self.run, self.sync = name, run, sync
+        self.timer = timer          # CUDA event factory (``Event()`` with record/elapsed) or None on the CPU
+        self.before = before or (lambda: None)  # settings to restore before each of its blocks
+        self.times = []
+
+    def block(self, steps):
+        """Run ``steps`` steps; append the time per step of the block."""
+        self.before()
+        self.sync()
+        if self.timer is None:
+            for _ in range(steps):
                 start = time.perf_counter()
-                step()
-                sync()
-                bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
+                self.run()
+                self.sync()
+                self.times.append(time.perf_counter() - start)
+            return
+        start, end = self.timer()
+        start()
+        for _ in range(steps):
+            self.run()
+        seconds = end()
+        self.times.append(seconds / steps)
+
+    def median(self):
+        return statistics.median(self.times)
 
 
-def minidae_step(batch_size, backend_name):
+def compare(runners, steps, rounds=10, warmup=5):
+    """Median seconds per step of each runner, measured in alternating rounds (same machine load)."""
+    for runner in runners:
+        runner.before()
+        for _ in range(warmup):
+            runner.run()
+        runner.sync()
+    per_round = max(1, steps // rounds)
+    for _ in range(rounds):
+        for runner in runners:
+            runner.block(per_round)
+    return [runner.median() for runner in runners]
+
+
+def cupy_timer():
+    import cupy
+
+    def timer():
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+
+        def stop():
+            end.record()
+            end.synchronize()
+            return cupy.cuda.get_elapsed_time(start, end) / 1e3
+        return start.record, stop
+    return timer
+
+
+def torch_timer():
+    import torch
+
+    def timer():
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def stop():
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return start.record, stop
+    return timer
+
+
+def batch(batch_size, xp):
+    clean = np.random.default_rng(0).uniform(size=(batch_size, 1, 28, 28)).astype(np.float32)
+    noisy = np.clip(clean + 0.5 * np.random.default_rng(1).normal(size=clean.shape), 0, 1).astype(np.float32)
+    return xp.asarray(noisy), xp.asarray(clean)
+
+
+def minidae_runner(batch_size, backend_name, graph=False, fast_paths=None, name=None):
+    """minidae's step; on CuPy eager or replayed as a CUDA graph, with the given fast paths on."""
     from minidae import backend, models, nn, optim
     backend.use(backend_name, seed_value=0)
-    xp = backend.xp
     net = models.conv_dae()
     opt = optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     criterion = nn.MSELoss()
-    clean = xp.asarray(np.random.default_rng(0).uniform(size=(batch_size, 1, 28, 28)).astype(np.float32))
-    noisy = xp.clip(clean + 0.5 * xp.asarray(np.random.default_rng(1).normal(size=clean.shape), dtype=xp.float32), 0, 1)
+    noisy, clean = batch(batch_size, backend.xp)
 
-    def step():
+    def step(noisy, clean):
         opt.zero_grad()
-        criterion(net(noisy), clean)
+        loss = criterion(net(noisy), clean)
         net.backward(criterion.backward())
         opt.step()
-    sync = xp.cuda.Stream.null.synchronize if backend_name == "cupy" else (lambda: None)
-    return step, sync
+        return loss
+    run = backend.graphed(step, net.parameters()) if graph else step
+    if backend_name != "cupy":
+        return Runner(name or "minidae", lambda: run(noisy, clean), lambda: None)
+    import cupy
+    from minidae import cuda
+    flags = dict(cuda.FAST_PATHS, graph=graph, **(fast_paths or {}))
+    return Runner(name or f"minidae ({'CUDA graph' if graph else 'eager'})", lambda: run(noisy, clean),
+                  cupy.cuda.get_current_stream().synchronize, cupy_timer(), before=lambda: cuda.FAST_PATHS.update(flags))
 
 
-def torch_step(batch_size, device):
+def torch_runner(batch_size, device, tf32=None, name=None):
+    """PyTorch's eager step with its defaults (foreach Adam; on CUDA, cuDNN's TF32 convolutions unless tf32=False)."""
     import torch
     from torch_reference import TorchConvDAE
+    torch.manual_seed(0)
     net = TorchConvDAE().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
-    clean = torch.rand(batch_size, 1, 28, 28, device=device)
-    noisy = (clean + 0.5 * torch.randn_like(clean)).clamp(0, 1)
+    noisy, clean = (torch.from_numpy(a).to(device) for a in batch(batch_size, np))
+    default_tf32 = torch.backends.cudnn.allow_tf32
 
-    def step():
+    def run():
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(net(noisy), clean)
         loss.backward()
         opt.step()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return step, sync
+
+    def before():
+        torch.backends.cudnn.allow_tf32 = default_tf32 if tf32 is None else tf32
+    if device != "cuda":
+        return Runner(name or "PyTorch", run, lambda: None)
+    return Runner(name or "PyTorch (eager)", run, torch.cuda.synchronize, torch_timer(), before=before)
+
+
+def kernels_per_step(runner, steps=5):
+    """(kernels, memsets + memcpys, GPU busy microseconds) per step, from the CUDA profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    runner.before()
+    runner.sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            runner.run()
+        runner.sync()
+    kernels = copies = 0
+    busy = 0.0
+    for event in prof.events():
+        if event.device_type.name != "CUDA":
+            continue
+        if event.name.startswith(("Memcpy", "Memset")):
+            copies += 1
+        else:
+            kernels += 1
+        busy += event.time_range.elapsed_us()
+    return kernels / steps, copies / steps, busy / steps
 
 
 def main():
@@ -78,14 +181,24 @@ def main():
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = "cuda" if args.backend == "cupy" else "cpu"
-    ours, theirs = median_step_seconds([minidae_step(args.batch_size, args.backend),
-                                        torch_step(args.batch_size, device)], args.steps)
-    print(f"batch {args.batch_size}, {args.steps} steps, torch threads {torch.get_num_threads()}, "
-          f"backend {args.backend} / torch {device} {torch.__version__}, numpy {np.__version__}, "
+    if args.backend == "cupy":
+        runners = [minidae_runner(args.batch_size, "cupy"), minidae_runner(args.batch_size, "cupy", graph=True),
+                   torch_runner(args.batch_size, "cuda")]
+        steps = max(args.steps, 200)
+    else:
+        runners = [minidae_runner(args.batch_size, "numpy"), torch_runner(args.batch_size, "cpu")]
+        steps = args.steps
+    medians = compare(runners, steps)
+    device = torch.cuda.get_device_name() if args.backend == "cupy" else "cpu"
+    print(f"batch {args.batch_size}, {steps} steps, torch threads {torch.get_num_threads()}, "
+          f"backend {args.backend} / torch {torch.__version__} on {device}, numpy {np.__version__}, "
           f"allocator tuned: {tuned}")
-    print(f"minidae median step: {ours * 1e3:.2f} ms")
-    print(f"PyTorch median step: {theirs * 1e3:.2f} ms")
+    for runner, median in zip(runners, medians):
+        line = f"{runner.name + ' median step:':<40}{median * 1e3:8.3f} ms"
+        if args.backend == "cupy":
+            kernels, copies, busy = kernels_per_step(runner)
+            line += f"   {kernels:5.0f} kernels + {copies:3.0f} copies/memsets per step, GPU busy {busy:6.1f} us"
+        print(line)
 
 
 if __name__ == "__main__":
