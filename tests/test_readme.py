@@ -28,7 +28,7 @@ def test_readme_images_exist():
         assert (ROOT / image).is_file(), image
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(3))
 def test_usage_examples_run(index):
     blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "docs" / "usage.md").read_text(), re.S)
     namespace = {}
