@@ -140,7 +140,7 @@ def run_gradcheck(args):
              ("ReLU", nn.ReLU(), away_from_zero(rng.normal(size=(2, 3, 4)))),
              ("Sigmoid", nn.Sigmoid(), 4 * rng.normal(size=(2, 3, 4))),
              ("MaxPool2d", nn.MaxPool2d(2), rng.normal(size=(2, 2, 4, 6))),
-             ("Upsample", nn.Upsample(2), rng.normal(size=(2, 2, 3, 3))),
+             ("Upsample", nn.Upsample(scale_factor=2), rng.normal(size=(2, 2, 3, 3))),
              ("Flatten", nn.Flatten(), rng.normal(size=(2, 2, 3, 3))),
              ("Unflatten", nn.Unflatten((2, 3)), rng.normal(size=(2, 6))),
              ("conv_dae (sampled)", conv_dae(), rng.uniform(size=(2, 1, 28, 28)))]

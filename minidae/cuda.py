@@ -72,8 +72,8 @@ def supports(dtype):
 # -------------------------------------------------------------------------------------------------
 # im2col / col2im: the same contract as minidae.nn.im2col's NumPy code, one kernel each.
 
-def im2col(x, kernel, stride, padding, dilation, out_hw):
-    """Windows of ``x`` (N, C, H, W), any strides, as columns (C*KH*KW, OH*OW*N)."""
+def im2col(x, kernel, stride, padding, dilation, out_hw, fill=0):
+    """Windows of ``x`` (N, C, H, W), any strides, as columns (C*KH*KW, OH*OW*N); ``fill`` outside."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
     cols = cupy.empty((c * kh * kw, oh * ow * n), dtype=x.dtype)
@@ -82,7 +82,7 @@ def im2col(x, kernel, stride, padding, dilation, out_hw):
         strides = [i64(s // x.itemsize) for s in x.strides]
         _launch("im2col", x.dtype, cols.size, (x, cols, i32(n), i32(c), i32(h), i32(w), *strides, i32(kh), i32(kw),
                                                 i32(sh), i32(sw), i32(ph), i32(pw), i32(dh), i32(dw), i32(oh),
-                                                i32(ow), i64(cols.size)))
+                                                i32(ow), x.dtype.type(fill), i64(cols.size)))
     return cols
 
 

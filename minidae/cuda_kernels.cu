@@ -8,13 +8,13 @@ typedef long long i64;
 
 // ---------------------------------------------------------------------------------------
 // im2col: one thread per element of cols (C, KH, KW, OH, OW, N), N fastest.
-//   cols[c, kh, kw, oh, ow, n] = x[n, c, SH*oh - PH + DH*kh, SW*ow - PW + DW*kw]   (0 outside)
+//   cols[c, kh, kw, oh, ow, n] = x[n, c, SH*oh - PH + DH*kh, SW*ow - PW + DW*kw]   (fill outside)
 // x is read through its element strides (sn, sc, sh, sw), so any layout works without a copy;
 // with minidae's (C, H, W, N) memory, neighbouring threads read neighbouring addresses.
 template <typename T>
 __device__ void im2col_impl(const T* x, T* cols, int N, int C, int H, int W, i64 sn, i64 sc, i64 sh, i64 sw,
                             int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,
-                            i64 total) {
+                            T fill, i64 total) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
         i64 r = i;
         int n = r % N; r /= N;
@@ -25,7 +25,7 @@ __device__ void im2col_impl(const T* x, T* cols, int N, int C, int H, int W, i64
         int c = (int)r;
         int y = oh * SH - PH + kh * DH;
         int z = ow * SW - PW + kw * DW;
-        T value = 0;
+        T value = fill;
         if (y >= 0 && y < H && z >= 0 && z < W) value = x[n * sn + c * sc + y * sh + z * sw];
         cols[i] = value;
     }
@@ -100,8 +100,8 @@ extern "C" {
 #define MINIDAE_KERNELS(T)                                                                                     \
 __global__ void im2col_##T(const T* x, T* cols, int N, int C, int H, int W, i64 sn, i64 sc, i64 sh, i64 sw,   \
                            int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW,    \
-                           i64 total) {                                                                        \
-    im2col_impl<T>(x, cols, N, C, H, W, sn, sc, sh, sw, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, total);        \
+                           T fill, i64 total) {                                                                \
+    im2col_impl<T>(x, cols, N, C, H, W, sn, sc, sh, sw, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, fill, total);  \
 }                                                                                                              \
 __global__ void col2im_##T(const T* cols, T* dx, int N, int C, int H, int W, int KH, int KW, int SH, int SW,  \
                            int PH, int PW, int DH, int DW, int OH, int OW, i64 total) {                        \

@@ -1,12 +1,13 @@
 """Layers with hand-written forward and backward passes (PyTorch layouts and defaults)."""
 from . import init
-from .activation import ReLU, Sigmoid
+from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .conv import Conv2d, ConvTranspose2d
 from .linear import Linear
-from .loss import BCELoss, MSELoss
+from .loss import BCELoss, BCEWithLogitsLoss, L1Loss, MSELoss
 from .module import Module, Parameter, Sequential
-from .pooling import MaxPool2d, Upsample
+from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .shape import Flatten, Unflatten
 
-__all__ = ["init", "Module", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "Linear", "ReLU",
-           "Sigmoid", "Flatten", "Unflatten", "MaxPool2d", "Upsample", "MSELoss", "BCELoss"]
+__all__ = ["init", "Module", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "Linear", "ReLU", "LeakyReLU",
+           "Tanh", "Sigmoid", "Flatten", "Unflatten", "MaxPool2d", "AvgPool2d", "Upsample", "MSELoss", "L1Loss",
+           "BCELoss", "BCEWithLogitsLoss"]

@@ -2,7 +2,7 @@
 from . import elementwise
 from .module import Module
 
-__all__ = ["ReLU", "Sigmoid"]
+__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]
 
 
 class ReLU(Module):
@@ -14,6 +14,35 @@ class ReLU(Module):
 
     def backward(self, dy):
         return elementwise.relu_grad(dy, self._positive)
+
+
+class LeakyReLU(Module):
+    """y = x for x > 0, negative_slope * x otherwise.   Backward: dL/dx = dL/dy * (1 or negative_slope)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        y, self._positive = elementwise.leaky_relu(x, self.negative_slope)
+        return y
+
+    def backward(self, dy):
+        return elementwise.leaky_relu_grad(dy, self._positive, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Module):
+    """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
+
+    def forward(self, x):
+        self._y = elementwise.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return elementwise.tanh_grad(dy, self._y)
 
 
 class Sigmoid(Module):

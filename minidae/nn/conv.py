@@ -7,40 +7,43 @@ of a convolution, so each layer's forward is the other's backward.
 import math
 
 from . import init
-from .im2col import (channel_major, conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose_output_size,
-                     pair)
+from .im2col import (as_batch, channel_major, conv2d, conv2d_input_grad, conv2d_weight_grad,
+                     conv_transpose_output_size, pad_gather, pad_index, pad_scatter, pair)
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
 
 class _ConvBase(Module):
-    """Argument checks, PyTorch's default init and the input check shared by both layers."""
+    """Argument checks, PyTorch's default init and the bias shared by both layers."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias, weight_shape):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                 weight_shape):
         super().__init__()
         name = type(self).__name__
-        if in_channels < 1 or out_channels < 1:
+        if not (isinstance(in_channels, int) and isinstance(out_channels, int)) or in_channels < 1 \
+                or out_channels < 1:
             raise ValueError(f"{name}: channel counts must be positive, got in_channels={in_channels}, "
                              f"out_channels={out_channels}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        if not isinstance(groups, int) or groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups must be a positive integer dividing in_channels and out_channels, "
+                             f"got groups={groups}, in_channels={in_channels}, out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = pair(kernel_size, "kernel_size", name)
         self.stride = pair(stride, "stride", name)
-        self.padding = pair(padding, "padding", name)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"{name}: kernel_size and stride must be positive, got kernel_size="
-                             f"{self.kernel_size}, stride={self.stride}")
-        if min(self.padding) < 0:
+        self.dilation = pair(dilation, "dilation", name)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"{name}: kernel_size, stride and dilation must be positive, got kernel_size="
+                             f"{self.kernel_size}, stride={self.stride}, dilation={self.dilation}")
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", name)
+        if not isinstance(self.padding, str) and min(self.padding) < 0:
             raise ValueError(f"{name}: padding must be non-negative, got {self.padding}")
-        shape = weight_shape(in_channels, out_channels, *self.kernel_size)
+        shape = weight_shape(in_channels, out_channels, groups, *self.kernel_size)
         fan_in = init.fans(shape)[0]
         self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5)))
         self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in))) if bias else None
-
-    def _check_input(self, x):
-        if x.ndim != 4 or x.shape[1] != self.in_channels or x.dtype.kind != "f":
-            raise ValueError(f"{type(self).__name__}: expected a floating-point input of shape "
-                             f"(N, {self.in_channels}, H, W), got {tuple(x.shape)} {x.dtype}")
 
     def _add_bias(self, y):
         if self.bias is not None:
@@ -48,90 +51,173 @@ class _ConvBase(Module):
         return y
 
     def _accumulate_grads(self, dy, rows, cols):
-        """dL/dW += rows @ cols^T (conv2d_weight_grad) and dL/db += dL/dy summed over (N, OH, OW)."""
-        conv2d_weight_grad(rows, cols, self.weight.grad)
+        """dL/dW += rows @ cols^T per group (conv2d_weight_grad) and dL/db += dL/dy summed over (N, OH, OW)."""
+        conv2d_weight_grad(rows, cols, self.weight.grad, self.groups)
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        text += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
 
 
 class Conv2d(_ConvBase):
-    """2-D cross-correlation, PyTorch layout: weight (O, C, KH, KW), bias (O,).
+    """2-D cross-correlation, PyTorch layout: weight (O, C/G, KH, KW), bias (O,).
 
-    Forward, with x (N, C, H, W) -> y (N, O, OH, OW), OH = floor((H + 2 PH - KH) / SH) + 1:
-        y[n, o] = b[o] + sum_{c, kh, kw} W[o, c, kh, kw] * xpad[n, c, SH*oh + kh, SW*ow + kw]
-        computed as Y = W2 @ im2col(x), W2 = W.reshape(O, C*KH*KW).
-    Backward, given dL/dy:
-        dL/dW = dY @ im2col(x)^T          dL/db[o] = sum_{n, oh, ow} dL/dy[n, o, oh, ow]
-        dL/dx = col2im(W2^T @ dY)          (the forward of ConvTranspose2d)
+    Forward, x (N, C, H, W) -> y (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1;
+    for output channel o in group g = o // (O/G), with xpad the input padded by (PH, PW):
+        y[n, o, i, j] = b[o] + sum_{c < C/G, kh, kw} W[o, c, kh, kw] xpad[n, g C/G + c, SH i + DH kh, SW j + DW kw]
+    computed as Y = W2 @ im2col(x) per group, W2 = W.reshape(O, C/G*KH*KW), Y = y as (O, OH*OW*N) rows.
+    Backward, given dY = dL/dy as rows:
+        dL/dW = dY @ im2col(x)^T   (per group)      dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
+        dL/dx = col2im(W2^T @ dY)  (per group; the forward of ConvTranspose2d)
+    padding: an int or pair, "valid" (0) or "same" (output size = input size, stride 1; an odd total
+    DH (KH - 1) puts the extra row at the bottom, as PyTorch). padding_mode "reflect", "replicate"
+    or "circular" pads the input by copying its own pixels (a gather whose backward adds the
+    gradient back onto the pixels copied), then convolves without padding.
+    Input (N, C, H, W), or (C, H, W) for one unbatched image, as PyTorch.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias,
-                         lambda c_in, c_out, kh, kw: (c_out, c_in, kh, kw))
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         lambda c_in, c_out, g, kh, kw: (c_out, c_in // g, kh, kw))
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Conv2d: padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if isinstance(self.padding, str):
+            if self.padding not in ("same", "valid"):
+                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid', got {self.padding!r}")
+            if self.padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions "
+                                 f"(stride={self.stride})")
+        self._pads = self._padding_amounts()
+
+    def _padding_amounts(self):
+        """(top, bottom, left, right)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return (totals[0] // 2, totals[0] - totals[0] // 2, totals[1] // 2, totals[1] - totals[1] // 2)
+        (ph, pw) = self.padding
+        return (ph, ph, pw, pw)
 
     def forward(self, x):
-        self._check_input(x)
-        (h, w), (kh, kw), (ph, pw) = x.shape[2:], self.kernel_size, self.padding
-        if h + 2 * ph < kh or w + 2 * pw < kw:
-            raise ValueError(f"Conv2d: kernel {self.kernel_size} is larger than the padded input "
-                             f"{(h + 2 * ph, w + 2 * pw)} (input {tuple(x.shape)}, padding {self.padding})")
-        y, self._cols = conv2d(x, self.weight.data.astype(x.dtype, copy=False), self.stride, self.padding)
-        self._x_hw = (h, w)
-        return self._add_bias(y)
+        x, self._unbatched = as_batch(x, "Conv2d", self.in_channels)
+        top, bottom, left, right = self._pads
+        h, w = x.shape[2:]
+        if self.padding_mode != "zeros":
+            for size, before, after in ((h, top, bottom), (w, left, right)):
+                limit = size if self.padding_mode == "circular" else size - 1
+                if max(before, after) > limit and self.padding_mode != "replicate":
+                    raise ValueError(f"Conv2d: padding {self._pads} is too large for {self.padding_mode} padding of "
+                                     f"an input of size {(h, w)} (at most {limit} per side)")
+            self._pad = (pad_index(h, top, bottom, self.padding_mode), pad_index(w, left, right, self.padding_mode))
+            self._x_hw, x = (h, w), pad_gather(x, *self._pad)
+            top = bottom = left = right = 0
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        if x.shape[2] + top + bottom < dh * (kh - 1) + 1 or x.shape[3] + left + right < dw * (kw - 1) + 1:
+            raise ValueError(f"Conv2d: kernel {self.kernel_size} (dilation {self.dilation}) is larger than the "
+                             f"padded input {(h + self._pads[0] + self._pads[1], w + self._pads[2] + self._pads[3])} "
+                             f"(input {(h, w)}, padding {self.padding})")
+        self._conv_pads = (top, bottom, left, right)
+        y, self._cols = conv2d(x, self.weight.data.astype(x.dtype, copy=False), self.stride, self._conv_pads,
+                               self.dilation, self.groups)
+        self._in_hw = x.shape[2:]
+        y = self._add_bias(y)
+        return y[0] if self._unbatched else y
 
     def backward(self, dy):
-        dy = channel_major(dy)  # both gradients below read dy as rows: one copy at most, not two
+        dy = channel_major(dy[None] if self._unbatched else dy)  # both gradients read dy as rows: one copy at most
         weight = self.weight.data.astype(dy.dtype, copy=False)
         self._accumulate_grads(dy, dy, self._cols)
-        return conv2d_input_grad(dy, weight, self._x_hw, self.stride, self.padding)
+        dx = conv2d_input_grad(dy, weight, self._in_hw, self.stride, self._conv_pads, self.dilation, self.groups)
+        if self.padding_mode != "zeros":
+            dx = pad_scatter(dx, *self._pad, *self._x_hw)
+        return dx[0] if self._unbatched else dx
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode!r}")
 
 
 class ConvTranspose2d(_ConvBase):
-    """2-D transposed convolution, PyTorch layout: weight (C, O, KH, KW), bias (O,).
+    """2-D transposed convolution, PyTorch layout: weight (C, O/G, KH, KW), bias (O,).
 
-    It is the input gradient of Conv2d with the same weight, so with x (N, C, H, W):
-        y = col2im(W2^T @ X) + b,  W2 = W.reshape(C, O*KH*KW)      y (N, O, OH, OW)
-        OH = (H - 1) SH - 2 PH + KH + output_padding_h
-    output_padding (< stride) adds rows/columns at the far edge that no input reaches.
-    Backward, given dL/dy:
-        dL/dx = W2 @ im2col(dL/dy)          (the forward of Conv2d)
-        dL/dW = X @ im2col(dL/dy)^T         dL/db[o] = sum_{n, oh, ow} dL/dy[n, o, oh, ow]
+    It is the input gradient of a Conv2d whose weight is this one (so that layer maps O channels
+    to C): with x (N, C, H, W),
+        y = col2im(W2^T @ X) + b  (per group), W2 = W.reshape(C, O/G*KH*KW)    y (N, O, OH, OW)
+        OH = (H - 1) SH - 2 PH + DH (KH - 1) + output_padding_h + 1
+    output_padding (smaller than the stride or the dilation) adds rows/columns at the far edge
+    that no input reaches. forward(x, output_size) picks output_padding from the size asked for,
+    as PyTorch. Backward, given dL/dy:
+        dL/dx = W2 @ im2col(dL/dy)  (per group; the forward of Conv2d)
+        dL/dW = X @ im2col(dL/dy)^T (per group)       dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
+    Note the swapped roles in the code: the forward calls conv2d_input_grad with this layer's
+    *input* in the place of a gradient, and with this layer's *output* size as "x_hw".
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
-                 bias=True):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias,
-                         lambda c_in, c_out, kh, kw: (c_in, c_out, kh, kw))
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
+                 bias=True, dilation=1, padding_mode="zeros"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         lambda c_in, c_out, g, kh, kw: (c_in, c_out // g, kh, kw))
+        if isinstance(self.padding, str):
+            raise ValueError(f"ConvTranspose2d: padding must be an int or a pair, got {self.padding!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"ConvTranspose2d: only padding_mode='zeros' is supported (as PyTorch), got "
+                             f"{padding_mode!r}")
+        self.padding_mode = padding_mode
         self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d")
-        if any(not 0 <= op < s for op, s in zip(self.output_padding, self.stride)):
-            raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be non-negative "
-                             f"and smaller than stride {self.stride}")
+        self._check_output_padding(self.output_padding)
 
-    def output_size(self, h, w):
-        return tuple(conv_transpose_output_size(size, k, s, p, op) for size, k, s, p, op in
-                     zip((h, w), self.kernel_size, self.stride, self.padding, self.output_padding))
+    def _check_output_padding(self, output_padding):
+        if any(not (0 <= op and (op < s or op < d)) for op, s, d in zip(output_padding, self.stride, self.dilation)):
+            raise ValueError(f"ConvTranspose2d: output_padding {output_padding} must be non-negative and smaller "
+                             f"than either stride {self.stride} or dilation {self.dilation}")
 
-    def forward(self, x):
-        self._check_input(x)
-        out_hw = self.output_size(*x.shape[2:])
+    def output_size(self, h, w, output_padding=None):
+        output_padding = self.output_padding if output_padding is None else output_padding
+        return tuple(conv_transpose_output_size(size, k, s, p, op, d) for size, k, s, p, op, d in
+                     zip((h, w), self.kernel_size, self.stride, self.padding, output_padding, self.dilation))
+
+    def _output_padding_for(self, h, w, output_size):
+        """The output_padding that gives ``output_size`` ((H, W), or with N and C in front), as PyTorch."""
+        size = tuple(int(s) for s in output_size)[-2:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2d: output_size must end in (H, W), got {output_size!r}")
+        smallest = self.output_size(h, w, (0, 0))
+        largest = tuple(m + s - 1 for m, s in zip(smallest, self.stride))
+        if any(not lo <= want <= hi for want, lo, hi in zip(size, smallest, largest)):
+            raise ValueError(f"ConvTranspose2d: requested an output size of {size}, but valid sizes range from "
+                             f"{smallest} to {largest} (for an input of {(h, w)})")
+        return tuple(want - lo for want, lo in zip(size, smallest))
+
+    def forward(self, x, output_size=None):
+        x, self._unbatched = as_batch(x, "ConvTranspose2d", self.in_channels)
+        h, w = x.shape[2:]
+        output_padding = self.output_padding if output_size is None else self._output_padding_for(h, w, output_size)
+        out_hw = self.output_size(h, w, output_padding)
         if min(out_hw) < 1:
             raise ValueError(f"ConvTranspose2d: input {tuple(x.shape)} gives a non-positive output size "
                              f"{out_hw} with kernel {self.kernel_size}, stride {self.stride}, padding "
-                             f"{self.padding}, output_padding {self.output_padding}; reduce the padding")
+                             f"{self.padding}, output_padding {output_padding}; reduce the padding")
         self._x = x = channel_major(x)  # read again by backward's weight gradient
-        y = conv2d_input_grad(x, self.weight.data.astype(x.dtype, copy=False), out_hw, self.stride, self.padding)
-        return self._add_bias(y)
+        y = conv2d_input_grad(x, self.weight.data.astype(x.dtype, copy=False), out_hw, self.stride, self.padding,
+                              self.dilation, self.groups)
+        y = self._add_bias(y)
+        return y[0] if self._unbatched else y
 
     def backward(self, dy):
+        dy = dy[None] if self._unbatched else dy
         weight = self.weight.data.astype(dy.dtype, copy=False)
-        dx, cols = conv2d(dy, weight, self.stride, self.padding)
+        dx, cols = conv2d(dy, weight, self.stride, self.padding, self.dilation, self.groups, out_hw=self._x.shape[2:])
         self._accumulate_grads(dy, self._x, cols)
-        return dx
+        return dx[0] if self._unbatched else dx
 
     def extra_repr(self):
         return super().extra_repr() + f", output_padding={self.output_padding}"
-

@@ -14,7 +14,8 @@ import functools
 
 from .. import backend
 
-__all__ = ["relu", "relu_grad", "sigmoid", "sigmoid_grad", "mse", "mse_grad"]
+__all__ = ["relu", "relu_grad", "leaky_relu", "leaky_relu_grad", "tanh", "tanh_grad", "sigmoid", "sigmoid_grad",
+           "mse", "mse_grad"]
 
 
 def fused(function):
@@ -35,6 +36,27 @@ def relu(x):
 def relu_grad(dy, positive):
     """dL/dx = dL/dy * [x > 0] (0 at the kink, as PyTorch): one multiplication on any backend."""
     return dy * positive
+
+
+def leaky_relu(x, negative_slope):
+    """(x where x > 0 else negative_slope * x, the mask [x > 0])."""
+    positive = x > 0
+    return backend.array_module(x).where(positive, x, x * negative_slope), positive
+
+
+def leaky_relu_grad(dy, positive, negative_slope):
+    """dL/dx = dL/dy where x > 0, else negative_slope * dL/dy (as PyTorch, also at 0)."""
+    return backend.array_module(dy).where(positive, dy, dy * negative_slope)
+
+
+def tanh(x):
+    """tanh(x)."""
+    return backend.array_module(x).tanh(x)
+
+
+def tanh_grad(dy, y):
+    """dL/dx = dL/dy (1 - y^2), y = tanh(x)."""
+    return dy * (1 - y * y)
 
 
 @fused

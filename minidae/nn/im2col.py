@@ -1,97 +1,117 @@
 """im2col / col2im and the convolution size rules, shared by every windowed layer.
 
 Notation, used in every layer docstring: input ``x`` of shape (N, C, H, W), a kernel of
-KH x KW taps moved with stride (SH, SW) over the input zero-padded by (PH, PW), output of
-OH x OW positions:
+KH x KW taps spaced by the dilation (DH, DW), moved with stride (SH, SW) over the input padded by
+PH rows at the top (and as many at the bottom as the output needs), output of OH x OW positions:
 
-    OH = floor((H + 2 PH - KH) / SH) + 1          (conv_output_size)
+    OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1          (conv_output_size)
 
-``im2col`` lays every window out as one column of a matrix of shape
-(C*KH*KW, OH*OW*N); rows are ordered (c, kh, kw), exactly the order of a flattened
-PyTorch Conv2d weight (O, C, KH, KW), and columns are ordered (oh, ow, n). A convolution
-is then one GEMM, ``W.reshape(O, -1) @ cols``. ``col2im`` is its adjoint: it adds every
-column back onto the window it came from (overlapping windows accumulate), which is the
-input gradient of im2col.
+``im2col`` lays every window out as one column of a matrix of shape (C*KH*KW, OH*OW*N); rows
+are ordered (c, kh, kw), exactly the order of a flattened PyTorch Conv2d weight (O, C, KH, KW),
+and columns are ordered (oh, ow, n). Window (oh, ow)'s tap (kh, kw) reads the input pixel
 
-Both are a loop over the KH*KW kernel offsets, each a strided slice copy (im2col) or a
-strided slice add (col2im) covering the whole batch at once. They work on a
-channel-major, batch-innermost (C, H, W, N) buffer: a strided spatial slice then still
-moves N contiguous numbers at a time, which is what makes these loops fast in NumPy.
-Layers keep exchanging ordinary (N, C, H, W) arrays; between convolutions they are
-transposed views of (C, H, W, N) memory, so the layout change costs no copy there.
+    (SH*oh - PH + DH*kh,  SW*ow - PW + DW*kw)        (or the fill value, 0, outside the input)
 
-The two convolution primitives below are each other's adjoint, and that is the whole
-story of Conv2d and ConvTranspose2d:
+so dilation only spreads the taps apart. A convolution is then one GEMM,
+``W.reshape(O, -1) @ cols``; with G groups the channels split into G blocks of C/G, the weight
+is (O, C/G, KH, KW), and output block g is weight block g times column block g (a
+block-diagonal GEMM: G small GEMMs). ``col2im`` is im2col's adjoint: it adds every column back
+onto the window it came from (overlapping windows accumulate), which is im2col's input gradient.
 
-    conv2d(x, W)                 = rows_to_nchw(W2 @ im2col(x))          y = W * x
+On NumPy both are a loop over the KH*KW kernel offsets, each a strided slice copy (im2col) or a
+strided slice add (col2im) covering the whole batch at once; on a GPU each is one kernel
+(minidae/cuda.py). They work on a channel-major, batch-innermost (C, H, W, N) buffer: a strided
+spatial slice then still moves N contiguous numbers at a time, which is what makes these loops
+fast in NumPy. Layers keep exchanging ordinary (N, C, H, W) arrays; between convolutions they
+are transposed views of (C, H, W, N) memory, so the layout change costs no copy there. None of
+this changes the maths: the layout is how the numbers sit in memory, not which numbers they are.
+
+The two convolution primitives below are each other's adjoint, and that is the whole story of
+Conv2d and ConvTranspose2d (W2 = W.reshape(O, C/G*KH*KW), dY = dL/dy laid out as rows):
+
+    conv2d(x, W)                 = rows_to_nchw(W2 @ im2col(x))          y = W * x   (cross-correlation)
     conv2d_input_grad(dy, W, hw) = col2im(W2^T @ nchw_to_rows(dy))       dx = W^T * dy
 
-Conv2d uses the first as its forward and the second as its backward; ConvTranspose2d
-uses the second as its forward and the first as its backward.
+Conv2d uses the first as its forward and the second as its backward; ConvTranspose2d uses the
+second as its forward and the first as its backward.
 """
+import numpy
+
 from .. import backend
 
 __all__ = ["pair", "conv_output_size", "conv_transpose_output_size", "im2col", "col2im",
-           "nchw_to_rows", "rows_to_nchw", "channel_major", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
+           "nchw_to_rows", "rows_to_nchw", "channel_major", "conv2d", "conv2d_input_grad", "conv2d_weight_grad",
+           "pad_index", "pad_gather", "pad_scatter", "as_batch"]
 
 
 def pair(value, what, layer):
     """``value`` as an (h, w) pair of ints; ``what`` and ``layer`` name it in errors."""
-    if isinstance(value, int):
-        return (value, value)
+    if isinstance(value, (int, numpy.integer)) and not isinstance(value, bool):
+        return (int(value), int(value))
     try:
         h, w = value
     except (TypeError, ValueError):
         raise ValueError(f"{layer}: {what} must be an int or an (h, w) pair, got {value!r}") from None
-    if not (isinstance(h, int) and isinstance(w, int)):
+    if not all(isinstance(v, (int, numpy.integer)) and not isinstance(v, bool) for v in (h, w)):
         raise ValueError(f"{layer}: {what} must be an int or an (h, w) pair, got {value!r}")
-    return (h, w)
+    return (int(h), int(w))
 
 
-def conv_output_size(size, kernel, stride, padding):
-    """floor((size + 2 padding - kernel) / stride) + 1, for one spatial axis."""
-    return (size + 2 * padding - kernel) // stride + 1
+def conv_output_size(size, kernel, stride, padding, dilation=1):
+    """floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1, for one spatial axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_transpose_output_size(size, kernel, stride, padding, output_padding):
-    """(size - 1) stride - 2 padding + kernel + output_padding, for one spatial axis.
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding, dilation=1):
+    """(size - 1) stride - 2 padding + dilation (kernel - 1) + output_padding + 1, for one spatial axis.
 
-    Conv2d maps this size back to ``size``: output_padding < stride picks which of the
-    ``stride`` input sizes that a strided convolution maps onto ``size`` is meant.
+    Conv2d maps this size back to ``size`` when output_padding < stride: output_padding picks
+    which of the ``stride`` input sizes that a strided convolution maps onto ``size`` is meant.
     """
-    return (size - 1) * stride - 2 * padding + kernel + output_padding
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def im2col(x, kernel, stride, padding, out_hw):
-    """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, OH*OW*N)."""
+def _padded_extent(size, pad_before, kernel, stride, dilation, out):
+    """Rows of the padded buffer: the input after its top padding, or the last window's end if later."""
+    return max(pad_before + size, (out - 1) * stride + dilation * (kernel - 1) + 1)
+
+
+def im2col(x, kernel, stride, padding, out_hw, dilation=(1, 1), fill=0):
+    """Windows of ``x`` (N, C, H, W) as columns: returns (C*KH*KW, OH*OW*N).
+
+    ``padding`` is (PH, PW), the rows and columns added before the input; after it, the input
+    is extended with ``fill`` as far as the OH x OW windows reach.
+    """
     gpu = backend.accelerated(x, "im2col")
     if gpu is not None:  # on a GPU: this loop as one kernel (minidae/cuda.py)
-        return gpu.im2col(x, kernel, stride, padding, (1, 1), out_hw)
+        return gpu.im2col(x, kernel, stride, padding, dilation, out_hw, fill)
     xp = backend.array_module(x)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
     n, c, h, w = x.shape
-    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+    padded = xp.full((c, _padded_extent(h, ph, kh, sh, dh, oh), _padded_extent(w, pw, kw, sw, dw, ow), n), fill,
+                     dtype=x.dtype)
     padded[:, ph:ph + h, pw:pw + w] = x.transpose(1, 2, 3, 0)
     cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            cols[:, i, j] = padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw]
     return cols.reshape(c * kh * kw, oh * ow * n)
 
 
-def col2im(cols, x_shape, kernel, stride, padding, out_hw):
+def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col`: add columns (C*KH*KW, OH*OW*N) back into (N, C, H, W)."""
     gpu = backend.accelerated(cols, "im2col")
     if gpu is not None:  # on a GPU: this loop as one kernel, a gather with no atomics (minidae/cuda.py)
-        return gpu.col2im(cols, x_shape, kernel, stride, padding, (1, 1), out_hw)
+        return gpu.col2im(cols, x_shape, kernel, stride, padding, dilation, out_hw)
     xp = backend.array_module(cols)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
     n, c, h, w = x_shape
-    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
+    padded = xp.zeros((c, _padded_extent(h, ph, kh, sh, dh, oh), _padded_extent(w, pw, kw, sw, dw, ow), n),
+                      dtype=cols.dtype)
     cols = cols.reshape(c, kh, kw, oh, ow, n)
     for i in range(kh):
         for j in range(kw):
-            padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+            padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw] += cols[:, i, j]
     return padded[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
 
 
@@ -99,7 +119,7 @@ def nchw_to_rows(x):
     """(N, C, H, W) -> (C, H*W*N): one row per channel, the GEMM layout of im2col's columns.
 
     Free (a view) when ``x`` came from :func:`rows_to_nchw` or :func:`col2im`, or from an
-    elementwise operation on one: NumPy and CuPy keep the memory order of their inputs.
+    elementwise operation on one: NumPy keeps the memory order of its inputs.
     """
     n, c, h, w = x.shape
     return x.transpose(1, 2, 3, 0).reshape(c, h * w * n)
@@ -107,7 +127,7 @@ def nchw_to_rows(x):
 
 def rows_to_nchw(rows, n, h, w):
     """(C, H*W*N) -> (N, C, H, W), a transposed view (no copy)."""
-    return rows.reshape(-1, h, w, n).transpose(3, 0, 1, 2)
+    return rows.reshape(rows.shape[0], h, w, n).transpose(3, 0, 1, 2)
 
 
 def channel_major(x):
@@ -119,30 +139,108 @@ def channel_major(x):
     return rows_to_nchw(nchw_to_rows(x), n, h, w)
 
 
-def conv2d(x, weight, stride, padding):
-    """Cross-correlation y = W * x: x (N, C, H, W), weight (O, C, KH, KW) -> (N, O, OH, OW).
+def _blocks(a, groups):
+    """The ``groups`` equal row blocks of ``a`` (views)."""
+    size = a.shape[0] // groups
+    return [a[g * size:(g + 1) * size] for g in range(groups)]
 
-    Returns ``(y, cols)``; ``cols`` is what the weight gradient needs.
+
+def _block_matmul(a, b, groups):
+    """Block g of the result = (row block g of a) @ (row block g of b): one GEMM per group."""
+    if groups == 1:
+        return backend.matmul(a, b)
+    return backend.array_module(a).concatenate([backend.matmul(ag, bg) for ag, bg in
+                                                zip(_blocks(a, groups), _blocks(b, groups))])
+
+
+def conv2d(x, weight, stride, padding, dilation=(1, 1), groups=1, out_hw=None):
+    """Cross-correlation y = W * x: x (N, C, H, W), weight (O, C/G, KH, KW) -> (N, O, OH, OW).
+
+    ``padding`` is (PH, PW), or (top, bottom, left, right) for PyTorch's uneven "same" padding;
+    ``out_hw`` (default: the size rule) may ask for fewer windows. Returns ``(y, cols)``;
+    ``cols`` is what the weight gradient needs.
     """
-    o, c, kh, kw = weight.shape
+    o, cg, kh, kw = weight.shape
     n, _, h, w = x.shape
-    out_hw = (conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1]))
-    cols = im2col(x, (kh, kw), stride, padding, out_hw)
-    y = backend.matmul(weight.reshape(o, c * kh * kw), cols)
+    top, bottom, left, right = _four(padding)
+    if out_hw is None:
+        out_hw = (conv_output_size(h + bottom - top, kh, stride[0], top, dilation[0]),
+                  conv_output_size(w + right - left, kw, stride[1], left, dilation[1]))
+    cols = im2col(x, (kh, kw), stride, (top, left), out_hw, dilation)
+    y = _block_matmul(weight.reshape(o, cg * kh * kw), cols, groups)
     return rows_to_nchw(y, n, *out_hw), cols
 
 
-def conv2d_input_grad(dy, weight, x_hw, stride, padding):
+def conv2d_input_grad(dy, weight, x_hw, stride, padding, dilation=(1, 1), groups=1):
     """dx = W^T * dy: the adjoint of :func:`conv2d` with respect to x.
 
-    dy (N, O, OH, OW), weight (O, C, KH, KW), x_hw = (H, W) of the input -> (N, C, H, W).
+    dy (N, O, OH, OW), weight (O, C/G, KH, KW), x_hw = (H, W) of the input -> (N, C, H, W).
+    Per group g: dcols_g = W2_g^T @ dY_g, then col2im.
     """
-    o, c, kh, kw = weight.shape
+    o, cg, kh, kw = weight.shape
     n, _, oh, ow = dy.shape
-    dcols = backend.matmul(weight.reshape(o, c * kh * kw).T, nchw_to_rows(dy))
-    return col2im(dcols, (n, c, *x_hw), (kh, kw), stride, padding, (oh, ow))
+    top, _, left, _ = _four(padding)
+    w2t, rows = weight.reshape(o, cg * kh * kw).T, nchw_to_rows(dy)
+    if groups == 1:
+        dcols = backend.matmul(w2t, rows)
+    else:
+        xp = backend.array_module(rows)
+        wg = o // groups  # W2^T's column blocks are the groups: take them as rows of W2, transposed
+        dcols = xp.concatenate([backend.matmul(w2t[:, g * wg:(g + 1) * wg], rg)
+                                for g, rg in enumerate(_blocks(rows, groups))])
+    return col2im(dcols, (n, cg * groups, *x_hw), (kh, kw), stride, (top, left), (oh, ow), dilation)
 
 
-def conv2d_weight_grad(dy, cols, out):
-    """Add dW = dy_rows @ cols^T into ``out``, the weight gradient (O, C, KH, KW)."""
-    backend.matmul_add(out, nchw_to_rows(dy), cols.T)
+def conv2d_weight_grad(dy, cols, out, groups=1):
+    """Add dW = dY @ cols^T into ``out``, the weight gradient (O, C/G, KH, KW); per group g,
+    dW_g = dY_g @ cols_g^T."""
+    rows = nchw_to_rows(dy)
+    if groups == 1:
+        backend.matmul_add(out, rows, cols.T)
+        return
+    for out_g, rows_g, cols_g in zip(_blocks(out, groups), _blocks(rows, groups), _blocks(cols, groups)):
+        backend.matmul_add(out_g, rows_g, cols_g.T)
+
+
+def _four(padding):
+    """(PH, PW) or (top, bottom, left, right) -> (top, bottom, left, right)."""
+    return tuple(padding) if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+
+
+# -------------------------------------------------------------------------------------------------
+# Padding by reflection, replication or wrap-around: a gather, whose adjoint adds back.
+
+_NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad_index(size, before, after, mode):
+    """For each row of the padded axis, the input row it copies (NumPy's pad of an arange)."""
+    return numpy.pad(numpy.arange(size), (before, after), mode=_NUMPY_PAD_MODE[mode])
+
+
+def pad_gather(x, rows, columns):
+    """x (N, C, H, W) padded: y[..., i, j] = x[..., rows[i], columns[j]]."""
+    xp = backend.array_module(x)
+    return x.take(xp.asarray(rows), axis=2).take(xp.asarray(columns), axis=3)
+
+
+def pad_scatter(dy, rows, columns, h, w):
+    """Adjoint of :func:`pad_gather`: dx[..., r, c] = sum of dy over the positions that copied (r, c).
+
+    As matrices: the gather is y = R x C^T with one-hot R (Hp, H) and C (Wp, W), so dx = R^T dy C.
+    """
+    xp = backend.array_module(dy)
+    r = xp.asarray(rows[:, None] == numpy.arange(h), dtype=dy.dtype)
+    c = xp.asarray(columns[:, None] == numpy.arange(w), dtype=dy.dtype)
+    return xp.matmul(xp.matmul(r.T, dy), c)
+
+
+# -------------------------------------------------------------------------------------------------
+
+def as_batch(x, layer, channels=None):
+    """(x as (N, C, H, W), whether it came unbatched as (C, H, W)), checking its shape and dtype."""
+    expected = "(N, C, H, W) or (C, H, W)" if channels is None else f"(N, {channels}, H, W) or ({channels}, H, W)"
+    if x.ndim not in (3, 4) or x.dtype.kind != "f" or (channels is not None and x.shape[-3] != channels):
+        raise ValueError(f"{layer}: expected a floating-point input of shape {expected}, got {tuple(x.shape)} "
+                         f"{x.dtype}")
+    return (x[None], True) if x.ndim == 3 else (x, False)

@@ -1,41 +1,109 @@
-"""Losses with mean reduction: ``loss = criterion(pred, target)``, then ``criterion.backward()``."""
+"""Losses: ``loss = criterion(pred, target)``, then ``dL/dpred = criterion.backward()``.
+
+Each loss first computes one term l_i per element, then reduces them as PyTorch's ``reduction``:
+"mean" (the default) L = sum_i l_i / M over the M elements, "sum" L = sum_i l_i, or "none" (the
+array of l_i). A scalar loss's ``backward()`` returns dL/dpred; with "none", ``backward(grad)``
+takes the upstream gradient dL/dl (one number per element) and returns grad * dl/dpred.
+"""
 import numpy
 
 from .. import backend
 from . import elementwise
 
-__all__ = ["MSELoss", "BCELoss"]
+__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss"]
 
 BCE_EPSILON = float(numpy.float32(1e-12))  # PyTorch keeps its 1e-12 as a C float: 9.99999996e-13
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss:
+    """The reduction rule and the checks every loss shares."""
+
+    def __init__(self, reduction="mean"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {', '.join(REDUCTIONS)}, got "
+                             f"{reduction!r}")
+        self.reduction = reduction
+        self._shape = None
+
     def _check(self, pred, target):
         if pred.shape != target.shape:
             raise ValueError(f"{type(self).__name__}: prediction shape {tuple(pred.shape)} and target shape "
                              f"{tuple(target.shape)} differ")
+        self._shape = pred.shape
+
+    def _reduce(self, terms):
+        if self.reduction == "none":
+            return terms
+        return terms.sum() if self.reduction == "sum" else terms.mean()
+
+    def _scale(self, grad):
+        """The factor dL/dl_i that multiplies each term's own derivative: 1 / M, 1, or the upstream grad."""
+        name = type(self).__name__
+        if self._shape is None:
+            raise ValueError(f"{name}: backward called before forward")
+        if self.reduction == "none":
+            if grad is None or tuple(grad.shape) != tuple(self._shape):
+                raise ValueError(f"{name}(reduction='none').backward needs the upstream gradient of shape "
+                                 f"{tuple(self._shape)}, got {None if grad is None else tuple(grad.shape)}")
+            return grad
+        size = 1
+        for d in self._shape:
+            size *= d
+        factor = 1.0 / size if self.reduction == "mean" else 1.0
+        return factor if grad is None else grad * factor
 
     def __call__(self, pred, target):
         return self.forward(pred, target)
 
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
 
 class MSELoss(_Loss):
-    """L = mean((p - t)^2) over all M elements.   dL/dp = 2 (p - t) / M."""
+    """l_i = (p_i - t_i)^2.   dl_i/dp_i = 2 (p_i - t_i)."""
 
     def forward(self, pred, target):
         self._check(pred, target)
         self._pred, self._target = pred, target
-        return elementwise.mse(pred, target)
+        if self.reduction == "mean":
+            return elementwise.mse(pred, target)  # one kernel on a GPU
+        diff = pred - target
+        return self._reduce(diff * diff)
 
-    def backward(self):
-        return elementwise.mse_grad(self._pred, self._target, 2.0 / self._pred.size)
+    def backward(self, grad=None):
+        scale = self._scale(grad)
+        if isinstance(scale, float):
+            return elementwise.mse_grad(self._pred, self._target, 2.0 * scale)  # one kernel on a GPU
+        return (self._pred - self._target) * (2 * scale)
+
+
+class L1Loss(_Loss):
+    """l_i = |p_i - t_i|.   dl_i/dp_i = sign(p_i - t_i)  (0 where they are equal, as PyTorch)."""
+
+    def forward(self, pred, target):
+        self._check(pred, target)
+        self._diff = pred - target
+        return self._reduce(backend.array_module(pred).abs(self._diff))
+
+    def backward(self, grad=None):
+        scale = self._scale(grad)
+        return backend.array_module(self._diff).sign(self._diff) * scale
 
 
 class BCELoss(_Loss):
-    """L = -mean(t log p + (1 - t) log(1 - p)), each log clamped at -100 as PyTorch does.
+    """l_i = -w_i (t_i log p_i + (1 - t_i) log(1 - p_i)), each log clamped at -100 as PyTorch does.
 
-    dL/dp = (p - t) / max(p (1 - p), BCE_EPSILON) / M     (PyTorch's formula, with its epsilon)
+    dl_i/dp_i = w_i (p_i - t_i) / max(p_i (1 - p_i), BCE_EPSILON)     (PyTorch's formula, with its epsilon)
+    ``weight`` (optional) rescales each element's term and broadcasts against the input.
     """
+
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = weight
 
     def forward(self, pred, target):
         self._check(pred, target)
@@ -47,9 +115,54 @@ class BCELoss(_Loss):
         with numpy.errstate(divide="ignore"):  # log(0) = -inf is expected; the clamp handles it
             log_p = xp.maximum(xp.log(pred), -100)
             log_1mp = xp.maximum(xp.log(1 - pred), -100)
-        return -(target * log_p + (1 - target) * log_1mp).mean()
+        terms = -(target * log_p + (1 - target) * log_1mp)
+        return self._reduce(terms if self.weight is None else terms * self._weight(pred))
 
-    def backward(self):
+    def _weight(self, like):
+        return backend.array_module(like).asarray(self.weight, dtype=like.dtype)
+
+    def backward(self, grad=None):
+        scale = self._scale(grad)
         xp = backend.array_module(self._pred)
         p, t = self._pred, self._target
-        return (p - t) / xp.maximum(p * (1 - p), BCE_EPSILON) / p.size
+        d = (p - t) / xp.maximum(p * (1 - p), BCE_EPSILON)
+        if self.weight is not None:
+            d = d * self._weight(p)
+        return d * scale
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid and binary cross-entropy in one, on logits x (any real numbers), as PyTorch:
+
+        l_i = w_i [ (1 - t_i) x_i + c_i (log(1 + exp(-|x_i|)) + max(-x_i, 0)) ],   c_i = 1 + (pos_weight - 1) t_i
+
+    which is -w_i [c_i t_i log s(x_i) + (1 - t_i) log(1 - s(x_i))] (s = sigmoid) written so that no
+    exponential overflows: finite and warning-free at logits of +-1000.
+        dl_i/dx_i = w_i [ (1 - t_i) + c_i (s(x_i) - 1) ]          (= w_i (s(x_i) - t_i) without pos_weight)
+    """
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        self.weight, self.pos_weight = weight, pos_weight
+
+    def forward(self, logits, target):
+        self._check(logits, target)
+        xp = backend.array_module(logits)
+        self._x, self._target = logits, target
+        softplus = xp.log1p(xp.exp(-xp.abs(logits))) + xp.maximum(-logits, 0)  # log(1 + exp(-x))
+        terms = (1 - target) * logits + self._c(target) * softplus
+        return self._reduce(terms if self.weight is None else terms * self._array(self.weight, logits))
+
+    def _array(self, value, like):
+        return backend.array_module(like).asarray(value, dtype=like.dtype)
+
+    def _c(self, target):
+        return 1 if self.pos_weight is None else 1 + (self._array(self.pos_weight, target) - 1) * target
+
+    def backward(self, grad=None):
+        scale = self._scale(grad)
+        t = self._target
+        d = (1 - t) + self._c(t) * (elementwise.sigmoid(self._x) - 1)
+        if self.weight is not None:
+            d = d * self._array(self.weight, self._x)
+        return d * scale

@@ -17,12 +17,36 @@ __all__ = ["Parameter", "Module", "Sequential"]
 class Parameter:
     """A trainable array ``.data`` and the gradient ``.grad`` accumulated into it.
 
-    Both are plain arrays of the active backend and may be reassigned.
+    Both are plain arrays of the active backend and may be reassigned. ``.grad`` always matches
+    ``.data`` in shape, dtype and array module: assigning ``.data`` of another shape, dtype or
+    backend starts a fresh zero gradient, and assigning a ``.grad`` that does not match raises.
     """
 
     def __init__(self, data):
         self.data = data
-        self.grad = backend.array_module(data).zeros_like(data)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        grad = self.__dict__.get("_grad")
+        if grad is None or not _matches(grad, value):
+            self._grad = backend.array_module(value).zeros_like(value)
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if not _matches(value, self._data):
+            raise ValueError(f"Parameter: the gradient must match the data: got {type(value).__module__} "
+                             f"{getattr(value, 'dtype', None)} {tuple(getattr(value, 'shape', ()))} for "
+                             f"{type(self._data).__module__} {self._data.dtype} {tuple(self._data.shape)}")
+        self._grad = value
 
     @property
     def shape(self):
@@ -30,6 +54,12 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+def _matches(a, b):
+    """Same shape, dtype and array module."""
+    return (getattr(a, "shape", None) == b.shape and getattr(a, "dtype", None) == b.dtype
+            and backend.array_module(a) is backend.array_module(b))
 
 
 class Module:
@@ -51,8 +81,8 @@ class Module:
             self._modules[key] = value
         object.__setattr__(self, key, value)
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
@@ -89,9 +119,8 @@ class Module:
         """Move every parameter onto the active backend, cast to ``dtype`` if given; returns self."""
         for param in self.parameters():
             host = backend.to_numpy(param.data)
-            data = backend.xp.asarray(host if dtype is None else host.astype(dtype))
-            param.data = data
-            param.grad = backend.xp.zeros_like(data)
+            param.data = backend.xp.asarray(host if dtype is None else host.astype(dtype))
+            param.grad = backend.xp.zeros_like(param.data)
         return self
 
     def state_dict(self):

@@ -1,4 +1,6 @@
 """Reshaping layers: no arithmetic, the gradient is reshaped back."""
+import math
+
 from .module import Module
 
 __all__ = ["Flatten", "Unflatten"]
@@ -9,7 +11,7 @@ class Flatten(Module):
 
     def forward(self, x):
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, dy):
         return dy.reshape(self._shape)
@@ -32,7 +34,7 @@ class Unflatten(Module):
         return x.reshape(x.shape[0], *self.shape)
 
     def backward(self, dy):
-        return dy.reshape(dy.shape[0], -1)
+        return dy.reshape(dy.shape[0], math.prod(self.shape))
 
     def extra_repr(self):
         return f"shape={self.shape}"

@@ -97,8 +97,8 @@ def test_gradcheck(xp, layer):
     (lambda: nn.Conv2d(1, 1, 3, padding=-1), "padding must be non-negative"),
     (lambda: nn.ConvTranspose2d(1, 1, 3, padding=-1), "padding must be non-negative"),
     (lambda: nn.ConvTranspose2d(1, 1, 3, stride=2, output_padding=2), "output_padding"),
-    (lambda: nn.ConvTranspose2d(1, 1, 3, stride=1, output_padding=1), "smaller than stride"),
-    (lambda: nn.Conv2d(1, 1, 3, stride=0), "stride must be positive"),
+    (lambda: nn.ConvTranspose2d(1, 1, 3, stride=1, output_padding=1), "smaller than either stride"),
+    (lambda: nn.Conv2d(1, 1, 3, stride=0), "stride and dilation must be positive"),
     (lambda: nn.Conv2d(1, 1, (3, 3, 3)), "kernel_size must be an int or an"),
     (lambda: nn.Conv2d(0, 1, 3), "channel counts must be positive"),
 ])
@@ -108,9 +108,12 @@ def test_bad_arguments_raise(make, message):
 
 
 @pytest.mark.parametrize("layer, shape, message", [
-    (nn.Conv2d(3, 4, 5), (2, 3, 4, 4), r"Conv2d: kernel \(5, 5\) is larger than the padded input \(4, 4\)"),
-    (nn.Conv2d(3, 4, 3), (2, 2, 8, 8), r"Conv2d: expected a floating-point input of shape \(N, 3, H, W\), got \(2, 2, 8, 8\)"),
-    (nn.Conv2d(3, 4, 3), (3, 8, 8), r"Conv2d: expected a floating-point input of shape \(N, 3, H, W\), got \(3, 8, 8\)"),
+    (nn.Conv2d(3, 4, 5), (2, 3, 4, 4), r"Conv2d: kernel \(5, 5\) \(dilation \(1, 1\)\) is larger than the padded "
+                                       r"input \(4, 4\)"),
+    (nn.Conv2d(3, 4, 3), (2, 2, 8, 8), r"Conv2d: expected a floating-point input of shape \(N, 3, H, W\) or "
+                                       r"\(3, H, W\), got \(2, 2, 8, 8\)"),
+    (nn.Conv2d(3, 4, 3), (2, 8, 8), r"Conv2d: expected .* \(N, 3, H, W\) or \(3, H, W\), got \(2, 8, 8\)"),
+    (nn.Conv2d(3, 4, 3), (8, 8), r"Conv2d: expected .* got \(8, 8\)"),
     (nn.ConvTranspose2d(3, 4, 3), (2, 4, 5, 5), r"ConvTranspose2d: expected a floating-point input of shape \(N, 3, H, W\)"),
     (nn.ConvTranspose2d(3, 4, 3, padding=4), (1, 3, 2, 2), r"ConvTranspose2d: input \(1, 3, 2, 2\) gives a "
                                                            r"non-positive output size"),

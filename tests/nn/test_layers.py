@@ -23,8 +23,9 @@ def cases():
         ("MaxPool2d", lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (2, 3, 6, 7), None),
         ("MaxPool2d-overlap", lambda: nn.MaxPool2d((3, 2), stride=(1, 2)),
          lambda: torch.nn.MaxPool2d((3, 2), stride=(1, 2)), (2, 2, 6, 5), None),
-        ("Upsample", lambda: nn.Upsample(2), lambda: torch.nn.Upsample(scale_factor=2), (2, 3, 3, 4), None),
-        ("Upsample-rect", lambda: nn.Upsample((2, 3)), lambda: torch.nn.Upsample(scale_factor=(2, 3)),
+        ("Upsample", lambda: nn.Upsample(scale_factor=2), lambda: torch.nn.Upsample(scale_factor=2), (2, 3, 3, 4),
+         None),
+        ("Upsample-rect", lambda: nn.Upsample(scale_factor=(2, 3)), lambda: torch.nn.Upsample(scale_factor=(2, 3)),
          (1, 2, 3, 2), None),
         ("Flatten", nn.Flatten, torch.nn.Flatten, (3, 2, 4, 5), None),
         ("Unflatten", lambda: nn.Unflatten((2, 3, 4)), lambda: torch.nn.Unflatten(1, (2, 3, 4)), (5, 24), None),
@@ -70,10 +71,11 @@ def test_maxpool_ties_go_to_the_first_position(xp):
 
 
 @pytest.mark.parametrize("make, shape, message", [
-    (lambda: nn.Linear(4, 3), (2, 5), r"Linear: expected a floating-point input of shape \(N, 4\), got \(2, 5\)"),
+    (lambda: nn.Linear(4, 3), (2, 5), r"Linear: expected a floating-point input of shape \(\*, 4\), got \(2, 5\)"),
     (lambda: nn.Unflatten((2, 3)), (4, 5), r"Unflatten: expected input of shape \(N, 6\)"),
-    (lambda: nn.MaxPool2d(3), (1, 1, 2, 5), r"MaxPool2d: expected input"),
-    (lambda: nn.Upsample(2), (2, 3), r"Upsample: expected input \(N, C, H, W\)"),
+    (lambda: nn.MaxPool2d(3), (1, 1, 2, 5), r"MaxPool2d: input \(1, 1, 2, 5\) is too small for kernel \(3, 3\)"),
+    (lambda: nn.Upsample(scale_factor=2), (2, 3), r"Upsample: expected a floating-point input of shape "
+                                                  r"\(N, C, H, W\), got \(2, 3\)"),
 ])
 def test_bad_inputs_raise(make, shape, message):
     with pytest.raises(ValueError, match=message):
@@ -81,9 +83,14 @@ def test_bad_inputs_raise(make, shape, message):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: nn.Upsample(1.5), "scale_factor must be a positive integer"),
-    (lambda: nn.Upsample(2, mode="bilinear"), "only mode='nearest'"),
+    (lambda: nn.Upsample(scale_factor=-1.5), "scale_factor must be a positive number"),
+    (lambda: nn.Upsample(scale_factor=2, mode="bicubic"), "bicubic is not implemented"),
+    (lambda: nn.Upsample(), "exactly one of size and scale_factor"),
+    (lambda: nn.Upsample(size=4, scale_factor=2), "exactly one of size and scale_factor"),
+    (lambda: nn.Upsample(scale_factor=2, align_corners=True), "align_corners can only be set"),
     (lambda: nn.MaxPool2d(0), "must be positive"),
+    (lambda: nn.MaxPool2d(3, padding=2), r"padding \(2, 2\) must be non-negative and at most half"),
+    (lambda: nn.AvgPool2d(2, divisor_override=0), "divisor_override must be a non-zero integer"),
     (lambda: nn.Linear(0, 3), "feature counts must be positive"),
 ])
 def test_bad_arguments_raise(make, message):
