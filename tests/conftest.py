@@ -6,7 +6,7 @@ usable (skipped with the reason otherwise), so the same suite runs unchanged on 
 import pytest
 
 from minidae import backend
-from parity import WORST_ERRORS, assert_torch_parity
+from parity import REPLAY, WORST_ERRORS, assert_torch_parity
 
 try:
     backend._load_cupy()
@@ -33,6 +33,14 @@ def torch_parity():
 
 
 def pytest_terminal_summary(terminalreporter):
+    if REPLAY:
+        terminalreporter.section("PyTorch's own test cases (torch/testing/_internal), float64")
+        terminalreporter.write_line(f"{'layer':<20}{'cases':>6}{'passed':>8}{'skipped':>9}  skip reasons")
+        for layer, counts in sorted(REPLAY.items()):
+            reasons = {k: v for k, v in counts.items() if k not in ("cases", "passed")}
+            skipped = sum(reasons.values())
+            terminalreporter.write_line(f"{layer:<20}{counts['cases']:>6}{counts['passed']:>8}{skipped:>9}  "
+                                        + "; ".join(f"{k} ({v})" for k, v in reasons.items()))
     if WORST_ERRORS:
         terminalreporter.section("worst relative error against PyTorch")
         for (layer, dtype), error in sorted(WORST_ERRORS.items()):

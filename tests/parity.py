@@ -1,5 +1,5 @@
 """The one PyTorch parity helper, and what it records for the end-of-run summary."""
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -7,6 +7,7 @@ from minidae import backend
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
 WORST_ERRORS = defaultdict(float)  # (layer, dtype name) -> worst relative error seen in parity tests
+REPLAY = defaultdict(Counter)  # layer -> {"cases": n, "passed": n, "unsupported: ...": n} from PyTorch's own cases
 
 
 

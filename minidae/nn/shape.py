@@ -7,34 +7,54 @@ __all__ = ["Flatten", "Unflatten"]
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1*d2*...).   Backward: reshape dL/dy to the input's shape."""
+    """Merges dimensions start_dim..end_dim into one, as torch.nn.Flatten (default: all but the batch).
+
+    (N, d1, d2, ...) -> (N, d1*d2*...).   Backward: reshape dL/dy to the input's shape.
+    """
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
         self._shape = x.shape
-        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        ndim = max(x.ndim, 1)
+        start, end = self.start_dim % ndim, self.end_dim % ndim
+        if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
+            raise ValueError(f"Flatten: start_dim {self.start_dim} and end_dim {self.end_dim} do not fit an input "
+                             f"of shape {tuple(x.shape)}")
+        return x.reshape(*x.shape[:start], math.prod(x.shape[start:end + 1]), *x.shape[end + 1:])
 
     def backward(self, dy):
         return dy.reshape(self._shape)
 
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
 
 class Unflatten(Module):
-    """(N, prod(shape)) -> (N, *shape).   Backward: flatten dL/dy back to (N, prod(shape))."""
+    """Splits dimension ``dim`` into ``unflattened_size``, as torch.nn.Unflatten(dim, unflattened_size).
 
-    def __init__(self, shape):
+    ``Unflatten(shape)`` is short for ``Unflatten(1, shape)``: (N, prod(shape)) -> (N, *shape).
+    Backward: merge dL/dy's split dimensions back into one.
+    """
+
+    def __init__(self, dim, unflattened_size=None):
         super().__init__()
-        self.shape = tuple(shape)
+        if unflattened_size is None:
+            dim, unflattened_size = 1, dim
+        self.dim, self.shape = dim, tuple(unflattened_size)
 
     def forward(self, x):
-        size = 1
-        for d in self.shape:
-            size *= d
-        if x.ndim != 2 or x.shape[1] != size:
+        size = math.prod(self.shape)
+        if not -x.ndim <= self.dim < x.ndim or x.shape[self.dim] != size:
             raise ValueError(f"Unflatten: expected input of shape (N, {size}) to unflatten to (N, "
                              f"{', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        return x.reshape(x.shape[0], *self.shape)
+        self._shape, dim = x.shape, self.dim % x.ndim
+        return x.reshape(*x.shape[:dim], *self.shape, *x.shape[dim + 1:])
 
     def backward(self, dy):
-        return dy.reshape(dy.shape[0], math.prod(self.shape))
+        return dy.reshape(self._shape)
 
     def extra_repr(self):
-        return f"shape={self.shape}"
+        return f"dim={self.dim}, unflattened_size={self.shape}"

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from minidae import models, nn
+from minidae import backend, models, nn
+from parity import relative_error
 
 
 def test_state_dict_keys_match_torch():
@@ -59,3 +60,37 @@ def test_parameters_are_assignable():
     layer.weight.data = np.full((1, 2), 2.0, dtype=np.float32)
     layer.bias.data = np.zeros(1, dtype=np.float32)
     assert layer(np.ones((1, 2), dtype=np.float32)).tolist() == [[4.0]]
+
+
+def test_grad_follows_data_in_dtype_shape_and_backend(xp):
+    """Assigning .data of another dtype, shape or backend gives a matching zero .grad; a mismatched .grad is refused."""
+    backend.use("numpy")
+    p = nn.Parameter(np.zeros((3, 2), np.float32))
+    p.grad[...] = 1
+    p.data = xp.ones((3, 2))  # float64, on the test's backend
+    assert p.grad.dtype == np.float64 and backend.array_module(p.grad) is xp and not bool(p.grad.any())
+    p.data = xp.ones(5)
+    assert p.grad.shape == (5,)
+    kept = p.grad
+    p.data = xp.zeros(5)  # same shape, dtype and backend: the gradient (and what it holds) stays
+    assert p.grad is kept
+    with pytest.raises(ValueError, match=r"the gradient must match the data: got numpy float32 \(5,\)"):
+        p.grad = np.zeros(5, np.float32)
+
+
+def test_float64_data_in_a_float32_layer_gives_float64_gradients_as_torch(xp):
+    """The defect: after p.data = float64 array, .grad stayed float32 and parity fell to ~1e-7."""
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Conv2d(2, 3, 3, padding=1).double()
+    ours = nn.Conv2d(2, 3, 3, padding=1)  # float32 parameters, then float64 data assigned by hand
+    for name, p in ours.named_parameters():
+        p.data = xp.asarray(theirs.state_dict()[name].numpy())
+    x = np.random.default_rng(0).normal(size=(2, 2, 5, 4))
+    upstream = np.random.default_rng(1).normal(size=(2, 3, 5, 4))
+    x_torch = torch.tensor(x, requires_grad=True)
+    theirs(x_torch).backward(torch.tensor(upstream))
+    ours(xp.asarray(x))
+    ours.backward(xp.asarray(upstream))
+    for name, p in ours.named_parameters():
+        assert p.grad.dtype == np.float64
+        assert relative_error(p.grad, dict(theirs.named_parameters())[name].grad.numpy()) < 1e-12
