@@ -21,9 +21,10 @@ def cp():
     backend.use("numpy", seed_value=0)
 
 
-WINDOWS = [((2, 3, 7, 5), (3, 2), (2, 1), (1, 2)), ((4, 1, 28, 28), (3, 3), (2, 2), (2, 2)),
-           ((3, 2, 4, 4), (3, 3), (3, 3), (2, 2)), ((1, 4, 5, 6), (2, 2), (2, 2), (0, 0)),
-           ((5, 2, 8, 3), (1, 3), (1, 2), (0, 1)), ((0, 2, 5, 5), (3, 3), (1, 1), (1, 1))]
+WINDOWS = [((2, 3, 7, 5), (3, 2), (2, 1), (1, 2), (1, 1)), ((4, 1, 28, 28), (3, 3), (2, 2), (2, 2), (1, 1)),
+           ((3, 2, 4, 4), (3, 3), (3, 3), (2, 2), (1, 1)), ((1, 4, 5, 6), (2, 2), (2, 2), (0, 0), (1, 1)),
+           ((5, 2, 8, 3), (1, 3), (1, 2), (0, 1), (1, 1)), ((0, 2, 5, 5), (3, 3), (1, 1), (1, 1), (1, 1)),
+           ((2, 3, 9, 8), (3, 2), (2, 1), (1, 0), (2, 3)), ((2, 2, 7, 7), (2, 2), (3, 2), (1, 1), (3, 2))]
 
 
 def layouts(cp, x):
@@ -32,21 +33,23 @@ def layouts(cp, x):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, kernel, stride, padding", WINDOWS)
-def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stride, padding, dtype):
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", WINDOWS)
+def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stride, padding, dilation, dtype):
     from minidae import cuda
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(dtype)
-    out_hw = tuple(ops.conv_output_size(s, k, st, p) for s, k, st, p in zip(shape[2:], kernel, stride, padding))
+    out_hw = tuple(ops.conv_output_size(s, k, st, p, d)
+                   for s, k, st, p, d in zip(shape[2:], kernel, stride, padding, dilation))
     backend.use("numpy")
-    expected_cols = ops.im2col(x, kernel, stride, padding, out_hw)
+    fill = -np.inf if dilation != (1, 1) else 0  # max pooling pads with -inf
+    expected_cols = ops.im2col(x, kernel, stride, padding, out_hw, dilation, fill)
     cols = rng.normal(size=expected_cols.shape).astype(dtype)
-    expected_dx = ops.col2im(cols, shape, kernel, stride, padding, out_hw)
+    expected_dx = ops.col2im(cols, shape, kernel, stride, padding, out_hw, dilation)
     backend.use("cupy")
     for device_x in layouts(cp, x):
-        np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, (1, 1), out_hw).get(),
+        np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, dilation, out_hw, fill).get(),
                                       expected_cols)
-    dx = cuda.col2im(cp.asarray(cols), shape, kernel, stride, padding, (1, 1), out_hw)
+    dx = cuda.col2im(cp.asarray(cols), shape, kernel, stride, padding, dilation, out_hw)
     assert dx.shape == shape and dx.transpose(1, 2, 3, 0).flags.c_contiguous
     np.testing.assert_array_equal(dx.get(), expected_dx)  # same sums in the same order
 
