@@ -49,6 +49,7 @@ class GradcheckResult:
     worst: Mismatch
     per_tensor: dict = field(default_factory=dict)  # tensor name -> its worst Mismatch
     checked: int = 0
+    problems: list = field(default_factory=list)  # mistakes found besides wrong numbers (dtype, accumulation)
 
     def __bool__(self):
         return self.ok
@@ -56,6 +57,7 @@ class GradcheckResult:
     def __str__(self):
         lines = [f"gradcheck {'passed' if self.ok else 'FAILED'} ({self.checked} elements); worst: {self.worst}"]
         lines += [f"  {m}" for m in self.per_tensor.values()]
+        lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
 
@@ -93,9 +95,22 @@ def gradcheck(module, x, target=None, eps=1e-6, atol=1e-6, rtol=1e-5, max_elemen
         return float((weights * module(x)).sum())
 
     module.zero_grad()
-    module(x)
+    problems = []
+    y = module(x)
+    if y.dtype != x.dtype:
+        problems.append(f"the output is {y.dtype} for a {x.dtype} input: a layer must keep its input's dtype")
     analytic = {"input": module.backward(weights)}
     analytic.update((name, p.grad.copy()) for name, p in module.named_parameters())
+    # The classic mistake of a hand-written layer: assigning p.grad instead of adding to it. Two
+    # forward/backward rounds must give twice the gradient of one.
+    module(x)
+    module.backward(weights)
+    for name, p in module.named_parameters():
+        once, twice = backend.to_numpy(analytic[name]), backend.to_numpy(p.grad)
+        if not numpy.allclose(twice, 2 * once, rtol=1e-9, atol=1e-12):
+            problems.append(f"{name}.grad does not accumulate: two backwards gave {numpy.abs(twice).sum():.6g} "
+                            f"in all where twice one backward is {2 * numpy.abs(once).sum():.6g}; add to the "
+                            f"gradient (p.grad += ...) instead of assigning it")
     tensors = {"input": x}
     tensors.update((name, p.data) for name, p in module.named_parameters())
 
@@ -122,4 +137,4 @@ def gradcheck(module, x, target=None, eps=1e-6, atol=1e-6, rtol=1e-5, max_elemen
             if name not in per_tensor or mismatch.score > per_tensor[name].score:
                 per_tensor[name] = mismatch
     worst = max(per_tensor.values(), key=lambda m: m.score)
-    return GradcheckResult(ok, worst, per_tensor, checked)
+    return GradcheckResult(ok and not problems, worst, per_tensor, checked, problems)

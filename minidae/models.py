@@ -44,6 +44,10 @@ class ConvDAE(nn.Module):
                        self.conv6, nn.Sigmoid()]
 
     def forward(self, x):
+        if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"ConvDAE: expected images of shape (N, 1, 28, 28), got {tuple(getattr(x, 'shape', ()))}; "
+                             f"the network is built for 28 x 28 grayscale images: resize yours first (as "
+                             f"`minidae denoise` does) and add the batch and channel axes")
         for layer in self.layers:
             x = layer(x)
         return x

@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
 from .data.batches import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
+from .nn.module import no_grad
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "load_split", "denoise_examples"]
 
@@ -108,7 +109,9 @@ def evaluate(model, images, noise, level, seed, batch_size=500):
     for start in range(0, len(images), batch_size):
         clean = unit_images(images[start:start + batch_size])
         noisy = apply_noise(noise, clean, level, rng=rng)
-        for key, value in metrics.sums(noisy, model(noisy), clean).items():
+        with no_grad():  # records nothing for a backward
+            denoised = model(noisy)
+        for key, value in metrics.sums(noisy, denoised, clean).items():
             totals[key] = totals[key] + value if key in totals else value  # summed on the device
     return {key: float(value) / len(images) for key, value in totals.items()}  # one read back at the end
 
@@ -119,7 +122,9 @@ def denoise_examples(model, images, labels, noise, level, seed):
     index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
     clean = unit_images(images[index])
     noisy = apply_noise(noise, clean, level, seed=seed)
-    return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, model(noisy), clean))
+    with no_grad():
+        denoised = model(noisy)
+    return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
 
 
 @contextlib.contextmanager

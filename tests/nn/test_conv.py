@@ -120,7 +120,7 @@ def test_bad_arguments_raise(make, message):
 ])
 def test_bad_inputs_raise(layer, shape, message):
     with pytest.raises(ValueError, match=message):
-        layer(np.zeros(shape))
+        layer(np.zeros(shape, np.float32))
 
 
 def test_integer_input_is_refused():

@@ -79,7 +79,7 @@ def test_maxpool_ties_go_to_the_first_position(xp):
 ])
 def test_bad_inputs_raise(make, shape, message):
     with pytest.raises(ValueError, match=message):
-        make()(np.zeros(shape))
+        make()(np.zeros(shape, np.float32))
 
 
 @pytest.mark.parametrize("make, message", [

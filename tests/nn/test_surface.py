@@ -297,11 +297,11 @@ def test_empty_batches_work_as_in_torch(xp, make, shape):
     theirs = make(torch.nn) if not isinstance(ours, nn.Unflatten) else torch.nn.Unflatten(1, (2, 3))
     if ours.parameters():
         ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
-    x = xp.zeros(shape)
+    x = xp.zeros(shape, np.float32)
     y = ours(x)
     expected = theirs(torch.zeros(shape, dtype=torch.float32))
     assert tuple(y.shape) == tuple(expected.shape)
-    dx = ours.backward(xp.zeros(y.shape))
+    dx = ours.backward(xp.zeros(y.shape, np.float32))
     assert tuple(dx.shape) == shape
     assert all(not bool(p.grad.any()) for p in ours.parameters())
 
@@ -397,11 +397,11 @@ def test_bad_arguments_raise_like_torch(make, message):
 ])
 def test_bad_inputs_raise_like_torch(layer, shape, message):
     with pytest.raises(ValueError, match=message):
-        layer(np.zeros(shape))
+        layer(np.zeros(shape, np.float32))
 
 
 def test_conv_transpose_output_size_outside_the_valid_range_raises():
     layer = nn.ConvTranspose2d(1, 1, 3, stride=2)
     with pytest.raises(ValueError, match=r"requested an output size of \(12, 9\), but valid sizes range from "
                                          r"\(9, 9\) to \(10, 10\)"):
-        layer(np.zeros((1, 1, 4, 4)), output_size=(1, 1, 12, 9))
+        layer(np.zeros((1, 1, 4, 4), np.float32), output_size=(1, 1, 12, 9))
