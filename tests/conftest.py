@@ -3,10 +3,23 @@
 Every test that takes ``xp`` runs once per backend: NumPy always, CuPy where a GPU is
 usable (skipped with the reason otherwise), so the same suite runs unchanged on a GPU box.
 """
+import importlib.abc
+import os
+import sys
+
 import pytest
 
-from minidae import backend
-from parity import REPLAY, WORST_ERRORS, assert_torch_parity
+if os.environ.get("MINIDAE_HIDE_TORCH"):  # tests/test_without_torch.py: behave as if torch were not installed
+    class _HideTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by MINIDAE_HIDE_TORCH)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _HideTorch())
+
+from minidae import backend  # noqa: E402
+from parity import REPLAY, WORST_ERRORS, assert_torch_parity  # noqa: E402
 
 try:
     backend._load_cupy()
