@@ -11,10 +11,11 @@ write never leaves a broken checkpoint behind.
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "CheckpointError"]
 
 
 def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config):
@@ -38,18 +39,60 @@ def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test
         raise
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, damaged, foreign or incomplete (the message names the file)."""
+
+
+# What a checkpoint's config must hold for eval, denoise and --resume to rebuild its run.
+REQUIRED_CONFIG = ("dataset", "seed", "noise", "noise_level", "batch_size", "lr", "weight_decay")
+
+
 def load_checkpoint(path):
-    """-> dict with "model" and "optim" state dicts, "epoch", "iteration", the loss histories and "config"."""
+    """-> dict with "model" and "optim" state dicts, "epoch", "iteration", the loss histories and "config".
+
+    Raises CheckpointError, naming the file and the problem, for anything that is not an intact
+    minidae checkpoint: a truncated or corrupted file, an empty one, missing entries, a config that
+    is not JSON or lacks what a run needs, or weights that are not finite.
+    """
     try:
         with numpy.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable minidae checkpoint ({exc})") from exc
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        reason = "empty file" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{path}: not a readable minidae checkpoint (damaged or not an .npz file: "
+                              f"{reason})") from None
+    if not isinstance(arrays, dict) or not hasattr(arrays, "keys"):
+        raise CheckpointError(f"{path}: not a minidae checkpoint (a single array, not an .npz archive)")
     missing = {"epoch", "iteration", "config", "train_losses", "test_losses"} - arrays.keys()
     if missing:
-        raise ValueError(f"{path}: not a minidae checkpoint (missing {', '.join(sorted(missing))})")
-    return {"model": {k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
-            "optim": {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")},
+        raise CheckpointError(f"{path}: not a minidae checkpoint (missing {', '.join(sorted(missing))})")
+    try:
+        config = json.loads(str(arrays["config"]))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its config is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or any(key not in config for key in REQUIRED_CONFIG):
+        absent = [key for key in REQUIRED_CONFIG if not isinstance(config, dict) or key not in config]
+        raise CheckpointError(f"{path}: its config lacks {', '.join(absent)}, which eval, denoise and --resume need")
+    model = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
+    if not model:
+        raise CheckpointError(f"{path}: it holds no model weights")
+    for key, value in model.items():
+        if value.dtype.kind != "f" or not numpy.isfinite(value).all():
+            raise CheckpointError(f"{path}: the weights are not finite numbers ({key} holds "
+                                  f"{'nan or inf' if value.dtype.kind == 'f' else value.dtype})")
+    return {"model": model, "optim": {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")},
             "epoch": int(arrays["epoch"]), "iteration": int(arrays["iteration"]),
             "train_losses": arrays["train_losses"].tolist(), "test_losses": arrays["test_losses"].tolist(),
-            "config": json.loads(str(arrays["config"]))}
+            "config": config}
+
+
+def load_weights(model, state, path):
+    """``model.load_state_dict(state)``, with a CheckpointError naming ``path`` where they do not fit."""
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        raise CheckpointError(f"{path}: its weights do not fit the model ({message})") from None
+    return model

@@ -70,12 +70,10 @@ def run_train(args):
 
 
 def _load_model(path):
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_weights
     from .models import conv_dae
     state = load_checkpoint(path)
-    model = conv_dae()
-    model.load_state_dict(state["model"])
-    return model, state["config"]
+    return load_weights(conv_dae(), state["model"], path), state["config"]
 
 
 def run_eval(args):
@@ -108,6 +106,8 @@ def run_eval(args):
 def run_denoise(args):
     """Denoise one image: read as grayscale, resize to 28 x 28 (the network's input), denoise, write."""
     from PIL import Image
+    if args.size is not None and args.size < 1:
+        raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     backend.use(args.backend)
     model, _ = _load_model(args.checkpoint)
     with Image.open(args.input) as image:
@@ -123,6 +123,13 @@ def run_denoise(args):
         result = result.resize((args.size, args.size), Image.Resampling.NEAREST)
     result.save(args.output)
     print(f"wrote {args.output} ({result.size[0]}x{result.size[1]})")
+    return 0
+
+
+def run_export(args):
+    model, _ = _load_model(args.checkpoint)
+    model.save(args.out)
+    print(f"wrote {args.out} ({len(model.state_dict())} tensors, safetensors)")
     return 0
 
 
@@ -163,13 +170,26 @@ def main(argv=None):
                                                                  "hand-written layers on NumPy or CuPy")
     commands = parser.add_subparsers(dest="command", required=True)
     add_train_arguments(commands.add_parser("train", help="train the spec conv DAE (defaults: the spec's recipe)"))
-    evaluate = commands.add_parser("eval", help="metrics per noise type and level for a checkpoint")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--noises", nargs="+", choices=sorted(DEFAULT_LEVELS), default=list(DEFAULT_LEVELS))
-    evaluate.add_argument("--test-samples", type=int, default=None, metavar="N")
-    evaluate.add_argument("--data-dir", default=None, metavar="DIR")
-    evaluate.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    evaluate = commands.add_parser("eval", help="metrics per noise type and level for a checkpoint",
+                                   description="Runs a trained checkpoint on the test set under every noise model "
+                                               "at several levels and prints MSE, PSNR and SSIM of the noisy and "
+                                               "the denoised images; writes eval.json and psnr_vs_noise.png.")
+    evaluate.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    evaluate.add_argument("--noises", nargs="+", choices=sorted(DEFAULT_LEVELS), default=list(DEFAULT_LEVELS),
+                          help="noise models to evaluate (default: all)")
+    evaluate.add_argument("--test-samples", type=int, default=None, metavar="N",
+                          help="evaluate on the first N test images (default: all 10,000)")
+    evaluate.add_argument("--data-dir", default=None, metavar="DIR",
+                          help="data root (default: the checkpoint's, else $MINIDAE_DATA or the user cache)")
+    evaluate.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                          help="array backend (default: %(default)s)")
     evaluate.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's directory")
+    export = commands.add_parser("export", help="write a checkpoint's weights as safetensors (for PyTorch)",
+                                 description="Writes the model weights of a checkpoint to a .safetensors file "
+                                             "with PyTorch's key names: safetensors.torch.load_file(OUT) then "
+                                             "load_state_dict loads them into the PyTorch twin.")
+    export.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    export.add_argument("out", help="the .safetensors file to write")
     denoise = commands.add_parser("denoise", help="denoise one grayscale image (resized to 28x28)",
                                   description="Reads any image as grayscale, resizes it to the network's 28x28 "
                                               "input (Lanczos), denoises it and writes the 28x28 result (or a "
@@ -187,8 +207,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from .data import DatasetUnavailable
     try:
-        return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck}[
-            args.command](args)
+        return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck,
+                "export": run_export}[args.command](args)
     except (backend.BackendUnavailable, DatasetUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,15 @@ class Optimizer:
     state_names = ()
 
     def __init__(self, params, defaults):
+        from .nn.module import Module, Parameter
+        name = type(self).__name__
+        if isinstance(params, Module):
+            raise ValueError(f"{name}: got the module {type(params).__name__} itself; pass its parameters: "
+                             f"{name}(model.parameters(), ...)")
         self.params = list(params)
+        if any(not isinstance(p, Parameter) for p in self.params):
+            raise ValueError(f"{name}: expected Parameters (model.parameters()), got "
+                             f"{sorted({type(p).__name__ for p in self.params if not isinstance(p, Parameter)})}")
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         for key, value in defaults.items():

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy
 
 from . import __version__, backend, metrics, models, nn, optim
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
 from .data.batches import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
@@ -67,8 +67,10 @@ class TrainConfig:
         for name in ("train_samples", "test_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be positive and weight_decay non-negative, got {self.lr}, {self.weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.weight_decay)
+                                                                 and self.weight_decay >= 0):
+            raise ValueError(f"lr must be a positive number and weight_decay a non-negative one, got lr={self.lr}, "
+                             f"weight_decay={self.weight_decay}")
         check_noise(self.noise, self.noise_level)
         if self.dataset not in LOADERS:
             raise ValueError(f"unknown dataset {self.dataset!r}: choose from {', '.join(LOADERS)}")
@@ -160,7 +162,7 @@ class _Run:
         state = load_checkpoint(config.resume) if config.resume else None
         if state:
             for key in RECIPE:
-                setattr(config, key, state["config"][key])
+                setattr(config, key, state["config"].get(key, getattr(config, key)))
             saved_backend = state["config"].get("backend", "numpy")
             if saved_backend != config.backend:
                 warnings.warn(f"resuming a checkpoint written on backend {saved_backend!r} with backend "
@@ -174,24 +176,24 @@ class _Run:
         self.out = config.out or default_out
         os.makedirs(self.out, exist_ok=True)
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        self.train_images, _ = load_split(config.dataset, "train", config.data_dir, config.train_samples,
-                                          config.progress)
-        self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,
-                                                        config.test_samples, config.progress)
         self.model = models.conv_dae()
         self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999),
                                     weight_decay=config.weight_decay)
         self.criterion = nn.MSELoss()
-        self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
-                                    seed=config.seed)
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
         self.epoch_seconds = []
         self._graphed = None
-        if state:
-            self.model.load_state_dict(state["model"])
+        if state:  # before the data: a checkpoint that does not fit is refused at once
+            load_weights(self.model, state["model"], config.resume)
             self.optimizer.load_state_dict(state["optim"])
             self.epoch, self.iteration = state["epoch"], state["iteration"]
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
+        self.train_images, _ = load_split(config.dataset, "train", config.data_dir, config.train_samples,
+                                          config.progress)
+        self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,
+                                                        config.test_samples, config.progress)
+        self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
+                                    seed=config.seed)
 
     def save(self):
         recipe = dataclasses.asdict(self.config)

@@ -156,5 +156,5 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
                      "--no-progress", "--data-dir", str(tmp_path)]) == 1
     assert "error:" in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path / "missing.npz")]) == 1
-    assert "not a readable minidae checkpoint" in capsys.readouterr().err
+    assert "missing.npz: no such file" in capsys.readouterr().err
     assert cli.main(["denoise", str(tmp_path / "missing.npz"), "in.png", "out.png"]) == 1

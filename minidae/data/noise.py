@@ -9,6 +9,8 @@ generator of that backend, seeded), else the backend's shared generator
     salt_and_pepper   y = 0 w.p. p/2, 1 w.p. p/2, else x
     speckle           y = clip(x + std * x * n)                    (multiplicative, as in SAR/ultrasound)
 """
+import math
+
 import numpy
 
 from .. import backend
@@ -25,7 +27,7 @@ def check_noise(name, level):
     if name not in LEVEL_RANGES:
         raise ValueError(f"unknown noise {name!r}: choose from {', '.join(LEVEL_RANGES)}")
     low, high = LEVEL_RANGES[name]
-    if not low <= level <= high:
+    if not (math.isfinite(level) and low <= level <= high):
         raise ValueError(f"{name}: level must lie in [{low}, {high}], got {level}")
 
 

@@ -268,6 +268,19 @@ class Module:
             xp = backend.array_module(param.data)
             param.data = xp.asarray(value.astype(param.data.dtype))
 
+    def save(self, path):
+        """Write the parameters to ``path`` as safetensors under PyTorch's key names, so that
+        ``model.load_state_dict(safetensors.torch.load_file(path))`` loads them into the PyTorch twin."""
+        from safetensors.numpy import save_file
+        save_file({key: numpy.ascontiguousarray(value) for key, value in self.state_dict().items()}, str(path))
+
+    def load(self, path):
+        """Read parameters from a safetensors file (one written by :meth:`save`, or by
+        ``safetensors.torch.save_file(torch_model.state_dict(), path)``); returns self."""
+        from safetensors.numpy import load_file
+        self.load_state_dict(load_file(str(path)))
+        return self
+
     def extra_repr(self):
         return ""
 
