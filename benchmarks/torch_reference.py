@@ -1,11 +1,11 @@
-"""The reference: the same network and recipe in PyTorch, writing the same metrics.json fields.
+"""The reference: every minidae model's PyTorch twin, trained with the same recipe, writing the same metrics.json fields.
 
-    python benchmarks/torch_reference.py [--device cpu|cuda] [--epochs 10] [--out runs/torch-reference]
+    python benchmarks/torch_reference.py [--preset NAME] [--device cpu|cuda] [--epochs N] [--out DIR]
 
-The batches, their order and their noise come from minidae's own pipeline (NumPy backend,
-the same seed), and the initial weights are minidae's for that seed (``--torch-init``
-uses PyTorch's own initialisation instead), so the two runs differ only in the arithmetic
-of the framework. PyTorch is needed here and in the tests, nowhere else.
+The batches, their order and their noise come from minidae's own pipeline (NumPy backend, the
+same seed), and the initial weights are minidae's for that seed (``--torch-init`` uses PyTorch's
+own initialisation instead), so the two runs differ only in the arithmetic of the framework.
+PyTorch is needed here and in the tests, nowhere else.
 """
 import argparse
 import json
@@ -18,6 +18,7 @@ import torch
 
 from minidae import backend, models
 from minidae.data import NoisyBatches
+from minidae.presets import PRESETS
 from minidae.train import RECIPE, TrainConfig, evaluate, load_split
 
 
@@ -42,6 +43,84 @@ class TorchConvDAE(torch.nn.Module):
         return torch.sigmoid(self.conv6(relu(self.conv5(relu(self.conv4(x))))))
 
 
+class TorchDense(torch.nn.Module):
+    """The fully connected models (fc_dae, dense_ae, fc_ae): Linear layers, ReLU between, Sigmoid out."""
+
+    def __init__(self, names, sizes):
+        super().__init__()
+        self.names = names
+        for name, n_in, n_out in zip(names, sizes, sizes[1:]):
+            setattr(self, name, torch.nn.Linear(n_in, n_out))
+
+    def forward(self, x):
+        x = x.reshape(-1, 784)
+        for index, name in enumerate(self.names):
+            x = getattr(self, name)(x)
+            x = torch.relu(x) if index < len(self.names) - 1 else torch.sigmoid(x)
+        return x.reshape(-1, 1, 28, 28)
+
+
+class TorchConvAEPool(torch.nn.Module):
+    """minidae.models.ConvAEPool in PyTorch (the report's conv autoencoder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(64, 64, 3, padding=1)
+        self.conv4 = torch.nn.Conv2d(64, 32, 3, padding=1)
+        self.conv5 = torch.nn.Conv2d(32, 1, 3, padding=1)
+        self.pool, self.up = torch.nn.MaxPool2d(2), torch.nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        relu = torch.relu
+        x = self.pool(relu(self.conv2(self.pool(relu(self.conv1(x))))))
+        x = self.up(relu(self.conv4(self.up(relu(self.conv3(x))))))
+        return torch.sigmoid(self.conv5(x))
+
+
+class TorchConvDenoiser(torch.nn.Module):
+    """The reference's ConvDenoiser, as in references/conv_denoiser_notes.md."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 8, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2, 2)
+        self.t_conv1 = torch.nn.ConvTranspose2d(8, 8, 3, stride=2)
+        self.t_conv2 = torch.nn.ConvTranspose2d(8, 16, 2, stride=2)
+        self.t_conv3 = torch.nn.ConvTranspose2d(16, 32, 2, stride=2)
+        self.conv_out = torch.nn.Conv2d(32, 1, 3, padding=1)
+
+    def forward(self, x):
+        relu = torch.relu
+        x = self.pool(relu(self.conv1(x)))
+        x = self.pool(relu(self.conv2(x)))
+        x = self.pool(relu(self.conv3(x)))
+        x = relu(self.t_conv3(relu(self.t_conv2(relu(self.t_conv1(x))))))
+        return torch.sigmoid(self.conv_out(x))
+
+
+TWINS = {
+    "conv_dae": TorchConvDAE,
+    "fc_dae": lambda: TorchDense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 512, 256, 128, 256, 512, 784]),
+    "dense_ae": lambda: TorchDense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 128, 64, 32, 64, 128, 784]),
+    "fc_ae": lambda: TorchDense(["fcEncoder1", "fcEncoder2", "fcDecoder1", "fcDecoder2"], [784, 256, 128, 256, 784]),
+    "conv_ae_pool": TorchConvAEPool,
+    "conv_denoiser": TorchConvDenoiser,
+}
+
+
+def twin(name, seed=None):
+    """The PyTorch twin of minidae model ``name``, with minidae's initial weights for ``seed`` if given."""
+    model = TWINS[name]()
+    if seed is not None:
+        backend.use("numpy", seed_value=seed)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in models.build(name).state_dict().items()})
+    return model
+
+
 class AsNumpyModel:
     """Lets minidae's evaluator call a torch model: NumPy in, NumPy out."""
 
@@ -54,58 +133,73 @@ class AsNumpyModel:
 
 
 def main(argv=None):
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=list(PRESETS), default="conv_dae")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--noise", default=defaults.noise)
-    parser.add_argument("--noise-level", type=float, default=defaults.noise_level)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    for flag, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("weight-decay", float),
+                       ("momentum", float), ("noise-level", float)):
+        parser.add_argument(f"--{flag}", type=kind, default=None, help="default: the preset's")
+    parser.add_argument("--noise", default=None)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
-    parser.add_argument("--dataset", default=defaults.dataset)
+    parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="runs/torch-reference")
+    parser.add_argument("--eval-every", type=int, default=1, help="test loss every N epochs (the last always)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--torch-init", action="store_true", help="PyTorch's own initial weights (torch.manual_seed)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "momentum", "noise",
+                                               "noise_level") if getattr(args, k) is not None}
+    config = TrainConfig.from_preset(args.preset, seed=args.seed, train_samples=args.train_samples,
+                                     test_samples=args.test_samples, dataset=args.dataset, **overrides)
 
-    backend.use("numpy", seed_value=args.seed)
-    torch.manual_seed(args.seed)
-    model = TorchConvDAE()
-    if not args.torch_init:
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in models.conv_dae().state_dict().items()})
+    torch.manual_seed(config.seed)
+    model = TWINS[config.model]() if args.torch_init else twin(config.model, config.seed)
     model.to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
-    train_images, _ = load_split(args.dataset, "train", args.data_dir, args.train_samples)
-    test_images, _ = load_split(args.dataset, "test", args.data_dir, args.test_samples)
-    batches = NoisyBatches(train_images, args.batch_size, args.noise, args.noise_level, seed=args.seed)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999),
+                                     weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    loss_fn = {"mse": torch.nn.functional.mse_loss, "bce": torch.nn.functional.binary_cross_entropy}[config.loss]
+    backend.use("numpy", seed_value=config.seed)
+    train_images, _ = load_split(config.dataset, "train", args.data_dir, config.train_samples)
+    test_images, _ = load_split(config.dataset, "test", args.data_dir, config.test_samples)
+    batches = NoisyBatches(train_images, config.batch_size, config.noise, config.noise_level, seed=config.seed,
+                           clip=config.clip)
     evaluator = AsNumpyModel(model, args.device)
 
     losses, epochs, epoch_seconds, started = [], [], [], time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(config.epochs):
         start, epoch_losses = time.perf_counter(), []
         for noisy, clean in batches.epoch(epoch):
             noisy, clean = torch.from_numpy(noisy).to(args.device), torch.from_numpy(clean).to(args.device)
             optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(noisy), clean)
+            loss = loss_fn(model(noisy), clean)
             loss.backward()
             optimizer.step()
             epoch_losses.append(loss.detach())
         epoch_losses = torch.stack(epoch_losses).cpu().double().numpy().tolist()
         seconds = time.perf_counter() - start
-        test = evaluate(evaluator, test_images, args.noise, args.noise_level, args.seed)
         losses += epoch_losses
         epoch_seconds.append(seconds)
-        epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(epoch_losses)), "test_loss": test["mse_denoised"]})
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss {epochs[-1]['train_loss']:.5f}, test loss "
-              f"{test['mse_denoised']:.5f}, {seconds:.1f} s", flush=True)
-    final = evaluate(evaluator, test_images, args.noise, args.noise_level, args.seed)
-    recipe = {key: getattr(args, key) for key in RECIPE + ("epochs",)}
-    recipe.update(loss="mse", optimizer="adam", betas=[0.9, 0.999])
-    result = {"recipe": recipe, "backend": f"torch-{args.device}", "seed": args.seed,
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(epoch_losses))}
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == config.epochs:
+            entry["test_loss"] = evaluate(evaluator, test_images, config.noise, config.noise_level, config.seed,
+                                          clip=config.clip)["mse_denoised"]
+        epochs.append(entry)
+        print(f"epoch {epoch + 1}/{config.epochs}: train loss {entry['train_loss']:.5f}"
+              + (f", test loss {entry['test_loss']:.5f}" if "test_loss" in entry else "") + f", {seconds:.1f} s",
+              flush=True)
+    final = evaluate(evaluator, test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
+    recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
+    result = {"model": config.model, "parameters": sum(p.numel() for p in model.parameters()), "recipe": recipe,
+              "backend": f"torch-{args.device}", "seed": config.seed,
               "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
               "initial_weights": "torch" if args.torch_init else "minidae", "epochs": epochs,
               "epoch_seconds": epoch_seconds, "wall_seconds": time.perf_counter() - started,

@@ -1,6 +1,5 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -16,26 +15,43 @@ DEFAULT_LEVELS = {"gaussian": [0.1, 0.2, 0.3, 0.5, 0.7], "mask": [0.1, 0.3, 0.5,
 
 
 def add_train_arguments(parser):
-    """The training options, shared by ``minidae train`` and examples/train_conv_dae.py."""
+    """The training options, shared by ``minidae train`` and examples/train_conv_dae.py.
+
+    ``--preset`` picks a row of minidae.presets.PRESETS (default: the specification's recipe); every
+    recipe flag given explicitly overrides that row.
+    """
     from .data.noise import NOISES
-    from .train import LOADERS, TrainConfig
-    defaults = TrainConfig()
+    from .models import MODELS
+    from .presets import DEFAULT_PRESET, PRESETS
+    from .train import LOADERS, LOSSES, OPTIMIZERS
     add = parser.add_argument
-    add("--backend", choices=["numpy", "cupy"], default=defaults.backend, help="array backend (default: %(default)s)")
-    add("--epochs", type=int, default=defaults.epochs, help="passes over the training set (default: %(default)s)")
-    add("--batch-size", type=int, default=defaults.batch_size, help="images per step (default: %(default)s)")
-    add("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
-    add("--weight-decay", type=float, default=defaults.weight_decay,
-        help="L2 penalty added to the gradient, as torch.optim.Adam (default: %(default)s)")
-    add("--noise", choices=sorted(NOISES), default=defaults.noise, help="corruption model (default: %(default)s)")
-    add("--noise-level", type=float, default=defaults.noise_level,
-        help="std for gaussian/speckle, fraction of pixels for mask/salt_and_pepper (default: %(default)s; the "
+    presets = "; ".join(f"{name}: {row['model']}, {row['optimizer']} lr {row['lr']}, batch {row['batch_size']}, "
+                        f"{row['epochs']} epochs, noise {row['noise']} {row['noise_level']}"
+                        f"{'' if row['clip'] else ' unclipped'} ({row['source']})" for name, row in PRESETS.items())
+    add("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+        help=f"a reference's whole recipe (default: %(default)s); flags below override it. Presets: {presets}")
+    add("--model", choices=list(MODELS), default=None, help="the network (default: the preset's)")
+    add("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (default: %(default)s)")
+    add("--epochs", type=int, default=None,
+        help="passes over the training set (default: the preset's; with --resume, the checkpoint's)")
+    add("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
+    add("--optimizer", choices=list(OPTIMIZERS), default=None, help="adam or sgd (default: the preset's)")
+    add("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    add("--momentum", type=float, default=None, help="SGD momentum (default: the preset's, 0)")
+    add("--weight-decay", type=float, default=None,
+        help="L2 penalty added to the gradient, as torch.optim does (default: the preset's)")
+    add("--loss", choices=list(LOSSES), default=None, help="mse or bce against the clean image (default: the preset's)")
+    add("--noise", choices=sorted(NOISES), default=None, help="corruption model, or none (default: the preset's)")
+    add("--noise-level", type=float, default=None,
+        help="std for gaussian/speckle, fraction of pixels for mask/salt_and_pepper (default: the preset's; the "
              "specification adds torch.randn() noise and leaves its scale open, so 0.5, clipped to [0, 1], is "
              "minidae's choice)")
-    add("--seed", type=int, default=defaults.seed, help="seed for init, shuffling and noise (default: %(default)s)")
+    add("--no-clip", dest="clip", action="store_const", const=False, default=None,
+        help="leave Gaussian/speckle-noised inputs outside [0, 1] unclipped (as the fc_dae reference)")
+    add("--seed", type=int, default=0, help="seed for init, shuffling and noise (default: %(default)s)")
     add("--train-samples", type=int, default=None, metavar="N", help="train on the first N images only (quick runs)")
     add("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
-    add("--dataset", choices=sorted(LOADERS), default=defaults.dataset, help="data set (default: %(default)s)")
+    add("--dataset", choices=sorted(LOADERS), default="mnist", help="data set (default: %(default)s)")
     add("--data-dir", default=None, metavar="DIR",
         help="data root, or a directory holding the four IDX files (default: $MINIDAE_DATA or the user cache)")
     add("--out", default=None, metavar="DIR", help="output directory (default: runs/<timestamp>, or the "
@@ -48,11 +64,20 @@ def add_train_arguments(parser):
     return parser
 
 
+RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "loss", "noise",
+                "noise_level", "clip")
+
+
 def config_from_args(args):
+    """The preset's recipe, with every flag given explicitly on top."""
     from .train import TrainConfig
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"progress", "cuda_graph"}
-    return TrainConfig(progress=not args.no_progress, cuda_graph=not args.no_cuda_graph,
-                       **{k: getattr(args, k) for k in fields})
+    overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    overrides.update(backend=args.backend, seed=args.seed, train_samples=args.train_samples,
+                     test_samples=args.test_samples, dataset=args.dataset, data_dir=args.data_dir, out=args.out,
+                     resume=args.resume, progress=not args.no_progress, cuda_graph=not args.no_cuda_graph)
+    if args.resume and args.epochs is None:
+        overrides["epochs"] = None  # the checkpoint's
+    return TrainConfig.from_preset(args.preset, **overrides)
 
 
 def run_train(args):
@@ -70,10 +95,15 @@ def run_train(args):
 
 
 def _load_model(path):
-    from .checkpoint import load_checkpoint, load_weights
-    from .models import conv_dae
+    """(the checkpoint's model, rebuilt by name with its weights, its config); CheckpointError if it cannot be."""
+    from . import models
+    from .checkpoint import CheckpointError, load_checkpoint, load_weights
     state = load_checkpoint(path)
-    return load_weights(conv_dae(), state["model"], path), state["config"]
+    name = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
+    if name not in models.MODELS:
+        raise CheckpointError(f"{path}: it holds an unknown model {name!r} (this minidae knows "
+                              f"{', '.join(models.MODELS)})")
+    return load_weights(models.build(name), state["model"], path), state["config"]
 
 
 def run_eval(args):
@@ -126,6 +156,23 @@ def run_denoise(args):
     return 0
 
 
+def run_models(args):
+    from . import models
+    from .presets import PRESETS
+    print(f"{'model':<16}{'parameters':>12}  reference")
+    for name in models.MODELS:
+        print(f"{name:<16}{models.parameter_count(models.build(name)):>12,}  {PRESETS[name]['source']}")
+    return 0
+
+
+def run_summary(args):
+    from . import models
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    print(models.format_summary(args.model, args.batch_size))
+    return 0
+
+
 def run_export(args):
     model, _ = _load_model(args.checkpoint)
     model.save(args.out)
@@ -169,7 +216,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
                                                                  "hand-written layers on NumPy or CuPy")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_train_arguments(commands.add_parser("train", help="train the spec conv DAE (defaults: the spec's recipe)"))
+    add_train_arguments(commands.add_parser("train", help="train a model (defaults: the specification's recipe; "
+                                                          "--preset NAME for another reference's)"))
     evaluate = commands.add_parser("eval", help="metrics per noise type and level for a checkpoint",
                                    description="Runs a trained checkpoint on the test set under every noise model "
                                                "at several levels and prints MSE, PSNR and SSIM of the noisy and "
@@ -184,6 +232,16 @@ def main(argv=None):
     evaluate.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
                           help="array backend (default: %(default)s)")
     evaluate.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's directory")
+    commands.add_parser("models", help="the networks minidae can train, with their parameter counts",
+                        description="Lists every model of minidae.models with its parameter count and reference.")
+    summary = commands.add_parser("summary", help="a model's per-layer table (output shape, parameters, "
+                                                  "multiply-adds)",
+                                  description="Runs a batch of zeros through the model and prints each layer's "
+                                              "output shape, parameter count and forward multiply-adds.")
+    summary.add_argument("model", choices=list(__import__("minidae.models", fromlist=["MODELS"]).MODELS),
+                         help="the model")
+    summary.add_argument("--batch-size", type=int, default=1, help="the batch the shapes and counts are for "
+                                                                    "(default: %(default)s)")
     export = commands.add_parser("export", help="write a checkpoint's weights as safetensors (for PyTorch)",
                                  description="Writes the model weights of a checkpoint to a .safetensors file "
                                              "with PyTorch's key names: safetensors.torch.load_file(OUT) then "
@@ -208,7 +266,7 @@ def main(argv=None):
     from .data import DatasetUnavailable
     try:
         return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck,
-                "export": run_export}[args.command](args)
+                "export": run_export, "models": run_models, "summary": run_summary}[args.command](args)
     except (backend.BackendUnavailable, DatasetUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,11 +1,46 @@
-"""Ready-made networks."""
+"""Ready-made networks: the specification's DAE and every system of the reference material.
+
+Each maps (N, 1, 28, 28) images in [0, 1] to (N, 1, 28, 28); the fully connected ones flatten
+and unflatten inside. ``MODELS`` maps each name to its builder; ``minidae models`` lists them
+and ``minidae summary NAME`` prints the per-layer table that each docstring shows. Where a
+reference leaves something open, the docstring says what minidae chose (docs/results.md too).
+"""
+import math
+
+import numpy
+
 from . import nn
+from .nn.module import no_grad
 
-__all__ = ["ConvDAE", "conv_dae"]
+__all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser", "MODELS",
+           "build", "parameter_count", "summary", "format_summary"]
 
 
-class ConvDAE(nn.Module):
-    """The specification's convolutional denoising autoencoder, for (N, 1, 28, 28) inputs in [0, 1].
+class Chain(nn.Module):
+    """Layers applied in the order of ``self.layers`` (the backward in reverse), for MNIST-sized input.
+
+    The layers with parameters are also attributes (``conv1``, ``fc1``, ...), so state_dict keys read
+    like the reference's PyTorch code; activations and pooling may appear several times in the list,
+    even as one shared object.
+    """
+
+    def forward(self, x):
+        if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"{type(self).__name__}: expected images of shape (N, 1, 28, 28), got "
+                             f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 grayscale images: "
+                             f"resize yours first (as `minidae denoise` does) and add the batch and channel axes")
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+
+class ConvDAE(Chain):
+    """The specification's convolutional denoising autoencoder (docs/spec.md). 572,097 parameters.
 
     ==========  ===================================================  ==================
     layer       definition                                           output shape
@@ -43,21 +78,227 @@ class ConvDAE(nn.Module):
                        self.l1, self.l2, nn.Unflatten((64, 4, 4)), self.conv4, nn.ReLU(), self.conv5, nn.ReLU(),
                        self.conv6, nn.Sigmoid()]
 
-    def forward(self, x):
-        if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"ConvDAE: expected images of shape (N, 1, 28, 28), got {tuple(getattr(x, 'shape', ()))}; "
-                             f"the network is built for 28 x 28 grayscale images: resize yours first (as "
-                             f"`minidae denoise` does) and add the batch and channel axes")
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def backward(self, grad_out):
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
-        return grad_out
-
 
 def conv_dae():
     """A freshly initialised :class:`ConvDAE` (PyTorch's default init, from ``backend.seed``)."""
     return ConvDAE()
+
+
+class _Dense(Chain):
+    """A fully connected autoencoder: Flatten, Linear layers with ReLU between, Sigmoid, Unflatten."""
+
+    def __init__(self, names, sizes):
+        super().__init__()
+        self.layers = [nn.Flatten()]
+        for index, (name, (n_in, n_out)) in enumerate(zip(names, zip(sizes, sizes[1:]))):
+            setattr(self, name, nn.Linear(n_in, n_out))
+            self.layers += [getattr(self, name), nn.ReLU() if index < len(names) - 1 else nn.Sigmoid()]
+        self.layers.append(nn.Unflatten((1, 28, 28)))
+
+
+def fc_dae():
+    """Fully connected DAE of references/fc_dae_article.txt (PyTorch): 784-512-256-128-256-512-784.
+
+    ======  =================  ============  ==========
+    layer   definition         output shape  parameters
+    ======  =================  ============  ==========
+    fc1     Linear(784, 512)   (N, 512)      401,920
+    fc2     Linear(512, 256)   (N, 256)      131,328
+    fc3     Linear(256, 128)   (N, 128)      32,896
+    fc4     Linear(128, 256)   (N, 256)      33,024
+    fc5     Linear(256, 512)   (N, 512)      131,584
+    fc6     Linear(512, 784)   (N, 784)      402,192
+    ======  =================  ============  ==========
+
+    ReLU after every layer but the last, Sigmoid out; 1,132,944 parameters; PyTorch's default init.
+    Recipe (preset ``fc_dae``): input = clean + N(0, 1) noise, not clipped; MSE against the clean
+    image; Adam lr 1e-2; batch 128; 10 epochs.
+    """
+    return _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 512, 256, 128, 256, 512, 784])
+
+
+def dense_ae():
+    """Dense AE of references/dense_ae_article.txt (Keras): 784-128-64-32-64-128-784, He-normal init.
+
+    ======  =================  ============  ==========
+    layer   definition         output shape  parameters
+    ======  =================  ============  ==========
+    fc1     Linear(784, 128)   (N, 128)      100,480
+    fc2     Linear(128, 64)    (N, 64)       8,256
+    fc3     Linear(64, 32)     (N, 32)       2,080
+    fc4     Linear(32, 64)     (N, 64)       2,112
+    fc5     Linear(64, 128)    (N, 128)      8,320
+    fc6     Linear(128, 784)   (N, 784)      101,136
+    ======  =================  ============  ==========
+
+    ReLU after every layer but the last, Sigmoid out; 222,384 parameters. Weights He-normal,
+    N(0, 2 / fan_in) (the article's fix for a sigmoid that saturated into NaN under plain normal
+    init; Keras's HeNormal also truncates at two standard deviations, minidae does not), biases
+    zero as in Keras. The article names neither the loss nor the noise nor the batch size: minidae
+    chooses MSE, the specification's Gaussian noise (std 0.5, clipped) and Keras's default batch of
+    32, with Adam lr 1e-3 for 200 epochs (preset ``dense_ae``).
+    """
+    model = _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 128, 64, 32, 64, 128, 784])
+    for _, layer in model.named_modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            layer.bias.data = layer.bias.data * 0
+    return model
+
+
+def fc_ae():
+    """FC autoencoder of references/fc_ae_and_conv_ae_pool_report.txt (part 1): 784-256-128-256-784.
+
+    ==========  =================  ============  ==========
+    layer       definition         output shape  parameters
+    ==========  =================  ============  ==========
+    fcEncoder1  Linear(784, 256)   (N, 256)      200,960
+    fcEncoder2  Linear(256, 128)   (N, 128)      32,896
+    fcDecoder1  Linear(128, 256)   (N, 256)      33,024
+    fcDecoder2  Linear(256, 784)   (N, 784)      201,488
+    ==========  =================  ============  ==========
+
+    ReLU after every layer but the last, Sigmoid out: exactly 468,368 parameters (encoder 233,856,
+    decoder 234,512, as the report counts). Recipe (preset ``fc_ae``): a plain autoencoder (no
+    noise), MSE, SGD lr 1.0, batch 10, 10 epochs.
+    """
+    return _Dense(["fcEncoder1", "fcEncoder2", "fcDecoder1", "fcDecoder2"], [784, 256, 128, 256, 784])
+
+
+class ConvAEPool(Chain):
+    """Conv autoencoder with max-pooling and upsampling, references/fc_ae_and_conv_ae_pool_report.txt (part 2).
+
+    ==============  ===============================  ==============  ==========
+    layer           definition                       output shape    parameters
+    ==============  ===============================  ==============  ==========
+    conv1+ReLU      Conv2d(1, 32, 3, padding=1)      (N, 32, 28, 28) 320
+    pool            MaxPool2d(2)                     (N, 32, 14, 14)
+    conv2+ReLU      Conv2d(32, 64, 3, padding=1)     (N, 64, 14, 14) 18,496
+    pool            MaxPool2d(2)                     (N, 64, 7, 7)
+    conv3+ReLU      Conv2d(64, 64, 3, padding=1)     (N, 64, 7, 7)   36,928
+    up              Upsample(scale_factor=2)         (N, 64, 14, 14)
+    conv4+ReLU      Conv2d(64, 32, 3, padding=1)     (N, 32, 14, 14) 18,464
+    up              Upsample(scale_factor=2)         (N, 32, 28, 28)
+    conv5+Sigmoid   Conv2d(32, 1, 3, padding=1)      (N, 1, 28, 28)  289
+    ==============  ===============================  ==============  ==========
+
+    Exactly 74,497 parameters (encoder conv1-conv2 18,816, decoder conv3-conv5 55,681, as the
+    report counts). The report's Upsample has no mode: nearest, PyTorch's default. Recipe (preset
+    ``conv_ae_pool``): no noise, MSE, SGD lr 1.0, batch 10, 10 epochs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
+        self.conv4 = nn.Conv2d(64, 32, 3, padding=1)
+        self.conv5 = nn.Conv2d(32, 1, 3, padding=1)
+        self.pool, self.up = nn.MaxPool2d(2), nn.Upsample(scale_factor=2)
+        self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool,
+                       self.conv3, nn.ReLU(), self.up, self.conv4, nn.ReLU(), self.up, self.conv5, nn.Sigmoid()]
+
+
+def conv_ae_pool():
+    """A freshly initialised :class:`ConvAEPool`."""
+    return ConvAEPool()
+
+
+class ConvDenoiser(Chain):
+    """The conv denoiser of references/conv_denoiser_notes.md (Udacity's ConvDenoiser). 9,585 parameters.
+
+    ==============  ====================================  ==============  ==========
+    layer           definition                            output shape    parameters
+    ==============  ====================================  ==============  ==========
+    conv1+ReLU      Conv2d(1, 32, 3, padding=1)           (N, 32, 28, 28) 320
+    pool            MaxPool2d(2, 2)                       (N, 32, 14, 14)
+    conv2+ReLU      Conv2d(32, 16, 3, padding=1)          (N, 16, 14, 14) 4,624
+    pool            MaxPool2d(2, 2)                       (N, 16, 7, 7)
+    conv3+ReLU      Conv2d(16, 8, 3, padding=1)           (N, 8, 7, 7)    1,160
+    pool            MaxPool2d(2, 2)                       (N, 8, 3, 3)
+    t_conv1+ReLU    ConvTranspose2d(8, 8, 3, stride=2)    (N, 8, 7, 7)    584
+    t_conv2+ReLU    ConvTranspose2d(8, 16, 2, stride=2)   (N, 16, 14, 14) 528
+    t_conv3+ReLU    ConvTranspose2d(16, 32, 2, stride=2)  (N, 32, 28, 28) 2,080
+    conv_out+Sigm   Conv2d(32, 1, 3, padding=1)           (N, 1, 28, 28)  289
+    ==============  ====================================  ==============  ==========
+
+    One MaxPool2d object serves all three poolings, as in the reference. Recipe (preset
+    ``conv_denoiser``): input = clip(clean + 0.5 N(0, 1), 0, 1), MSE, Adam lr 1e-3, batch 20, 20
+    epochs. The reference does not shuffle its training batches; minidae's pipeline does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.t_conv1 = nn.ConvTranspose2d(8, 8, 3, stride=2)
+        self.t_conv2 = nn.ConvTranspose2d(8, 16, 2, stride=2)
+        self.t_conv3 = nn.ConvTranspose2d(16, 32, 2, stride=2)
+        self.conv_out = nn.Conv2d(32, 1, 3, padding=1)
+        self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool, self.conv3, nn.ReLU(),
+                       self.pool, self.t_conv1, nn.ReLU(), self.t_conv2, nn.ReLU(), self.t_conv3, nn.ReLU(),
+                       self.conv_out, nn.Sigmoid()]
+
+
+def conv_denoiser():
+    """A freshly initialised :class:`ConvDenoiser`."""
+    return ConvDenoiser()
+
+
+MODELS = {"conv_dae": conv_dae, "fc_dae": fc_dae, "dense_ae": dense_ae, "fc_ae": fc_ae, "conv_ae_pool": conv_ae_pool,
+          "conv_denoiser": conv_denoiser}
+
+
+def build(name):
+    """A freshly initialised model by name (one of MODELS)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+    return MODELS[name]()
+
+
+def parameter_count(model):
+    """The number of trainable numbers."""
+    return sum(math.prod(p.data.shape) for p in model.parameters())
+
+
+def multiply_adds(layer, x, y):
+    """Forward multiply-adds of one layer call, as its GEMMs count them (0 for layers without weights)."""
+    if isinstance(layer, nn.Conv2d):  # every output element: C/G * KH * KW products
+        return y.size * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
+    if isinstance(layer, nn.ConvTranspose2d):  # every input element scatters O/G * KH * KW products
+        return x.size * (layer.out_channels // layer.groups) * math.prod(layer.kernel_size)
+    if isinstance(layer, nn.Linear):
+        return (x.size // layer.in_features) * layer.in_features * layer.out_features
+    return 0
+
+
+def summary(model, batch_size=1):
+    """[(layer name, output shape, parameters, multiply-adds)] of a Chain model (or its name) at ``batch_size``.
+
+    A layer registered as an attribute is named by it (conv1, pool); others by their class (ReLU).
+    Computed by running zeros through the layers, like torchinfo's summary.
+    """
+    model = build(model) if isinstance(model, str) else model
+    names = {id(module): name for name, module in model.named_modules() if name}
+    x = numpy.zeros((batch_size, 1, 28, 28), dtype=numpy.float32)
+    rows = []
+    with no_grad():
+        for layer in model.layers:
+            y = layer(x)
+            params = sum(math.prod(p.data.shape) for p in layer.parameters())
+            rows.append((names.get(id(layer), type(layer).__name__).rstrip("."), tuple(y.shape), params,
+                         multiply_adds(layer, x, y)))
+            x = y
+    return rows
+
+
+def format_summary(name, batch_size=1):
+    """The table ``minidae summary NAME`` prints."""
+    rows = summary(name, batch_size)
+    lines = [f"{name} (batch {batch_size})", f"{'layer':<12}{'output shape':<22}{'parameters':>12}{'multiply-adds':>16}"]
+    for layer, shape, params, macs in rows:
+        lines.append(f"{layer:<12}{str(shape):<22}{params:>12,}{macs:>16,}")
+    lines.append(f"{'total':<12}{'':<22}{sum(r[2] for r in rows):>12,}{sum(r[3] for r in rows):>16,}")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from .data import NoisyBatches, load_fashion_mnist, load_mnist
 from .data.batches import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
 from .nn.module import no_grad
+from .presets import PRESETS
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "load_split", "denoise_examples"]
 
@@ -41,7 +42,10 @@ CHECK_EVERY = 25  # iterations between host reads of the loss (progress bar, NaN
 
 @dataclass
 class TrainConfig:
-    """The run's settings; the defaults are the specification's recipe."""
+    """The run's settings; the defaults are the specification's recipe (preset ``conv_dae``).
+
+    ``TrainConfig.from_preset(name, **overrides)`` starts from another row of minidae.presets.PRESETS.
+    """
     backend: str = "numpy"
     epochs: int = 10
     batch_size: int = 64
@@ -50,6 +54,12 @@ class TrainConfig:
     noise: str = "gaussian"
     noise_level: float = 0.5
     seed: int = 0
+    model: str = "conv_dae"
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    loss: str = "mse"
+    clip: bool = True
+    preset: str = "conv_dae"
     train_samples: int = None
     test_samples: int = None
     dataset: str = "mnist"
@@ -59,10 +69,27 @@ class TrainConfig:
     progress: bool = True
     cuda_graph: bool = True  # CuPy: replay the training step as a CUDA graph (minidae.cuda.GraphedStep)
 
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """The recipe of preset ``name`` with ``overrides`` (any TrainConfig field) on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+        recipe = {k: v for k, v in PRESETS[name].items() if k != "source"}
+        return cls(preset=name, **{**recipe, **overrides})
+
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
+        if self.model not in models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose from {', '.join(models.MODELS)}")
+        if self.optimizer not in OPTIMIZERS or self.loss not in LOSSES:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} and loss one of {', '.join(LOSSES)}, "
+                             f"got {self.optimizer!r} and {self.loss!r}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
+            if name == "epochs" and self.epochs is None and self.resume:
+                continue  # a resumed run keeps its checkpoint's epoch count
+            if getattr(self, name) is None or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("train_samples", "test_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -79,8 +106,17 @@ class TrainConfig:
 
 
 # Settings a resumed run takes from its checkpoint: changing them would make it another run.
-RECIPE = ("batch_size", "lr", "weight_decay", "noise", "noise_level", "seed", "train_samples", "test_samples",
-          "dataset")
+RECIPE = ("model", "optimizer", "momentum", "loss", "clip", "preset", "batch_size", "lr", "weight_decay", "noise",
+          "noise_level", "seed", "train_samples", "test_samples", "dataset")
+LOSSES = {"mse": nn.MSELoss, "bce": nn.BCELoss}
+OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(config, params):
+    """The recipe's optimiser: Adam (betas 0.9, 0.999, L2 weight decay) or SGD (momentum, weight decay)."""
+    if config.optimizer == "adam":
+        return optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    return optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,7 +135,7 @@ def load_split(dataset, split, data_dir=None, samples=None, progress=True):
     return images, labels
 
 
-def evaluate(model, images, noise, level, seed, batch_size=500):
+def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     """Mean MSE / PSNR / SSIM of noisy and denoised test images against clean ones.
 
     The noise comes from a fixed stream of ``seed``, so every evaluation sees the same inputs.
@@ -110,7 +146,7 @@ def evaluate(model, images, noise, level, seed, batch_size=500):
     totals = {}
     for start in range(0, len(images), batch_size):
         clean = unit_images(images[start:start + batch_size])
-        noisy = apply_noise(noise, clean, level, rng=rng)
+        noisy = apply_noise(noise, clean, level, rng=rng, clip=clip)
         with no_grad():  # records nothing for a backward
             denoised = model(noisy)
         for key, value in metrics.sums(noisy, denoised, clean).items():
@@ -118,12 +154,12 @@ def evaluate(model, images, noise, level, seed, batch_size=500):
     return {key: float(value) / len(images) for key, value in totals.items()}  # one read back at the end
 
 
-def denoise_examples(model, images, labels, noise, level, seed):
+def denoise_examples(model, images, labels, noise, level, seed, clip=True):
     """(noisy, denoised, clean) host arrays for the first test image of each class, in class order."""
     labels = numpy.asarray(labels)
     index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
     clean = unit_images(images[index])
-    noisy = apply_noise(noise, clean, level, seed=seed)
+    noisy = apply_noise(noise, clean, level, seed=seed, clip=clip)
     with no_grad():
         denoised = model(noisy)
     return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
@@ -163,6 +199,8 @@ class _Run:
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"].get(key, getattr(config, key)))
+            if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
+                config.epochs = state["config"].get("epochs", 10)
             saved_backend = state["config"].get("backend", "numpy")
             if saved_backend != config.backend:
                 warnings.warn(f"resuming a checkpoint written on backend {saved_backend!r} with backend "
@@ -176,10 +214,9 @@ class _Run:
         self.out = config.out or default_out
         os.makedirs(self.out, exist_ok=True)
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        self.model = models.conv_dae()
-        self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999),
-                                    weight_decay=config.weight_decay)
-        self.criterion = nn.MSELoss()
+        self.model = models.build(config.model)
+        self.optimizer = make_optimizer(config, self.model.parameters())
+        self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
         self.epoch_seconds = []
         self._graphed = None
@@ -193,7 +230,7 @@ class _Run:
         self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,
                                                         config.test_samples, config.progress)
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
-                                    seed=config.seed)
+                                    seed=config.seed, clip=config.clip)
 
     def save(self):
         recipe = dataclasses.asdict(self.config)
@@ -261,7 +298,8 @@ def train(config=None, **overrides):
     with _deferred_interrupt() as interrupt:
         while run.epoch < config.epochs:
             seconds, train_loss = run.run_epoch(interrupt)
-            test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed)
+            test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
+                            clip=config.clip)
             run.test_losses.append(test["mse_denoised"])
             run.epoch, run.iteration = run.epoch + 1, 0
             run.epoch_seconds.append(seconds)
@@ -275,10 +313,12 @@ def train(config=None, **overrides):
 def _finish(run, wall_seconds):
     from . import plots
     config = run.config
-    final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed)
+    final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
     recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
-    recipe.update(loss="mse", optimizer="adam", betas=[0.9, 0.999])
-    result = {"recipe": recipe, "backend": config.backend, "versions": _versions(), "seed": config.seed,
+    if config.optimizer == "adam":
+        recipe["betas"] = [0.9, 0.999]
+    result = {"model": config.model, "parameters": models.parameter_count(run.model), "recipe": recipe,
+              "backend": config.backend, "versions": _versions(), "seed": config.seed,
               "epochs": [{"epoch": e + 1, "train_loss": float(numpy.mean(run.train_losses[e * len(run.batches):
                                                                                         (e + 1) * len(run.batches)])),
                           "test_loss": run.test_losses[e]} for e in range(len(run.test_losses))],
@@ -289,7 +329,7 @@ def _finish(run, wall_seconds):
     plots.loss_vs_iterations(os.path.join(run.out, "loss_vs_iters.png"), run.train_losses, run.test_losses,
                              len(run.batches))
     examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
-                                config.seed)
+                                config.seed, clip=config.clip)
     plots.denoising_grid(os.path.join(run.out, "denoising.png"), *examples,
                          title=f"{config.noise} noise, level {config.noise_level}")
     print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "

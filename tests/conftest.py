@@ -58,3 +58,14 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("worst relative error against PyTorch")
         for (layer, dtype), error in sorted(WORST_ERRORS.items()):
             terminalreporter.write_line(f"{layer:<24} {dtype:<8} {error:.2e}")
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    """The real MNIST in the user cache (fetched once, verified); skips when no source is reachable."""
+    from minidae.data import DatasetUnavailable, datasets
+    try:
+        datasets.fetch("mnist", progress=False)
+    except DatasetUnavailable as exc:
+        pytest.skip(f"MNIST is not available on this machine: {exc}")
+    return str(datasets.data_root())

@@ -217,3 +217,24 @@ def test_fused_elementwise_kernels_match_their_numpy_formulas(cp, dtype):
     assert cuda.mse(cp.asarray(p), cp.asarray(t)).dtype == dtype
     np.testing.assert_array_equal(cuda.mse_grad(cp.asarray(p), cp.asarray(t), 2.0 / p.size).get(),
                                   elementwise.mse_grad(p, t, 2.0 / p.size))
+
+
+@pytest.mark.parametrize("name", ["fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser"])
+def test_every_zoo_model_is_captured_and_replays_as_eager(cp, name):
+    """Each preset's step (its model, optimiser and loss) captures as a graph and trains as the eager step does."""
+    from minidae import cuda, train
+    config = train.TrainConfig.from_preset(name)
+    results = []
+    for graph in (False, True):
+        backend.seed(7)
+        model = models.build(name)
+        optimizer = train.make_optimizer(config, model.parameters())
+        step = spec_step(model, optimizer)
+        runner = cuda.GraphedStep(step, model.parameters()) if graph else step
+        losses = [float(runner(noisy, clean)) for noisy, clean in batches(cp, 5, size=config.batch_size)]
+        results.append((losses, model.state_dict()))
+        if graph:
+            assert runner.failed is None and runner.replays == 4
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        np.testing.assert_array_equal(results[1][1][key], value)

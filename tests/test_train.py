@@ -9,20 +9,9 @@ import pytest
 
 from minidae import backend, cli, optim, train as training
 from minidae.checkpoint import load_checkpoint
-from minidae.data import DatasetUnavailable, datasets
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.skipif(not backend.available("cupy"),
                                                                    reason="the CuPy case needs a CUDA GPU and CuPy"))]
-
-
-@pytest.fixture(scope="session")
-def mnist_root():
-    """The real MNIST in the user cache (fetched once, verified); skips when no source is reachable."""
-    try:
-        datasets.fetch("mnist", progress=False)
-    except DatasetUnavailable as exc:
-        pytest.skip(f"MNIST is not available on this machine: {exc}")
-    return str(datasets.data_root())
 
 
 def quick(tmp_path, mnist_root, **overrides):

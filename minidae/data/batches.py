@@ -36,14 +36,14 @@ class NoisyBatches:
     """
 
     def __init__(self, images, batch_size=64, noise="gaussian", level=0.5, seed=0, shuffle=True,
-                 drop_last=False):
+                 drop_last=False, clip=True):
         if images.ndim != 3 or images.dtype != numpy.uint8:
             raise ValueError(f"NoisyBatches: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
         if batch_size < 1:
             raise ValueError(f"NoisyBatches: batch_size must be positive, got {batch_size}")
         self.images = backend.xp.asarray(images)
         self.batch_size, self.noise, self.level = batch_size, noise, level
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.seed, self.shuffle, self.drop_last, self.clip = seed, shuffle, drop_last, clip
         check_noise(noise, level)
 
     def __len__(self):
@@ -58,4 +58,4 @@ class NoisyBatches:
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             clean = unit_images(self.images[index])
-            yield apply_noise(self.noise, clean, self.level, rng=rng), clean
+            yield apply_noise(self.noise, clean, self.level, rng=rng, clip=self.clip), clean

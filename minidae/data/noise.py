@@ -8,6 +8,7 @@ generator of that backend, seeded), else the backend's shared generator
     mask              y = x * b,              b ~ Bernoulli(1 - p)  (a fraction p of pixels zeroed)
     salt_and_pepper   y = 0 w.p. p/2, 1 w.p. p/2, else x
     speckle           y = clip(x + std * x * n)                    (multiplicative, as in SAR/ultrasound)
+    none              y = x                                         (a plain autoencoder; the level is ignored)
 """
 import math
 
@@ -15,11 +16,11 @@ import numpy
 
 from .. import backend
 
-__all__ = ["gaussian", "mask", "salt_and_pepper", "speckle", "NOISES", "LEVEL_RANGES", "check_noise",
+__all__ = ["gaussian", "mask", "salt_and_pepper", "speckle", "none", "NOISES", "LEVEL_RANGES", "check_noise",
            "apply_noise"]
 
 LEVEL_RANGES = {"gaussian": (0, float("inf")), "mask": (0, 1), "salt_and_pepper": (0, 1),
-                "speckle": (0, float("inf"))}  # what each model's level may be
+                "speckle": (0, float("inf")), "none": (0, float("inf"))}  # what each model's level may be
 
 
 def check_noise(name, level):
@@ -74,10 +75,20 @@ def speckle(x, std, clip=True, rng=None, seed=None):
     return backend.array_module(x).clip(y, 0, 1) if clip else y
 
 
-NOISES = {"gaussian": gaussian, "mask": mask, "salt_and_pepper": salt_and_pepper, "speckle": speckle}
+def none(x, level=0.0, rng=None, seed=None):
+    """No corruption: the input itself (for plain autoencoders)."""
+    _check(x, "none", level)
+    return x
 
 
-def apply_noise(name, x, level, rng=None, seed=None):
-    """``NOISES[name](x, level, ...)`` with a clear error for an unknown name."""
+NOISES = {"gaussian": gaussian, "mask": mask, "salt_and_pepper": salt_and_pepper, "speckle": speckle, "none": none}
+CLIPPED = ("gaussian", "speckle")  # the models whose result may leave [0, 1], clipped unless clip=False
+
+
+def apply_noise(name, x, level, rng=None, seed=None, clip=True):
+    """``NOISES[name](x, level, ...)`` with a clear error for an unknown name; ``clip`` (default True)
+    applies to the Gaussian and speckle models, whose output can leave [0, 1]."""
     check_noise(name, level)
+    if name in CLIPPED:
+        return NOISES[name](x, level, clip=clip, rng=rng, seed=seed)
     return NOISES[name](x, level, rng=rng, seed=seed)

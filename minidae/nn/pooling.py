@@ -257,20 +257,26 @@ class Upsample(Module):
         if x.ndim != 4 or x.dtype.kind != "f":  # PyTorch reads 3-D input as (N, C, L): no unbatched images here
             raise ValueError(f"Upsample: expected a floating-point input of shape (N, C, H, W), got "
                              f"{tuple(x.shape)} {x.dtype}")
-        xp = backend.array_module(x)
-        (rows, a_h), (columns, a_w) = self._map(xp, x.shape[2], x.shape[3], x.dtype)
+        (rows, a_h), (columns, a_w) = self._map(backend.array_module(x), x.shape[2], x.shape[3], x.dtype)
         self._a = (a_h, a_w)
         if self.mode == "nearest":
-            y = x.take(rows, axis=2).take(columns, axis=3)  # a gather: exact, whatever the values
-        else:
-            y = xp.matmul(xp.matmul(a_h, x), a_w.T)
-        return y
+            return x.take(rows, axis=2).take(columns, axis=3)  # a gather: exact, whatever the values
+        return _both_axes(x, a_h, a_w)
 
     def backward(self, dy):
-        xp = backend.array_module(dy)
         a_h, a_w = (a.astype(dy.dtype, copy=False) for a in self._a)
-        return xp.matmul(xp.matmul(a_h.T, dy), a_w)
+        return _both_axes(dy, a_h.T, a_w.T)
 
     def extra_repr(self):
         what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
         return f"{what}, mode={self.mode!r}" + (", align_corners=True" if self.align_corners else "")
+
+
+def _both_axes(x, rows, columns):
+    """R x C^T for x (N, C, H, W), R (P, H), C (Q, W) -> (N, C, P, Q), as two 2-D GEMMs
+    (backend.matmul, so that a GPU step with an Upsample can still be captured as a CUDA graph)."""
+    n, c, h, w = x.shape
+    p, q = rows.shape[0], columns.shape[0]
+    t = backend.matmul(x.reshape(n * c * h, w), columns.T).reshape(n, c, h, q)    # along W
+    t = t.transpose(0, 1, 3, 2).reshape(n * c * q, h)
+    return backend.matmul(t, rows.T).reshape(n, c, q, p).transpose(0, 1, 3, 2)   # along H
