@@ -192,7 +192,13 @@ class Module:
 
     def _check_dtype(self, x):
         dtype = getattr(x, "dtype", None)
-        expected = next(iter(self._params.values())).data.dtype
+        data = next(iter(self._params.values())).data
+        expected = data.dtype
+        if dtype is not None and backend.array_module(x) is not backend.array_module(data):
+            names = [backend.array_module(a).__name__ for a in (x, data)]
+            raise ValueError(f"{type(self).__name__}: the input is a {names[0]} array but the parameters are "
+                             f"{names[1]} arrays; make one backend current and move the model to it: "
+                             f"backend.use('{names[0]}'); model.to()")
         if dtype is not None and dtype.kind == "f" and dtype != expected:
             raise ValueError(f"{type(self).__name__}: the input is {dtype} but the parameters are {expected}; "
                              f"convert the input (x.astype(numpy.{expected})) or the model "

@@ -121,10 +121,11 @@ def test_memory_stays_bounded_without_backwards(xp):
     assert all(len(module._records) == 1 for _, module in net.named_modules())
 
 
-@pytest.mark.parametrize("layer, shape, grad_shape", [
-    (nn.Linear(3, 2), (4, 3), (4, 3)), (nn.Conv2d(1, 2, 3), (1, 1, 5, 5), (1, 2, 5, 5)),
-    (nn.Sigmoid(), (2, 2), (3, 2))])
-def test_a_wrong_upstream_gradient_shape_is_named(xp, layer, shape, grad_shape):
+@pytest.mark.parametrize("make, shape, grad_shape", [
+    (lambda: nn.Linear(3, 2), (4, 3), (4, 3)), (lambda: nn.Conv2d(1, 2, 3), (1, 1, 5, 5), (1, 2, 5, 5)),
+    (nn.Sigmoid, (2, 2), (3, 2))], ids=["Linear", "Conv2d", "Sigmoid"])
+def test_a_wrong_upstream_gradient_shape_is_named(xp, make, shape, grad_shape):
+    layer = make()  # built on the test's backend
     y = layer(xp.ones(shape, dtype=np.float32))
     expected = re.escape(f"{type(layer).__name__}.backward: expected a gradient of shape {tuple(y.shape)} (the "
                          f"shape of its output), got {grad_shape}")
@@ -154,3 +155,13 @@ def test_gradcheck_catches_an_assigned_grad_and_a_changed_dtype():
     assert not result and any("weight.grad does not accumulate" in p and "p.grad +=" in p for p in result.problems)
     result = gradcheck(ChangesDtype(), np.random.default_rng(4).normal(size=(4, 3)))
     assert not result and any("the output is float32 for a float64 input" in p for p in result.problems)
+
+
+def test_an_input_on_another_backend_than_the_parameters_is_named(xp):
+    if xp is np:
+        pytest.skip("needs two backends: the CuPy case gives a NumPy-built layer a CuPy input")
+    from minidae import backend
+    backend.use("numpy")
+    layer = nn.Linear(3, 2)  # NumPy parameters
+    with pytest.raises(ValueError, match=r"Linear: the input is a cupy array but the parameters are numpy arrays"):
+        layer(xp.ones((1, 3), dtype=np.float32))
