@@ -331,7 +331,9 @@ def _finish(run, wall_seconds):
     examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
                                 config.seed, clip=config.clip)
     plots.denoising_grid(os.path.join(run.out, "denoising.png"), *examples,
-                         title=f"{config.noise} noise, level {config.noise_level}")
+                         title=f"{config.model}: " + ("no noise (a plain autoencoder)" if config.noise == "none" else
+                                                      f"{config.noise} noise, level {config.noise_level}"
+                                                      + ("" if config.clip else ", unclipped")))
     print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "
           f"{final['mse_denoised']:.5f}, PSNR {final['psnr_noisy']:.2f} -> {final['psnr_denoised']:.2f} dB, "
           f"SSIM {final['ssim_noisy']:.3f} -> {final['ssim_denoised']:.3f}", flush=True)
