@@ -11,6 +11,8 @@ code runs on both.
 >>> backend.xp.zeros(2).tolist()
 [0.0, 0.0]
 """
+import os
+
 import numpy
 
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
@@ -83,6 +85,10 @@ def use(backend_name, seed_value=None):
 def tune_host_allocator():
     """Ask glibc's malloc to keep freed memory instead of handing it back to the OS.
 
+    minidae does this itself when it is imported (set MINIDAE_NO_MALLOPT=1 to keep glibc's defaults), so
+    a user's own training loop gets the speed without knowing about it; calling it again changes nothing.
+
+
     A training step allocates and frees the same few megabyte-sized temporaries every
     iteration. By default glibc serves such blocks with fresh ``mmap`` pages (or trims the
     heap after freeing them), so every step pays page faults and zero-filling for memory
@@ -101,6 +107,9 @@ def tune_host_allocator():
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+HOST_ALLOCATOR_TUNED = False if os.environ.get("MINIDAE_NO_MALLOPT") else tune_host_allocator()
 
 
 def seed(n):

@@ -138,3 +138,41 @@ def test_a_checkpoint_of_an_unknown_or_mismatched_model_is_refused(tmp_path, mni
             np.savez(f, **arrays)
         assert cli.main(["eval", str(path), "--data-dir", mnist_root]) == 1
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "conv_dae"])  # conv_dae: tests/test_models.py
+def test_every_preset_trains_exactly_as_its_pytorch_twin_in_float64(xp, preset):
+    """20 steps of each preset's recipe (model, optimiser, noise, loss) in float64, minidae beside its twin:
+    where the full float32 runs differ by more than rounding, it is rounding that the recipe amplifies."""
+    torch = pytest.importorskip("torch")
+    import torch_reference
+    from minidae import nn, train
+    from parity import relative_error
+    config = train.TrainConfig.from_preset(preset)
+    backend.seed(0)
+    ours = models.build(preset).to(np.float64)
+    theirs = torch_reference.TWINS[preset]().double()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    our_opt = train.make_optimizer(config, ours.parameters())
+    if config.optimizer == "adam":
+        their_opt = torch.optim.Adam(theirs.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        their_opt = torch.optim.SGD(theirs.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    criterion, rng = nn.MSELoss(), np.random.default_rng(1)
+    for step in range(20):
+        clean = rng.uniform(size=(config.batch_size, 1, 28, 28))
+        noisy = clean if config.noise == "none" else clean + config.noise_level * rng.normal(size=clean.shape)
+        noisy = np.clip(noisy, 0, 1) if config.clip else noisy
+        our_opt.zero_grad()
+        loss = criterion(ours(xp.asarray(noisy)), xp.asarray(clean))
+        ours.backward(criterion.backward())
+        our_opt.step()
+        their_opt.zero_grad()
+        their_loss = torch.nn.functional.mse_loss(theirs(torch.tensor(noisy)), torch.tensor(clean))
+        their_loss.backward()
+        their_opt.step()
+        assert abs(float(loss) - their_loss.item()) <= 1e-9 * their_loss.item(), f"step {step}"
+    their_params = dict(theirs.named_parameters())
+    errors = {name: relative_error(p.data, their_params[name].detach().numpy()) for name, p in ours.named_parameters()}
+    assert max(errors.values()) < 1e-9, errors
