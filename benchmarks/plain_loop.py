@@ -26,7 +26,7 @@ clean = rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32); noisy = np.clip
 tnet = TorchConvDAE(); topt = torch.optim.Adam(tnet.parameters(), lr=1e-3, weight_decay=1e-5)
 tn, tc = torch.from_numpy(noisy), torch.from_numpy(clean)
 def ours():
-    opt.zero_grad(); loss = crit(net(noisy), clean); net.backward(crit.backward()); opt.step()
+    opt.zero_grad(); crit(net(noisy), clean); net.backward(crit.backward()); opt.step()
 def theirs():
     topt.zero_grad(); loss = torch.nn.functional.mse_loss(tnet(tn), tc); loss.backward(); topt.step()
 times = {"minidae": [], "torch": []}
