@@ -24,7 +24,7 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import compare, kernels_per_step, minidae_runner, torch_runner  # noqa: E402
+from step_time import compare, cuda_events, kernels_per_step, minidae_runner, torch_runner  # noqa: E402
 
 VARIANTS = [
     ("CuPy, no fast path", dict(adam=False, im2col=False, fused=False, matmul=False), False),
@@ -63,18 +63,10 @@ def step_table(batch_size, steps, variants=VARIANTS):
 
 def top_kernels(runner, steps=20, count=12):
     """Where the GPU time of a step goes: the kernels with the most device time per step."""
-    from torch.profiler import ProfilerActivity, profile
-    runner.before()
-    runner.sync()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            runner.run()
-        runner.sync()
     totals = {}
-    for event in prof.events():
-        if event.device_type.name == "CUDA":
-            calls, micros = totals.get(event.name, (0, 0.0))
-            totals[event.name] = (calls + 1, micros + event.time_range.elapsed_us())
+    for event in cuda_events(runner, steps):
+        calls, micros = totals.get(event.name, (0, 0.0))
+        totals[event.name] = (calls + 1, micros + event.time_range.elapsed_us())
     ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:count]
     return [{"kernel": name[:90], "calls_per_step": calls / steps, "us_per_step": micros / steps}
             for name, (calls, micros) in ranked]

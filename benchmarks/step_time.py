@@ -145,8 +145,8 @@ def torch_runner(batch_size, device, tf32=None, name=None):
     return Runner(name or "PyTorch (eager)", run, torch.cuda.synchronize, torch_timer(), before=before)
 
 
-def kernels_per_step(runner, steps=5):
-    """(kernels, memsets + memcpys, GPU busy microseconds) per step, from the CUDA profiler."""
+def cuda_events(runner, steps):
+    """The CUDA profiler's device events (kernels, memsets, copies) of ``steps`` steps of ``runner``."""
     from torch.profiler import ProfilerActivity, profile
     runner.before()
     runner.sync()
@@ -154,11 +154,14 @@ def kernels_per_step(runner, steps=5):
         for _ in range(steps):
             runner.run()
         runner.sync()
+    return [event for event in prof.events() if event.device_type.name == "CUDA"]
+
+
+def kernels_per_step(runner, steps=5):
+    """(kernels, memsets + memcpys, GPU busy microseconds) per step, from the CUDA profiler."""
     kernels = copies = 0
     busy = 0.0
-    for event in prof.events():
-        if event.device_type.name != "CUDA":
-            continue
+    for event in cuda_events(runner, steps):
         if event.name.startswith(("Memcpy", "Memset")):
             copies += 1
         else:

@@ -1,9 +1,8 @@
-"""The spec network: shapes, whole-network gradcheck, and training parity with PyTorch."""
+"""The spec network: shapes, whole-network gradcheck and PyTorch parity (training parity: tests/test_zoo.py)."""
 import numpy as np
 import pytest
 
-from minidae import gradcheck, models, nn, optim
-from parity import copy_torch_weights, relative_error
+from minidae import gradcheck, models
 
 
 def torch_conv_dae():
@@ -38,27 +37,4 @@ def test_forward_matches_torch(xp, torch_parity):
         torch_parity(models.conv_dae(), torch_conv_dae(), x, dtype, label="conv_dae")
 
 
-def test_training_matches_torch_for_30_adam_steps(xp):
-    torch = pytest.importorskip("torch")
-    theirs = torch_conv_dae().double()
-    ours = models.conv_dae()
-    copy_torch_weights(ours, theirs)
-    ours.to(np.float64)
-    recipe = dict(lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-5)
-    our_opt, their_opt = optim.Adam(ours.parameters(), **recipe), torch.optim.Adam(theirs.parameters(), **recipe)
-    criterion, rng = nn.MSELoss(), np.random.default_rng(0)
-    for step in range(30):
-        clean = rng.uniform(size=(16, 1, 28, 28))
-        noisy = np.clip(clean + 0.5 * rng.normal(size=clean.shape), 0, 1)
-        our_opt.zero_grad()
-        loss = criterion(ours(xp.asarray(noisy)), xp.asarray(clean))
-        ours.backward(criterion.backward())
-        our_opt.step()
-        their_opt.zero_grad()
-        their_loss = torch.nn.functional.mse_loss(theirs(torch.tensor(noisy)), torch.tensor(clean))
-        their_loss.backward()
-        their_opt.step()
-        assert abs(float(loss) - their_loss.item()) <= 1e-8 * their_loss.item(), f"step {step}"
-    their_params = dict(theirs.named_parameters())
-    errors = {name: relative_error(p.data, their_params[name].detach().numpy()) for name, p in ours.named_parameters()}
-    assert max(errors.values()) < 1e-8, errors
+# Training parity (every preset, conv_dae included, 20 steps in float64): tests/test_zoo.py.

@@ -140,7 +140,7 @@ def test_a_checkpoint_of_an_unknown_or_mismatched_model_is_refused(tmp_path, mni
         assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "conv_dae"])  # conv_dae: tests/test_models.py
+@pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_trains_exactly_as_its_pytorch_twin_in_float64(xp, preset):
     """20 steps of each preset's recipe (model, optimiser, noise, loss) in float64, minidae beside its twin:
     where the full float32 runs differ by more than rounding, it is rounding that the recipe amplifies."""
