@@ -88,8 +88,8 @@ def im2col(x, kernel, stride, padding, out_hw, dilation=(1, 1), fill=0):
     xp = backend.array_module(x)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
     n, c, h, w = x.shape
-    padded = xp.full((c, _padded_extent(h, ph, kh, sh, dh, oh), _padded_extent(w, pw, kw, sw, dw, ow), n), fill,
-                     dtype=x.dtype)
+    shape = (c, _padded_extent(h, ph, kh, sh, dh, oh), _padded_extent(w, pw, kw, sw, dw, ow), n)
+    padded = xp.zeros(shape, dtype=x.dtype) if fill == 0 else xp.full(shape, fill, dtype=x.dtype)
     padded[:, ph:ph + h, pw:pw + w] = x.transpose(1, 2, 3, 0)
     cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):

@@ -175,8 +175,8 @@ class Module:
             out = self.forward(*args, **kwargs)
         finally:
             _CALL_DEPTH[0] -= 1
-        saved = {key: value for key, value in self.__dict__.items() if key.startswith("_") and
-                 key not in _BOOKKEEPING and before.get(key, _MISSING) is not value}
+        saved = {key: value for key, value in self.__dict__.items()
+                 if key[0] == "_" and before.get(key, _MISSING) is not value and key not in _BOOKKEEPING}
         if _GRAD_ENABLED[0] and self.training:
             records = [r for r in self._records if r[0] == _PASS[0]]  # earlier, unmatched passes are dropped
             first = out[0] if isinstance(out, tuple) else out
