@@ -45,3 +45,22 @@ def test_channel_major_is_free_for_channel_major_memory(xp):
     assert xp.shares_memory(channel_major(x), x) and bool((channel_major(x) == x).all())
     y = xp.asarray(np.arange(24.0).reshape(2, 3, 2, 2))  # ordinary (N, C, H, W) memory: one copy
     assert not xp.shares_memory(channel_major(y), y) and bool((channel_major(y) == y).all())
+
+
+@pytest.mark.parametrize("kernel, padding, hw", [((3, 3), (2, 2), (8, 8)), ((3, 3), (4, 4), (16, 16)),
+                                                 ((2, 3), (0, 1), (7, 5)), ((2, 2), (1, 0), (5, 6))])
+def test_col2im_of_tiling_windows_equals_the_accumulating_loop(kernel, padding, hw):
+    """stride = kernel takes a shortcut (assignments instead of adds); it must give col2im's numbers,
+    here from the definition: every column entry added onto the pixel its window tap covers."""
+    stride = kernel
+    out_hw = tuple(conv_output_size(s, k, st, p) for s, k, st, p in zip(hw, kernel, stride, padding))
+    cols = np.random.default_rng(0).normal(size=(3 * kernel[0] * kernel[1], out_hw[0] * out_hw[1] * 2))
+    fast = col2im(cols, (2, 3, *hw), kernel, stride, padding, out_hw)
+    reference = np.zeros((2, 3, hw[0] + 2 * padding[0] + kernel[0], hw[1] + 2 * padding[1] + kernel[1]))
+    c = cols.reshape(3, kernel[0], kernel[1], out_hw[0], out_hw[1], 2)
+    for i in range(out_hw[0]):
+        for j in range(out_hw[1]):
+            for a in range(kernel[0]):
+                for b in range(kernel[1]):
+                    reference[:, :, i * stride[0] + a, j * stride[1] + b] += c[:, a, b, i, j].T
+    assert np.array_equal(fast, reference[:, :, padding[0]:padding[0] + hw[0], padding[1]:padding[1] + hw[1]])
