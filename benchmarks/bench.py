@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from minidae import backend, models, nn, train  # noqa: E402
 from minidae.nn.module import no_grad  # noqa: E402
 from minidae.presets import PRESETS  # noqa: E402
-from torch_reference import TWINS  # noqa: E402
+from torch_reference import TWINS, torch_optimizer  # noqa: E402
 
 
 def cpu_model():
@@ -65,11 +65,7 @@ def pair(model_name, batch_size, inference=False):
                 theirs(t_noisy)
         return ours_step, theirs_step
     opt = train.make_optimizer(config, ours.parameters())
-    if config.optimizer == "adam":
-        topt = torch.optim.Adam(theirs.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        topt = torch.optim.SGD(theirs.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
+    topt = torch_optimizer(config, theirs.parameters())
     criterion = nn.MSELoss()
 
     def ours_step():

@@ -112,6 +112,13 @@ TWINS = {
 }
 
 
+def torch_optimizer(config, params):
+    """The recipe's optimiser in PyTorch (config: a minidae TrainConfig), as minidae.train.make_optimizer builds ours."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 def twin(name, seed=None):
     """The PyTorch twin of minidae model ``name``, with minidae's initial weights for ``seed`` if given."""
     model = TWINS[name]()
@@ -160,12 +167,7 @@ def main(argv=None):
     torch.manual_seed(config.seed)
     model = TWINS[config.model]() if args.torch_init else twin(config.model, config.seed)
     model.to(args.device)
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999),
-                                     weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+    optimizer = torch_optimizer(config, model.parameters())
     loss_fn = {"mse": torch.nn.functional.mse_loss, "bce": torch.nn.functional.binary_cross_entropy}[config.loss]
     backend.use("numpy", seed_value=config.seed)
     train_images, _ = load_split(config.dataset, "train", args.data_dir, config.train_samples)

@@ -154,11 +154,7 @@ def test_every_preset_trains_exactly_as_its_pytorch_twin_in_float64(xp, preset):
     theirs = torch_reference.TWINS[preset]().double()
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     our_opt = train.make_optimizer(config, ours.parameters())
-    if config.optimizer == "adam":
-        their_opt = torch.optim.Adam(theirs.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        their_opt = torch.optim.SGD(theirs.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+    their_opt = torch_reference.torch_optimizer(config, theirs.parameters())
     criterion, rng = nn.MSELoss(), np.random.default_rng(1)
     for step in range(20):
         clean = rng.uniform(size=(config.batch_size, 1, 28, 28))
