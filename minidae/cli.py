@@ -213,6 +213,7 @@ def run_gradcheck(args):
 
 
 def main(argv=None):
+    from .models import MODELS
     parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
                                                                  "hand-written layers on NumPy or CuPy")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,8 +239,7 @@ def main(argv=None):
                                                   "multiply-adds)",
                                   description="Runs a batch of zeros through the model and prints each layer's "
                                               "output shape, parameter count and forward multiply-adds.")
-    summary.add_argument("model", choices=list(__import__("minidae.models", fromlist=["MODELS"]).MODELS),
-                         help="the model")
+    summary.add_argument("model", choices=list(MODELS), help="the model")
     summary.add_argument("--batch-size", type=int, default=1, help="the batch the shapes and counts are for "
                                                                     "(default: %(default)s)")
     export = commands.add_parser("export", help="write a checkpoint's weights as safetensors (for PyTorch)",

@@ -166,7 +166,7 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         if args and self._params:
-            self._check_dtype(args[0])
+            self._check_input(args[0])
         if _CALL_DEPTH[0] == 0:
             _PASS[0] += 1
         before = dict(self.__dict__)
@@ -190,7 +190,8 @@ class Module:
                     del self.__dict__[key]
         return out
 
-    def _check_dtype(self, x):
+    def _check_input(self, x):
+        """The same float dtype and array module as the parameters (PyTorch refuses a mismatch too)."""
         dtype = getattr(x, "dtype", None)
         data = next(iter(self._params.values())).data
         expected = data.dtype
