@@ -165,7 +165,17 @@ def matmul(a, b):
     """``a @ b`` for 2-D arrays. On a GPU it goes through :func:`minidae.cuda.matmul`, whose
     cuBLAS calls (unlike CuPy's) can be captured into a CUDA graph; on NumPy it is ``a @ b``."""
     gpu = accelerated(a, "matmul")
-    return a @ b if gpu is None else gpu.matmul(a, b)
+    if gpu is not None:
+        return gpu.matmul(a, b)
+    return _outer(a, b) if a.shape[1] == 1 else a @ b
+
+
+def _outer(a, b):
+    """``a @ b`` when the shared dimension is 1 (an outer product, as a batch-of-one weight gradient
+    is): a broadcast multiply. It gives the very same numbers (each element is one product, there is
+    nothing to sum), and it is why it exists: OpenBLAS runs such GEMMs at about 1 GFLOP/s, 10 to 50x
+    slower than this (measured on AMD EPYC Zen 3, OpenBLAS 0.3.31; docs/performance.md)."""
+    return a * b
 
 
 def matmul_add(out, a, b):
