@@ -5,6 +5,9 @@ import importlib.util
 import inspect
 import pathlib
 import pkgutil
+import re
+
+import numpy as np
 
 import minidae
 
@@ -96,3 +99,124 @@ def undocumented():
 def test_every_public_class_function_and_method_has_a_docstring():
     missing = undocumented()
     assert not missing, f"{len(missing)} public names without a docstring: {', '.join(missing)}"
+
+
+# -------------------------------------------------------------------------------------------------
+# docs/backprop.md: the worked example is the code's, its links and quoted code are current, its
+# examples run, and its inline math avoids what GitHub's Markdown would eat before MathJax sees it.
+
+BACKPROP = ROOT / "docs" / "backprop.md"
+
+
+def _worked_example_tool():
+    spec = importlib.util.spec_from_file_location("worked_example", ROOT / "docs" / "tools" / "worked_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _prose_lines(text):
+    """(line number, line) of the page outside fenced code and math blocks."""
+    inside = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            inside = not inside
+        elif not inside:
+            yield number, line
+
+
+def _python_blocks(text):
+    return re.findall(r"```python\n(.*?)\n```", text, re.S)
+
+
+def test_backprop_worked_example_is_current():
+    """The numbers between the worked-example markers are what docs/tools/worked_example.py prints now."""
+    tool = _worked_example_tool()
+    _, on_page, _ = tool.page_parts(BACKPROP.read_text())
+    assert on_page == tool.generated(), ("docs/backprop.md's worked example is stale (Conv2d or im2col changed): "
+                                         "run python docs/tools/worked_example.py --write")
+
+
+def test_backprop_worked_example_matches_the_naive_reference():
+    """Every number of the worked example, recomputed by the loops of minidae/nn/reference.py and by hand."""
+    from minidae.nn import reference
+    e = _worked_example_tool().compute()
+    x, w, b, dy = e["x"], e["W"], e["b"], e["dy"]
+    assert np.array_equal(e["y"], reference.conv2d_forward(x, w, b))
+    dx, dw, db = reference.conv2d_backward(dy, x, w)
+    assert np.array_equal(e["dx"], dx) and np.array_equal(e["dW"], dw) and np.array_equal(e["db"], db)
+    windows = [x[0, 0, i:i + 2, j:j + 2].ravel() for i in range(2) for j in range(2)]  # columns (i, j) of X
+    assert np.array_equal(e["X"], np.stack(windows, axis=1))
+    assert np.array_equal(e["Y"].ravel(), [w.ravel() @ window + b[0] for window in windows])
+    assert np.array_equal(e["dX"], np.outer(w.ravel(), dy.ravel()))  # column (i, j): the kernel times dy[i, j]
+    assert np.array_equal(e["dW2"].ravel(), sum(d * window for d, window in zip(dy.ravel(), windows)))
+    assert all(float(v).is_integer() for v in np.concatenate([a.ravel() for a in e.values()])), \
+        "the example should stay in small integers, to be readable"
+
+
+def test_backprop_links_name_functions_that_exist():
+    """Every [`name`](../minidae/...py) link points at a file that defines that class, function or method."""
+    links = re.findall(r"\[`([\w.]+)`\]\(\.\./(minidae/[\w/]+\.py)\)", BACKPROP.read_text())
+    assert len(links) > 30
+    for name, path in links:
+        tree = ast.parse((ROOT / path).read_text())
+        defined = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        owner, _, member = name.partition(".")
+        assert owner in defined, f"docs/backprop.md links {name} to {path}, which defines no {owner}"
+        if member:
+            methods = {item.name for item in defined[owner].body if isinstance(item, ast.FunctionDef)}
+            assert member in methods, f"docs/backprop.md links {name} to {path}, where {owner} has no {member}"
+
+
+def _contains_run(lines, run):
+    """Whether ``run`` occurs in ``lines`` as consecutive lines (compared without their indentation)."""
+    return any(lines[start:start + len(run)] == run for start in range(len(lines) - len(run) + 1))
+
+
+def test_backprop_quoted_code_is_still_in_the_source():
+    """A python block whose first line is ``# minidae/...py`` quotes that file: each run of lines between
+    ``...`` (lines left out) is in it, consecutively."""
+    quoted = [block for block in _python_blocks(BACKPROP.read_text()) if block.startswith("# minidae/")]
+    assert len(quoted) >= 8
+    for block in quoted:
+        path, *lines = block.splitlines()
+        source = [line.strip() for line in (ROOT / path[2:]).read_text().splitlines()]
+        runs = "\n".join(line.strip() for line in lines).split("\n...\n")
+        stale = [run for run in runs if not _contains_run(source, run.split("\n"))]
+        assert not stale, f"docs/backprop.md quotes {path[2:]}, which no longer has: {stale}"
+
+
+def test_backprop_examples_run(capsys):
+    """The complete examples (blocks that start with an import) run, and their asserts hold."""
+    examples = [block for block in _python_blocks(BACKPROP.read_text()) if block.startswith(("import", "from"))]
+    assert len(examples) >= 2
+    for block in examples:
+        exec(compile(block, "docs/backprop.md", "exec"), {})
+    assert "no forward to go back through" in capsys.readouterr().out
+
+
+def test_backprop_inline_math_survives_github_markdown():
+    """Inline $...$ math on one line, without what Markdown processes before MathJax: a backslash before
+    punctuation (\\, \\{ \\\\ are escapes), an underscore after punctuation (emphasis), * < > (emphasis, HTML),
+    and | inside a table row. Display math goes in ```math blocks, which Markdown leaves alone."""
+    problems = []
+    for number, line in _prose_lines(BACKPROP.read_text()):
+        code_free = re.sub(r"`[^`]*`", "", line)
+        if code_free.count("$") % 2:
+            problems.append(f"line {number}: an odd number of $ (inline math must not span lines)")
+            continue
+        for math in re.findall(r"\$([^$]+)\$", code_free):
+            if re.search(r"\\[!-/:-@\[-`{-~]", math) or re.search(r"[^\w\s\\]_", math) or re.search(r"[*<>]", math) \
+                    or (line.startswith("|") and "|" in math):
+                problems.append(f"line {number}: ${math}$")
+    assert not problems, "inline math GitHub would mangle:\n" + "\n".join(problems)
+
+
+def test_backprop_section_links_lead_to_headings():
+    """Every [...](#anchor) on the page names one of its headings (GitHub's anchors: lower case, punctuation
+    dropped, spaces as hyphens)."""
+    text = BACKPROP.read_text()
+    anchors = {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+               for _, line in _prose_lines(text) if line.startswith("#")}
+    targets = re.findall(r"\]\(#([^)]+)\)", text)
+    assert targets and not set(targets) - anchors, f"links to missing sections: {sorted(set(targets) - anchors)}"
