@@ -1,4 +1,9 @@
-"""Elementwise activations. Their formulas live in :mod:`minidae.nn.elementwise` (one kernel each on a GPU)."""
+"""Elementwise activations. Their formulas live in :mod:`minidae.nn.elementwise` (one kernel each on a GPU).
+
+Each output element depends on its own input element only, so each backward multiplies dL/dy
+elementwise by the derivative: ⊙ is that elementwise product (NumPy's ``*``; in the conv
+docstrings ``*`` is cross-correlation) and [x > 0] is 1 where x > 0 and 0 elsewhere.
+"""
 from . import elementwise
 from .module import Module
 
@@ -6,7 +11,7 @@ __all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]
 
 
 class ReLU(Module):
-    """y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]  (0 at the kink, as PyTorch)."""
+    """y = max(x, 0).   Backward: dL/dx = dL/dy ⊙ [x > 0]  (0 at the kink, as PyTorch)."""
 
     def forward(self, x):
         y, self._positive = elementwise.relu(x)
@@ -17,7 +22,7 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """y = x for x > 0, negative_slope * x otherwise.   Backward: dL/dx = dL/dy * (1 or negative_slope)."""
+    """y = x for x > 0, negative_slope * x otherwise.   Backward: dL/dx = dL/dy ⊙ (1 or negative_slope)."""
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -35,7 +40,7 @@ class LeakyReLU(Module):
 
 
 class Tanh(Module):
-    """y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
+    """y = tanh(x).   Backward: dL/dx = dL/dy ⊙ (1 - y^2)."""
 
     def forward(self, x):
         self._y = elementwise.tanh(x)
@@ -46,7 +51,7 @@ class Tanh(Module):
 
 
 class Sigmoid(Module):
-    """y = 1 / (1 + exp(-x)).   Backward: dL/dx = dL/dy * y (1 - y).
+    """y = 1 / (1 + exp(-x)).   Backward: dL/dx = dL/dy ⊙ y ⊙ (1 - y).
 
     Evaluated through e = exp(-|x|), which never overflows (see elementwise.sigmoid), so it is
     finite and warning-free at +-1000 and keeps full relative precision in both tails.

@@ -3,6 +3,11 @@
 See :mod:`minidae.nn.im2col` for the notation and the primitives ``conv2d`` (y = W * x)
 and ``conv2d_input_grad`` (dx = W^T * dy). A transposed convolution is the input gradient
 of a convolution, so each layer's forward is the other's backward.
+
+Two speed devices change nothing in the maths: ``channel_major`` (the same values, stored as
+(C, H, W, N) memory so that they read as GEMM rows without a copy), and
+``weight.astype(x.dtype, copy=False)``, which returns the weight itself when the dtypes already
+match and only converts when they differ.
 """
 import math
 
@@ -72,10 +77,12 @@ class Conv2d(_ConvBase):
     Forward, x (N, C, H, W) -> y (N, O, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1;
     for output channel o in group g = o // (O/G), with xpad the input padded by (PH, PW):
         y[n, o, i, j] = b[o] + sum_{c < C/G, kh, kw} W[o, c, kh, kw] xpad[n, g C/G + c, SH i + DH kh, SW j + DW kw]
-    computed as Y = W2 @ im2col(x) per group, W2 = W.reshape(O, C/G*KH*KW), Y = y as (O, OH*OW*N) rows.
-    Backward, given dY = dL/dy as rows:
-        dL/dW = dY @ im2col(x)^T   (per group)      dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
-        dL/dx = col2im(W2^T @ dY)  (per group; the forward of ConvTranspose2d)
+    computed as Y = W2 @ X per group, with X = im2col(x) (C*KH*KW, OH*OW*N) the windows of xpad as
+    columns, W2 = W.reshape(O, C/G*KH*KW) and Y = y as (O, OH*OW*N) rows (notation: minidae.nn.im2col).
+    Backward, given dL/dy (N, O, OH, OW) and dY = dL/dy as rows (O, OH*OW*N):
+        dL/dW = dY @ X^T           (per group)      dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
+        dL/dx = col2im(W2^T @ dY)  (per group; the forward of ConvTranspose2d): W2^T @ dY is dL/dX,
+        and col2im adds each column back onto the window it was copied from, then drops the padding
     padding: an int or pair, "valid" (0) or "same" (output size = input size, stride 1; an odd total
     DH (KH - 1) puts the extra row at the bottom, as PyTorch). padding_mode "reflect", "replicate"
     or "circular" pads the input by copying its own pixels (a gather whose backward adds the
@@ -134,6 +141,7 @@ class Conv2d(_ConvBase):
         return y[0] if self._unbatched else y
 
     def backward(self, dy):
+        # channel_major: the same values in (C, H, W, N) memory, a layout change that leaves the maths alone
         dy = channel_major(dy[None] if self._unbatched else dy)  # both gradients read dy as rows: one copy at most
         weight = self.weight.data.astype(dy.dtype, copy=False)
         self._accumulate_grads(dy, dy, self._cols)
@@ -153,13 +161,17 @@ class ConvTranspose2d(_ConvBase):
     to C): with x (N, C, H, W),
         y = col2im(W2^T @ X) + b  (per group), W2 = W.reshape(C, O/G*KH*KW)    y (N, O, OH, OW)
         OH = (H - 1) SH - 2 PH + DH (KH - 1) + output_padding_h + 1
+    where X is x laid out as rows (C, H*W*N) (nchw_to_rows; here X is not an im2col matrix: it
+    plays the part dY plays in Conv2d's backward).
     output_padding (smaller than the stride or the dilation) adds rows/columns at the far edge
     that no input reaches. forward(x, output_size) picks output_padding from the size asked for,
     as PyTorch. Backward, given dL/dy:
         dL/dx = W2 @ im2col(dL/dy)  (per group; the forward of Conv2d)
         dL/dW = X @ im2col(dL/dy)^T (per group)       dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
     Note the swapped roles in the code: the forward calls conv2d_input_grad with this layer's
-    *input* in the place of a gradient, and with this layer's *output* size as "x_hw".
+    *input* in the place of a gradient, and with this layer's *output* size as "x_hw"; the
+    backward calls conv2d with dL/dy in the place of an input, and the weight gradient takes x
+    where Conv2d's takes dY. The roles of x and y swap; the arithmetic is the same.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
@@ -181,6 +193,7 @@ class ConvTranspose2d(_ConvBase):
                              f"than either stride {self.stride} or dilation {self.dilation}")
 
     def output_size(self, h, w, output_padding=None):
+        """(OH, OW) for an (h, w) input, by the rule above (``output_padding`` defaults to the layer's)."""
         output_padding = self.output_padding if output_padding is None else output_padding
         return tuple(conv_transpose_output_size(size, k, s, p, op, d) for size, k, s, p, op, d in
                      zip((h, w), self.kernel_size, self.stride, self.padding, output_padding, self.dilation))
@@ -206,7 +219,9 @@ class ConvTranspose2d(_ConvBase):
             raise ValueError(f"ConvTranspose2d: input {tuple(x.shape)} gives a non-positive output size "
                              f"{out_hw} with kernel {self.kernel_size}, stride {self.stride}, padding "
                              f"{self.padding}, output_padding {output_padding}; reduce the padding")
-        self._x = x = channel_major(x)  # read again by backward's weight gradient
+        self._x = x = channel_major(x)  # read again by backward's weight gradient (same values, (C, H, W, N) memory)
+        # Conv2d's backward with the roles swapped: this layer's input x goes where Conv2d passes dL/dy,
+        # and this layer's output size where Conv2d passes its input size (x_hw)
         y = conv2d_input_grad(x, self.weight.data.astype(x.dtype, copy=False), out_hw, self.stride, self.padding,
                               self.dilation, self.groups)
         y = self._add_bias(y)
@@ -215,6 +230,8 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dy):
         dy = dy[None] if self._unbatched else dy
         weight = self.weight.data.astype(dy.dtype, copy=False)
+        # Conv2d's forward with the roles swapped: dL/dy is convolved as if it were an input; the weight
+        # gradient is x (rows) @ im2col(dL/dy)^T, where Conv2d's is dY @ im2col(x)^T
         dx, cols = conv2d(dy, weight, self.stride, self.padding, self.dilation, self.groups, out_hw=self._x.shape[2:])
         self._accumulate_grads(dy, self._x, cols)
         return dx[0] if self._unbatched else dx

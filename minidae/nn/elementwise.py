@@ -5,6 +5,9 @@ on a GPU, each NumPy operation is a kernel launch of its own (the stable sigmoid
 so for CuPy arrays :func:`fused` hands the call to the function of the same name in
 :mod:`minidae.cuda`, which computes the same formula, operation for operation, in one kernel.
 
+In the docstrings' formulas ⊙ is the elementwise product (NumPy's ``*`` on arrays of one shape),
+as in the activation docstrings; ``*`` in the conv docstrings means cross-correlation.
+
 >>> import numpy as np
 >>> y, positive = relu(np.array([-1.0, 2.0]))
 >>> y.tolist(), relu_grad(np.array([5.0, 5.0]), positive).tolist()
@@ -34,7 +37,7 @@ def relu(x):
 
 
 def relu_grad(dy, positive):
-    """dL/dx = dL/dy * [x > 0] (0 at the kink, as PyTorch): one multiplication on any backend."""
+    """dL/dx = dL/dy ⊙ [x > 0] (0 at the kink, as PyTorch): one multiplication on any backend."""
     return dy * positive
 
 
@@ -55,7 +58,7 @@ def tanh(x):
 
 
 def tanh_grad(dy, y):
-    """dL/dx = dL/dy (1 - y^2), y = tanh(x)."""
+    """dL/dx = dL/dy ⊙ (1 - y^2), y = tanh(x)."""
     return dy * (1 - y * y)
 
 
@@ -74,7 +77,7 @@ def sigmoid(x):
 
 @fused
 def sigmoid_grad(dy, y):
-    """dL/dx = dL/dy * y (1 - y), with y = sigmoid(x)."""
+    """dL/dx = dL/dy ⊙ y ⊙ (1 - y), with y = sigmoid(x)."""
     return dy * y * (1 - y)
 
 

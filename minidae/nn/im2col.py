@@ -6,6 +6,17 @@ PH rows at the top (and as many at the bottom as the output needs), output of OH
 
     OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1          (conv_output_size)
 
+The names the conv docstrings use (docs/backprop.md derives every formula with them):
+
+    xpad     x with PH zero rows above and below and PW zero columns left and right
+    X        im2col(x): every window of xpad as one column, (C*KH*KW, OH*OW*N)
+    W        the weight (O, C/G, KH, KW);  W2 = W.reshape(O, C/G*KH*KW), one row per output channel
+    Y, dY    the output y and its gradient dL/dy (both (N, O, OH, OW)) as one row per channel,
+             (O, OH*OW*N) (nchw_to_rows); L is the loss, dL/dy has y's shape
+    W2_g ... with G groups, the g-th block of rows: O/G rows of W2 and of Y, dY; C/G*KH*KW of X
+    *        cross-correlation (PyTorch's "convolution", no kernel flip): y = W * x. Elementwise
+             products are written ⊙ (activation and pooling docstrings); @ is the matrix product
+
 ``im2col`` lays every window out as one column of a matrix of shape (C*KH*KW, OH*OW*N); rows
 are ordered (c, kh, kw), exactly the order of a flattened PyTorch Conv2d weight (O, C, KH, KW),
 and columns are ordered (oh, ow, n). Window (oh, ow)'s tap (kh, kw) reads the input pixel
@@ -32,8 +43,10 @@ Conv2d and ConvTranspose2d (W2 = W.reshape(O, C/G*KH*KW), dY = dL/dy laid out as
     conv2d(x, W)                 = rows_to_nchw(W2 @ im2col(x))          y = W * x   (cross-correlation)
     conv2d_input_grad(dy, W, hw) = col2im(W2^T @ nchw_to_rows(dy))       dx = W^T * dy
 
-Conv2d uses the first as its forward and the second as its backward; ConvTranspose2d uses the
-second as its forward and the first as its backward.
+where W^T * dy is the transposed convolution: the transpose (adjoint) of the linear map
+x -> W * x, applied to dy. Conv2d uses the first as its forward and the second as its backward;
+ConvTranspose2d uses the second as its forward and the first as its backward, so there the roles
+swap: its input x goes where dy goes above, and its output size is passed as ``x_hw``.
 """
 import numpy
 
@@ -152,7 +165,8 @@ def rows_to_nchw(rows, n, h, w):
 def channel_major(x):
     """``x`` (N, C, H, W) backed by (C, H, W, N) memory: free when it already is, one copy otherwise.
 
-    For arrays a layer passes through :func:`nchw_to_rows` more than once.
+    For arrays a layer passes through :func:`nchw_to_rows` more than once. A speed device only:
+    the result has the same shape and the same values as ``x``; nothing in the maths changes.
     """
     n, _, h, w = x.shape
     return rows_to_nchw(nchw_to_rows(x), n, h, w)
@@ -194,7 +208,10 @@ def conv2d_input_grad(dy, weight, x_hw, stride, padding, dilation=(1, 1), groups
     """dx = W^T * dy: the adjoint of :func:`conv2d` with respect to x.
 
     dy (N, O, OH, OW), weight (O, C/G, KH, KW), x_hw = (H, W) of the input -> (N, C, H, W).
-    Per group g: dcols_g = W2_g^T @ dY_g, then col2im.
+    Per group g: dcols_g = W2_g^T @ dY_g (C/G*KH*KW, OH*OW*N), then col2im adds each column of
+    dcols back onto the window of xpad it came from, and drops the padding: dX -> dx.
+    (ConvTranspose2d calls this as its forward with its input x in the place of dy and its own
+    output size as ``x_hw``.)
     """
     o, cg, kh, kw = weight.shape
     n, _, oh, ow = dy.shape
@@ -212,7 +229,9 @@ def conv2d_input_grad(dy, weight, x_hw, stride, padding, dilation=(1, 1), groups
 
 def conv2d_weight_grad(dy, cols, out, groups=1):
     """Add dW = dY @ cols^T into ``out``, the weight gradient (O, C/G, KH, KW); per group g,
-    dW_g = dY_g @ cols_g^T."""
+    dW_g = dY_g @ cols_g^T. ``dy`` (N, O, OH, OW) becomes dY (O, OH*OW*N); ``cols`` is the X that
+    :func:`conv2d` returned for the forward's input (C*KH*KW, OH*OW*N). (ConvTranspose2d passes
+    its input x as ``dy`` and im2col of its dL/dy as ``cols``: the roles swap here too.)"""
     rows = nchw_to_rows(dy)
     if groups == 1:
         backend.matmul_add(out, rows, cols.T)

@@ -14,6 +14,8 @@ class Linear(Module):
     With the leading dimensions flattened into N rows, given dL/dy (N, out):
         dL/dx = dL/dy W          dL/dW = (dL/dy)^T x          dL/db = sum_n dL/dy[n]
     Init as PyTorch: W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)).
+    (``astype(x.dtype, copy=False)`` below returns the weight itself when the dtypes match: it
+    saves a copy and changes nothing in the maths.)
     """
 
     def __init__(self, in_features, out_features, bias=True):

@@ -3,7 +3,8 @@
 Each loss first computes one term l_i per element, then reduces them as PyTorch's ``reduction``:
 "mean" (the default) L = sum_i l_i / M over the M elements, "sum" L = sum_i l_i, or "none" (the
 array of l_i). A scalar loss's ``backward()`` returns dL/dpred; with "none", ``backward(grad)``
-takes the upstream gradient dL/dl (one number per element) and returns grad * dl/dpred.
+takes the upstream gradient dL/dl (one number per element) and returns grad ⊙ dl/dpred
+(⊙: the elementwise product, as in the activation docstrings).
 """
 import numpy
 
@@ -57,6 +58,7 @@ class _Loss:
         return self.forward(pred, target)
 
     def extra_repr(self):
+        """The arguments shown by ``repr``."""
         return f"reduction={self.reduction!r}"
 
     def __repr__(self):
@@ -67,6 +69,7 @@ class MSELoss(_Loss):
     """l_i = (p_i - t_i)^2.   dl_i/dp_i = 2 (p_i - t_i)."""
 
     def forward(self, pred, target):
+        """L = reduction of (pred - target)^2; keeps both for the backward."""
         self._check(pred, target)
         self._pred, self._target = pred, target
         if self.reduction == "mean":
@@ -75,6 +78,7 @@ class MSELoss(_Loss):
         return self._reduce(diff * diff)
 
     def backward(self, grad=None):
+        """dL/dpred = 2 (pred - target) times the reduction's factor (1/M for "mean"), or times ``grad``."""
         scale = self._scale(grad)
         if isinstance(scale, float):
             return elementwise.mse_grad(self._pred, self._target, 2.0 * scale)  # one kernel on a GPU
@@ -85,11 +89,13 @@ class L1Loss(_Loss):
     """l_i = |p_i - t_i|.   dl_i/dp_i = sign(p_i - t_i)  (0 where they are equal, as PyTorch)."""
 
     def forward(self, pred, target):
+        """L = reduction of |pred - target|; keeps the difference for the backward."""
         self._check(pred, target)
         self._diff = pred - target
         return self._reduce(backend.array_module(pred).abs(self._diff))
 
     def backward(self, grad=None):
+        """dL/dpred = sign(pred - target) times the reduction's factor (1/M for "mean"), or times ``grad``."""
         scale = self._scale(grad)
         return backend.array_module(self._diff).sign(self._diff) * scale
 
@@ -106,6 +112,7 @@ class BCELoss(_Loss):
         self.weight = weight
 
     def forward(self, pred, target):
+        """L = reduction of the terms l_i above; ``pred`` must lie in [0, 1] (apply Sigmoid first)."""
         self._check(pred, target)
         xp = backend.array_module(pred)
         if bool(((pred < 0) | (pred > 1)).any()):
@@ -122,6 +129,7 @@ class BCELoss(_Loss):
         return backend.array_module(like).asarray(self.weight, dtype=like.dtype)
 
     def backward(self, grad=None):
+        """dL/dpred = dl_i/dp_i above times the reduction's factor (1/M for "mean"), or times ``grad``."""
         scale = self._scale(grad)
         xp = backend.array_module(self._pred)
         p, t = self._pred, self._target
@@ -136,8 +144,9 @@ class BCEWithLogitsLoss(_Loss):
 
         l_i = w_i [ (1 - t_i) x_i + c_i (log(1 + exp(-|x_i|)) + max(-x_i, 0)) ],   c_i = 1 + (pos_weight - 1) t_i
 
-    which is -w_i [c_i t_i log s(x_i) + (1 - t_i) log(1 - s(x_i))] (s = sigmoid) written so that no
-    exponential overflows: finite and warning-free at logits of +-1000.
+    which is -w_i [pos_weight t_i log s(x_i) + (1 - t_i) log(1 - s(x_i))] (s = sigmoid; with
+    log s(x) = -(log(1 + exp(-|x|)) + max(-x, 0)) and log(1 - s(x)) = -x + log s(x)) written so
+    that no exponential overflows: finite and warning-free at logits of +-1000.
         dl_i/dx_i = w_i [ (1 - t_i) + c_i (s(x_i) - 1) ]          (= w_i (s(x_i) - t_i) without pos_weight)
     """
 
@@ -146,6 +155,7 @@ class BCEWithLogitsLoss(_Loss):
         self.weight, self.pos_weight = weight, pos_weight
 
     def forward(self, logits, target):
+        """L = reduction of the terms l_i above, computed from the logits without overflow."""
         self._check(logits, target)
         xp = backend.array_module(logits)
         self._x, self._target = logits, target
@@ -160,6 +170,7 @@ class BCEWithLogitsLoss(_Loss):
         return 1 if self.pos_weight is None else 1 + (self._array(self.pos_weight, target) - 1) * target
 
     def backward(self, grad=None):
+        """dL/dlogits = dl_i/dx_i above times the reduction's factor (1/M for "mean"), or times ``grad``."""
         scale = self._scale(grad)
         t = self._target
         d = (1 - t) + self._c(t) * (elementwise.sigmoid(self._x) - 1)

@@ -76,11 +76,12 @@ class MaxPool2d(_Pool2d):
     """Max over KH x KW windows (taps spaced by the dilation) moved by stride (default: the kernel size).
 
     x (N, C, H, W) -> y (N, C, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1 (ceil with
-    ceil_mode); padding counts as -inf, so it never wins:
+    ceil_mode); xpad is x padded with -inf (PH rows above and below, PW columns left and right), so
+    padding never wins:
         y[n, c, i, j] = max_{kh, kw} xpad[n, c, SH i + DH kh, SW j + DW kw]
     Backward: each dL/dy goes to the position that won its window (the first one in row-major
     order on ties, as PyTorch), summed where windows overlap:
-        dL/dx = col2im(one_hot(argmax) * dL/dy)
+        dL/dx = col2im(one_hot(argmax) ⊙ dL/dy)    (⊙: elementwise, dL/dy repeated over the KH*KW taps)
     With return_indices=True, forward returns (y, indices): each winner's flat position h * W + w
     in its input plane, as PyTorch.
     """
@@ -120,7 +121,7 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Mean over KH x KW windows moved by stride (default: the kernel size), as PyTorch.
 
-    y[n, c, i, j] = (sum over window (i, j) of xpad, padding counting as 0) / d[i, j], where the
+    y[n, c, i, j] = (sum over window (i, j) of xpad, x padded with zeros) / d[i, j], where the
     divisor d is divisor_override if given; else, with count_include_pad, the window's size after
     clipping it to the padded input; else the number of real input pixels it covers.
     Backward: every position of window (i, j) receives dL/dy[i, j] / d[i, j]:
@@ -264,7 +265,7 @@ class Upsample(Module):
         return _both_axes(x, a_h, a_w)
 
     def backward(self, dy):
-        a_h, a_w = (a.astype(dy.dtype, copy=False) for a in self._a)
+        a_h, a_w = (a.astype(dy.dtype, copy=False) for a in self._a)  # no copy when the dtype matches: same maths
         return _both_axes(dy, a_h.T, a_w.T)
 
     def extra_repr(self):
