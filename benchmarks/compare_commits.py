@@ -1,4 +1,5 @@
-"""The spec network's training step at two commits, alternating in one process (same machine, same moment):
+"""The spec network's training step (docs/spec.md) at two commits, alternating in one process
+(same machine, same moment):
 
     python benchmarks/compare_commits.py BASE [OTHER ...] [--batch-size 64] [--rounds 16]
 

@@ -1,5 +1,5 @@
-"""Median time of one training step of the spec network (forward, backward, Adam), minidae next to
-PyTorch, in the same process, alternating, with the same thread count.
+"""Median time of one training step of the spec network (docs/spec.md; forward, backward, Adam), minidae
+next to PyTorch, in the same process, alternating, with the same thread count.
 
     python benchmarks/step_time.py [--batch-size 64] [--steps 100] [--threads N]
     python benchmarks/step_time.py --backend cupy      # on a GPU: CuPy against PyTorch on CUDA

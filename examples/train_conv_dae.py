@@ -1,4 +1,4 @@
-"""Train the specification's convolutional denoising autoencoder on noisy MNIST.
+"""Train the specification's convolutional denoising autoencoder (docs/spec.md) on noisy MNIST.
 
     python examples/train_conv_dae.py                       # the spec's recipe: 10 epochs, batch 64, Adam 1e-3
     python examples/train_conv_dae.py --backend cupy        # the same on the GPU

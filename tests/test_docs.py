@@ -220,3 +220,48 @@ def test_backprop_section_links_lead_to_headings():
                for _, line in _prose_lines(text) if line.startswith("#")}
     targets = re.findall(r"\]\(#([^)]+)\)", text)
     assert targets and not set(targets) - anchors, f"links to missing sections: {sorted(set(targets) - anchors)}"
+
+
+# -------------------------------------------------------------------------------------------------
+# The other pages: their inline math survives GitHub's Markdown, and every link between pages lands.
+
+def test_inline_math_of_shapes_optim_and_architecture_survives_github_markdown():
+    """The rule of test_backprop_inline_math_survives_github_markdown, for the other pages with math."""
+    problems = []
+    for page in ("shapes.md", "optim.md", "architecture.md"):
+        for number, line in _prose_lines((ROOT / "docs" / page).read_text()):
+            code_free = re.sub(r"`[^`]*`", "", line)
+            if code_free.count("$") % 2:
+                problems.append(f"{page} line {number}: an odd number of $ (inline math must not span lines)")
+                continue
+            for math in re.findall(r"\$([^$]+)\$", code_free):
+                if re.search(r"\\[!-/:-@\[-`{-~]", math) or re.search(r"[^\w\s\\]_", math) \
+                        or re.search(r"[*<>]", math) or (line.startswith("|") and "|" in math):
+                    problems.append(f"{page} line {number}: ${math}$")
+    assert not problems, "inline math GitHub would mangle:\n" + "\n".join(problems)
+
+
+def _anchors(markdown):
+    """GitHub's anchors for the headings of a page: lower case, punctuation dropped, spaces as hyphens."""
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for _, line in _prose_lines(markdown) if line.startswith("#")}
+
+
+def test_links_between_the_docs_and_the_readme_land():
+    """Every relative link in README.md and docs/*.md names a file that exists, and a heading of it when it
+    has a #section."""
+    pages = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+    broken, checked = [], 0
+    for page in pages:
+        prose = "\n".join(line for _, line in _prose_lines(page.read_text()))
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", prose)):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            checked += 1
+            if not resolved.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert checked > 50 and not broken, f"broken links: {broken}"
