@@ -8,6 +8,7 @@ import pkgutil
 import re
 
 import numpy as np
+import pytest
 
 import minidae
 
@@ -265,3 +266,22 @@ def test_links_between_the_docs_and_the_readme_land():
             elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert checked > 50 and not broken, f"broken links: {broken}"
+
+
+def test_architecture_example_layer_passes_gradcheck_and_matches_torch():
+    """The PReLU that docs/architecture.md gives as the pattern of a layer works as the page says."""
+    from minidae import backend, gradcheck
+    block = next(b for b in _python_blocks((ROOT / "docs" / "architecture.md").read_text()) if "class PReLU" in b)
+    namespace = {}
+    source = block.replace("from .. import", "from minidae import").replace("from .module", "from minidae.nn.module")
+    exec(compile(source, "docs/architecture.md", "exec"), namespace)
+    backend.use("numpy", seed_value=0)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
+    x = np.sign(x) * (0.05 + np.abs(x))  # away from the kink at 0
+    for channels in (1, 3):
+        result = gradcheck(namespace["PReLU"](channels), x)
+        assert result, str(result)
+    torch = pytest.importorskip("torch", reason="the parity half of this check needs PyTorch")
+    from parity import assert_torch_parity
+    for dtype in (np.float64, np.float32):
+        assert_torch_parity(namespace["PReLU"](3), torch.nn.PReLU(3), x, dtype, label="PReLU (architecture.md)")
