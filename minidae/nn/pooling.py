@@ -72,6 +72,29 @@ class _Pool2d(Module):
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
+def first_maximum(windows, best):
+    """one_hot(argmax over axis 1) of ``windows`` (C, T, L), given ``best`` = their max over axis 1:
+    True at the first tap (row-major order) that equals the maximum; in a window holding a NaN
+    (whose max is NaN) at its last NaN instead, as PyTorch's max pooling picks.
+
+    Why not ``windows.argmax(axis=1)`` and a comparison with the tap numbers: an argmax over the
+    middle axis walks T strided elements for each of the C*L windows, which took 5 to 8 times longer
+    on the CPU than these few passes over whole arrays (docs/performance.md).
+    """
+    hits = _only_one(windows == best[:, None], range(windows.shape[1]))
+    return hits | _only_one(windows != windows, reversed(range(windows.shape[1])))  # NaN != NaN
+
+
+def _only_one(mask, taps):
+    """Clear every True of ``mask`` (C, T, L) along T but the first one met in the order ``taps``."""
+    taps = list(taps)
+    seen = mask[:, taps[0]].copy()
+    for tap in taps[1:]:
+        mask[:, tap] &= ~seen
+        seen |= mask[:, tap]
+    return mask
+
+
 class MaxPool2d(_Pool2d):
     """Max over KH x KW windows (taps spaced by the dilation) moved by stride (default: the kernel size).
 
@@ -80,7 +103,7 @@ class MaxPool2d(_Pool2d):
     padding never wins:
         y[n, c, i, j] = max_{kh, kw} xpad[n, c, SH i + DH kh, SW j + DW kw]
     Backward: each dL/dy goes to the position that won its window (the first one in row-major
-    order on ties, as PyTorch), summed where windows overlap:
+    order on ties, the last NaN in a window with NaNs, as PyTorch), summed where windows overlap:
         dL/dx = col2im(one_hot(argmax) ⊙ dL/dy)    (⊙: elementwise, dL/dy repeated over the KH*KW taps)
     With return_indices=True, forward returns (y, indices): each winner's flat position h * W + w
     in its input plane, as PyTorch.
@@ -93,26 +116,23 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         xp = backend.array_module(x)
         x, windows, (oh, ow) = self._windows(x, fill=-numpy.inf)
-        self._argmax = windows.argmax(axis=1)[:, None]
-        y = self._out(xp.take_along_axis(windows, self._argmax, axis=1)[:, 0])
+        y = windows.max(axis=1)
+        self._winner = first_maximum(windows, y)  # one_hot(argmax): (C, KH*KW, L) booleans
         if not self.return_indices:
-            return y
-        return y, self._indices(xp, x.shape, oh, ow)
+            return self._out(y)
+        return self._out(y), self._indices(xp, x.shape, oh, ow)
 
     def _indices(self, xp, shape, oh, ow):
         """Flat input positions h * W + w of the winners, (N, C, OH, OW) int64."""
         n, c, h, w = shape
-        tap = self._argmax[:, 0].reshape(c, oh, ow, n)
+        tap = self._winner.argmax(axis=1).reshape(c, oh, ow, n)
         kw, (sh, sw), (ph, pw), (dh, dw) = self.kernel_size[1], self.stride, self.padding, self.dilation
         rows = xp.arange(oh).reshape(1, oh, 1, 1) * sh - ph + (tap // kw) * dh
         columns = xp.arange(ow).reshape(1, 1, ow, 1) * sw - pw + (tap % kw) * dw
         return self._out((rows * w + columns).astype(xp.int64).reshape(c, -1))
 
     def backward(self, dy):
-        xp = backend.array_module(dy)
-        taps = self.kernel_size[0] * self.kernel_size[1]
-        winner = self._argmax == xp.arange(taps)[:, None]  # one-hot over the taps: (C, KH*KW, L)
-        return self._unwindow(winner * self._rows(dy)[:, None])
+        return self._unwindow(self._winner * self._rows(dy)[:, None])
 
     def extra_repr(self):
         return super().extra_repr() + (", return_indices=True" if self.return_indices else "")

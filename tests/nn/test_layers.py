@@ -106,3 +106,24 @@ def test_bad_inputs_raise(make, shape, message):
 def test_bad_arguments_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (3, 1)])
+def test_maxpool_ties_and_nans_pick_pytorchs_winner(kernel, stride):
+    """Ties (the zeros a ReLU leaves) go to the first position, a window with NaNs to its last NaN:
+    outputs, indices and input gradients equal PyTorch's, overlapping windows included."""
+    torch = pytest.importorskip("torch", reason="PyTorch parity needs torch")
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(2, 3, 9, 9)), 0)
+    x[rng.uniform(size=x.shape) < 0.05] = np.nan
+    dy_shape = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, stride).shape
+    dy = rng.normal(size=tuple(dy_shape))
+    layer = nn.MaxPool2d(kernel, stride, return_indices=True)
+    y, indices = layer(x)
+    dx = layer.backward(dy)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty, tindices = torch.nn.functional.max_pool2d(tx, kernel, stride, return_indices=True)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_array_equal(y, ty.detach().numpy())  # NaN where PyTorch has NaN
+    np.testing.assert_array_equal(indices, tindices.numpy())
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=0, atol=1e-12)
