@@ -25,6 +25,7 @@ class Chain(nn.Module):
     """
 
     def forward(self, x):
+        """(N, 1, 28, 28) images through every layer in order."""
         if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"{type(self).__name__}: expected images of shape (N, 1, 28, 28), got "
                              f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 grayscale images: "
@@ -34,6 +35,7 @@ class Chain(nn.Module):
         return x
 
     def backward(self, grad_out):
+        """The chain rule: dL/dy back through every layer in reverse order; returns dL/dx."""
         for layer in reversed(self.layers):
             grad_out = layer.backward(grad_out)
         return grad_out

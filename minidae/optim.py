@@ -104,7 +104,7 @@ class Adam(Optimizer):
 
         p     = p - (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) * (lr / (1 - b1^t))
 
-    (the same number up to rounding, eps in the same place), which is what ``_update`` computes, one pass
+    (the same number up to rounding, eps in the same place), which is what ``_adam`` computes, one pass
     over the parameter per line, with the two scalar factors computed once per step in double precision:
 
         m     = m + (1 - b1) (g - m)                 (= b1 m + (1 - b1) g; torch's lerp)
@@ -114,8 +114,8 @@ class Adam(Optimizer):
 
     torch.optim.Adam uses the same lines; it matches to rounding, not bit for bit (its CPU kernels fuse
     multiply-adds and multiply m by the step size before dividing), which tests/test_optim.py pins to 1e-12
-    over 60 steps. The shared scratch array here, and the flat buffers and single kernel on a GPU
-    (minidae/cuda.py), change where the numbers are stored, not the formula.
+    over 60 steps. The shared scratch array, the flat arrays of ``_Packed`` and, on a GPU, the flat buffers
+    and single kernel of minidae/cuda.py change where the numbers are stored, not the formula.
     """
 
     state_names = ("exp_avg", "exp_avg_sq")

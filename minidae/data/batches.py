@@ -51,6 +51,7 @@ class NoisyBatches:
         return math.floor(count) if self.drop_last else math.ceil(count)
 
     def epoch(self, epoch):
+        """The (noisy, clean) batches of epoch ``epoch``, shuffled and corrupted by its own generator."""
         xp = backend.xp
         rng = xp.random.default_rng(epoch_seed(self.seed, epoch))
         n = len(self.images)

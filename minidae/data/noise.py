@@ -4,7 +4,7 @@ Every model takes ``rng`` (a ``Generator`` of the array's backend) or ``seed`` (
 generator of that backend, seeded), else the backend's shared generator
 (``minidae.backend.rng()``). The noise is drawn in the image's dtype.
 
-    gaussian          y = clip(x + std * n),  n ~ N(0, 1)          (the spec's randn noise)
+    gaussian          y = clip(x + std * n),  n ~ N(0, 1)          (the spec's randn noise, docs/spec.md)
     mask              y = x * b,              b ~ Bernoulli(1 - p)  (a fraction p of pixels zeroed)
     salt_and_pepper   y = 0 w.p. p/2, 1 w.p. p/2, else x
     speckle           y = clip(x + std * x * n)                    (multiplicative, as in SAR/ultrasound)

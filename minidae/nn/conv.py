@@ -163,9 +163,10 @@ class ConvTranspose2d(_ConvBase):
         OH = (H - 1) SH - 2 PH + DH (KH - 1) + output_padding_h + 1
     where X is x laid out as rows (C, H*W*N) (nchw_to_rows; here X is not an im2col matrix: it
     plays the part dY plays in Conv2d's backward).
-    output_padding (smaller than the stride or the dilation) adds rows/columns at the far edge
-    that no input reaches. forward(x, output_size) picks output_padding from the size asked for,
-    as PyTorch. Backward, given dL/dy:
+    output_padding (smaller than the stride or the dilation) keeps that many more rows/columns at the
+    far edge: ones the padding would have cropped away (or, past the last tap, ones that hold only the
+    bias). forward(x, output_size) picks output_padding from the size asked for, as PyTorch.
+    Backward, given dL/dy:
         dL/dx = W2 @ im2col(dL/dy)  (per group; the forward of Conv2d)
         dL/dW = X @ im2col(dL/dy)^T (per group)       dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
     Note the swapped roles in the code: the forward calls conv2d_input_grad with this layer's

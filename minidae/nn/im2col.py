@@ -131,7 +131,8 @@ def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
 
 
 def _col2im_tiles(xp, cols, shape, hw, padding):
-    """col2im for windows that tile the input (stride = kernel, no dilation), as in the spec's conv4/conv5.
+    """col2im for windows that tile the input (stride = kernel, no dilation), as in the spec's conv4/conv5
+    (docs/spec.md).
 
     No two windows overlap, so every pixel receives at most one column entry: the adds of col2im
     become plain assignments, and only the rows and columns that no window covers need zeros. Same
