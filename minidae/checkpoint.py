@@ -1,6 +1,7 @@
 """Checkpoints as plain ``.npz`` files (loadable with ``numpy.load(path, allow_pickle=False)``).
 
-Keys: ``model.<param>`` (weights), ``optim.<buffer>`` (optimiser state), ``epoch`` and
+Keys: ``model.<key>`` (the model's state dict: weights, and buffers such as BatchNorm2d's running
+statistics and its int64 ``num_batches_tracked``), ``optim.<buffer>`` (optimiser state), ``epoch`` and
 ``iteration`` (where training stopped: completed epochs, iterations into the next; with the
 seed in ``config`` they are the whole random state, since every epoch's shuffling and noise come
 from a generator seeded by (seed, epoch)),
@@ -19,6 +20,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "CheckpointErro
 
 
 def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config):
+    """Write the model's and the optimiser's state dicts, the position and the history to ``path`` atomically."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update(epoch=numpy.array(epoch), iteration=numpy.array(iteration),
@@ -52,7 +54,8 @@ def load_checkpoint(path):
 
     Raises CheckpointError, naming the file and the problem, for anything that is not an intact
     minidae checkpoint: a truncated or corrupted file, an empty one, missing entries, a config that
-    is not JSON or lacks what a run needs, or weights that are not finite.
+    is not JSON or lacks what a run needs, or weights that are not finite (integer buffers, such as
+    BatchNorm2d's counter, pass; any other non-float entry is refused).
     """
     try:
         with numpy.load(path, allow_pickle=False) as data:
@@ -79,6 +82,8 @@ def load_checkpoint(path):
     if not model:
         raise CheckpointError(f"{path}: it holds no model weights")
     for key, value in model.items():
+        if value.dtype.kind in "iu":
+            continue  # an integer buffer (a counter such as num_batches_tracked) is finite by nature
         if value.dtype.kind != "f" or not numpy.isfinite(value).all():
             raise CheckpointError(f"{path}: the weights are not finite numbers ({key} holds "
                                   f"{'nan or inf' if value.dtype.kind == 'f' else value.dtype})")

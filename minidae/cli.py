@@ -17,8 +17,8 @@ DEFAULT_LEVELS = {"gaussian": [0.1, 0.2, 0.3, 0.5, 0.7], "mask": [0.1, 0.3, 0.5,
 def add_train_arguments(parser):
     """The training options, shared by ``minidae train`` and examples/train_conv_dae.py.
 
-    ``--preset`` picks a row of minidae.presets.PRESETS (default: the specification's recipe); every
-    recipe flag given explicitly overrides that row.
+    ``--preset`` picks a row of minidae.presets.PRESETS (default: the specification's recipe, docs/spec.md);
+    every recipe flag given explicitly overrides that row.
     """
     from .data.noise import NOISES
     from .models import MODELS
@@ -140,6 +140,7 @@ def run_denoise(args):
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     backend.use(args.backend)
     model, _ = _load_model(args.checkpoint)
+    model.eval()  # inference: BatchNorm2d's running statistics, no dropout
     with Image.open(args.input) as image:
         gray = image.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
     pixels = numpy.asarray(gray, dtype=numpy.float32) / 255
@@ -213,6 +214,7 @@ def run_gradcheck(args):
 
 
 def main(argv=None):
+    """Parse ``argv`` (default: the command line), run the subcommand, return its exit code."""
     from .models import MODELS
     parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
                                                                  "hand-written layers on NumPy or CuPy")

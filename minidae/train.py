@@ -1,6 +1,6 @@
 """Training and evaluation of the denoising autoencoder: the work behind the example and the CLI.
 
-``train(TrainConfig(...))`` runs the spec's recipe (MSE against the clean image, Adam with
+``train(TrainConfig(...))`` runs the spec's recipe (docs/spec.md: MSE against the clean image, Adam with
 L2 weight decay) on noisy MNIST, shows a progress bar per epoch and a summary line after
 it, evaluates on the test set, and leaves in ``out``: loss_vs_iters.png, denoising.png,
 metrics.json and checkpoint.npz (rewritten atomically after every epoch).
@@ -135,8 +135,22 @@ def load_split(dataset, split, data_dir=None, samples=None, progress=True):
     return images, labels
 
 
+@contextlib.contextmanager
+def _inference(model):
+    """Within this block, ``model`` is in eval mode (BatchNorm2d uses its running statistics, Dropout is the
+    identity) and calls record nothing for a backward (no_grad); afterwards the model is back in the mode it
+    was in, even after an exception."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
-    """Mean MSE / PSNR / SSIM of noisy and denoised test images against clean ones.
+    """Mean MSE / PSNR / SSIM of noisy and denoised test images against clean ones, in eval mode.
 
     The noise comes from a fixed stream of ``seed``, so every evaluation sees the same inputs.
     """
@@ -147,7 +161,7 @@ def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     for start in range(0, len(images), batch_size):
         clean = unit_images(images[start:start + batch_size])
         noisy = apply_noise(noise, clean, level, rng=rng, clip=clip)
-        with no_grad():  # records nothing for a backward
+        with _inference(model):  # eval mode, and records nothing for a backward
             denoised = model(noisy)
         for key, value in metrics.sums(noisy, denoised, clean).items():
             totals[key] = totals[key] + value if key in totals else value  # summed on the device
@@ -155,12 +169,12 @@ def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
 
 
 def denoise_examples(model, images, labels, noise, level, seed, clip=True):
-    """(noisy, denoised, clean) host arrays for the first test image of each class, in class order."""
+    """(noisy, denoised, clean) host arrays for the first test image of each class, in class order (eval mode)."""
     labels = numpy.asarray(labels)
     index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
     clean = unit_images(images[index])
     noisy = apply_noise(noise, clean, level, seed=seed, clip=clip)
-    with no_grad():
+    with _inference(model):
         denoised = model(noisy)
     return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
 

@@ -11,7 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_gradchecks_run_and_parity_tests_skip_without_torch():
     env = dict(os.environ, MINIDAE_HIDE_TORCH="1")
     files = ["tests/nn/test_layers.py", "tests/nn/test_conv.py", "tests/nn/test_surface.py", "tests/nn/test_loss.py",
-             "tests/nn/test_semantics.py", "tests/test_gradcheck.py", "tests/test_models.py"]
+             "tests/nn/test_semantics.py", "tests/test_gradcheck.py", "tests/test_models.py",
+             "tests/nn/test_normalization.py", "tests/nn/test_dropout.py"]
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not cupy",
                              "-rs", *files], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     summary = result.stdout.strip().splitlines()[-1]

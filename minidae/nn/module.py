@@ -23,8 +23,23 @@ call pushes one such record; each ``backward`` pops the most recent one and runs
 * a forward in eval mode (``model.eval()``) or inside ``with minidae.no_grad():`` records
   nothing and leaves the records a pending backward needs untouched: use one for metrics
   between a forward and its backward;
-* a module with parameters refuses an input of another floating dtype (PyTorch does too):
-  convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``).
+* a module with parameters (or floating buffers) refuses an input of another floating dtype
+  (PyTorch does too): convert the input (``x.astype(numpy.float32)``) or the model
+  (``model.to(numpy.float64)``).
+
+Buffers: saved state that is not trained
+----------------------------------------
+``self.register_buffer("running_mean", array)`` makes ``self.running_mean`` a *buffer*: an array
+that belongs to the model's state but is not learnt (BatchNorm2d's running statistics and its
+int64 counter ``num_batches_tracked``). A buffer is an ordinary public attribute whose name the
+module remembers (``_buffers``); ``named_buffers()`` walks them. Unlike a Parameter it has no
+``.grad`` and is not in ``parameters()``, so no optimiser ever sees it. ``state_dict()`` holds
+each module's parameters, then its buffers, then its sub-modules' (PyTorch's keys and order,
+e.g. "bn.running_mean"); ``load_state_dict`` fills buffers in place, keeping their dtype;
+``to(dtype)`` moves every buffer and casts the floating ones only (the counter stays int64);
+``save`` / ``load`` and training checkpoints carry them. A buffer registered as None is left out
+of the state dict (as in PyTorch). ``forward`` updates buffers in place (``buf *= 1 - a``), only in
+training mode; being public attributes, they are never part of a forward's record.
 """
 import contextlib
 import functools
@@ -39,7 +54,7 @@ __all__ = ["Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled"]
 _GRAD_ENABLED = [True]
 _CALL_DEPTH = [0]  # module calls in progress (nested calls belong to the outermost one's pass)
 _PASS = [0]        # id of the latest pass (outermost call)
-_BOOKKEEPING = {"_params", "_modules", "_records", "_in_backward"}
+_BOOKKEEPING = {"_params", "_modules", "_buffers", "_records", "_in_backward"}
 _MISSING = object()
 
 
@@ -71,6 +86,7 @@ class Parameter:
 
     @property
     def data(self):
+        """The parameter's values (an array of the active backend)."""
         return self._data
 
     @data.setter
@@ -82,6 +98,7 @@ class Parameter:
 
     @property
     def grad(self):
+        """dL/d(data), accumulated by each backward (``+=``) until ``zero_grad`` clears it."""
         return self._grad
 
     @grad.setter
@@ -94,6 +111,7 @@ class Parameter:
 
     @property
     def shape(self):
+        """The shape of ``data``."""
         return self.data.shape
 
     def __repr__(self):
@@ -150,6 +168,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_params", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", [])  # names of the attributes that are buffers (module docstring)
         object.__setattr__(self, "_records", [])
         object.__setattr__(self, "training", True)
 
@@ -158,6 +177,8 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         self._params.pop(key, None)
         self._modules.pop(key, None)
+        if key in self._buffers and isinstance(value, (Parameter, Module)):
+            self._buffers.remove(key)  # any other value, an array or None, keeps the name a buffer
         if isinstance(value, Parameter):
             self._params[key] = value
         elif isinstance(value, Module):
@@ -165,7 +186,7 @@ class Module:
         object.__setattr__(self, key, value)
 
     def __call__(self, *args, **kwargs):
-        if args and self._params:
+        if args and (self._params or self._buffers):
             self._check_input(args[0])
         if _CALL_DEPTH[0] == 0:
             _PASS[0] += 1
@@ -191,53 +212,90 @@ class Module:
         return out
 
     def _check_input(self, x):
-        """The same float dtype and array module as the parameters (PyTorch refuses a mismatch too)."""
+        """The same float dtype and array module as the parameters, or else the floating buffers (PyTorch
+        refuses a mismatch too)."""
         dtype = getattr(x, "dtype", None)
-        data = next(iter(self._params.values())).data
+        arrays = [p.data for p in self._params.values()] or [
+            value for value in (self.__dict__.get(name) for name in self._buffers)
+            if value is not None and value.dtype.kind == "f"]
+        if not arrays:
+            return
+        data, what = arrays[0], "parameters" if self._params else "buffers"
         expected = data.dtype
         if dtype is not None and backend.array_module(x) is not backend.array_module(data):
             names = [backend.array_module(a).__name__ for a in (x, data)]
-            raise ValueError(f"{type(self).__name__}: the input is a {names[0]} array but the parameters are "
+            raise ValueError(f"{type(self).__name__}: the input is a {names[0]} array but the {what} are "
                              f"{names[1]} arrays; make one backend current and move the model to it: "
                              f"backend.use('{names[0]}'); model.to()")
         if dtype is not None and dtype.kind == "f" and dtype != expected:
-            raise ValueError(f"{type(self).__name__}: the input is {dtype} but the parameters are {expected}; "
+            raise ValueError(f"{type(self).__name__}: the input is {dtype} but the {what} are {expected}; "
                              f"convert the input (x.astype(numpy.{expected})) or the model "
                              f"(model.to(numpy.{dtype}))")
 
     def forward(self, x):
+        """The layer's output for ``x``. Call the module (``layer(x)``) rather than this: the call records
+        what ``forward`` assigns to underscore attributes (``self._x = x``) for the matching backward."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def backward(self, grad_out):
+        """Given dL/dy (shaped like the output), add dL/dparam to each parameter's ``.grad`` and return
+        dL/dx (shaped like the input), using what the matching forward recorded."""
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def named_modules(self, prefix=""):
+        """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first."""
         yield prefix, self
         for key, module in self._modules.items():
             yield from module.named_modules(f"{prefix}{key}.")
 
     def named_parameters(self):
+        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order."""
         for prefix, module in self.named_modules():
             for key, param in module._params.items():
                 yield prefix + key, param
 
     def parameters(self):
+        """Every Parameter of the module and its sub-modules, as a list (what an optimiser takes)."""
         return [param for _, param in self.named_parameters()]
 
+    def register_buffer(self, name, array):
+        """Make ``self.<name> = array`` a buffer: state that is saved and moved but not trained, such as a
+        running statistic (see the module docstring). ``name`` is public, as PyTorch's; ``array`` may be None."""
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"{type(self).__name__}.register_buffer: the name must be a public attribute name "
+                             f"(no leading underscore, no dots), got {name!r}")
+        if name in self._params or name in self._modules:
+            raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} is already a parameter or sub-module")
+        setattr(self, name, array)
+        if name not in self._buffers:
+            self._buffers.append(name)
+
+    def named_buffers(self):
+        """(key, array) pairs of every buffer that is not None, under PyTorch's key names ("bn.running_mean")."""
+        for prefix, module in self.named_modules():
+            for name in module._buffers:
+                value = module.__dict__.get(name)
+                if value is not None:
+                    yield prefix + name, value
+
     def zero_grad(self):
+        """Set every parameter's ``.grad`` to zero, in place (backwards add to it)."""
         for param in self.parameters():
             param.grad[...] = 0
 
     def train(self, mode=True):
+        """Set ``training`` on this module and every sub-module (False: calls record nothing); returns self."""
         for _, module in self.named_modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self):
+        """``train(False)``: forwards record nothing for a backward (metrics, inference); returns self."""
         return self.train(False)
 
     def to(self, dtype=None):
-        """Move every parameter onto the active backend, cast to ``dtype`` if given; returns self.
+        """Move every parameter and buffer onto the active backend, casting the parameters and the floating
+        buffers to ``dtype`` if given (an integer buffer keeps its dtype); returns self.
 
         To move a model to the GPU, make CuPy the backend first: ``backend.use("cupy"); model.to()``.
         """
@@ -254,41 +312,65 @@ class Module:
             host = backend.to_numpy(param.data)
             param.data = backend.xp.asarray(host if dtype is None else host.astype(dtype))
             param.grad = backend.xp.zeros_like(param.data)
+        for prefix, module in self.named_modules():
+            for name in module._buffers:
+                value = module.__dict__.get(name)
+                if value is not None:
+                    host = backend.to_numpy(value)
+                    cast = dtype is not None and host.dtype.kind == "f"
+                    setattr(module, name, backend.xp.asarray(host.astype(dtype) if cast else host))
         return self
 
     def state_dict(self):
-        """An ordered dict of NumPy copies of every parameter, keyed like PyTorch's."""
-        return OrderedDict((key, numpy.array(backend.to_numpy(p.data))) for key, p in self.named_parameters())
+        """An ordered dict of NumPy copies of every parameter and buffer, keyed (and ordered) like PyTorch's:
+        each module's parameters, then its buffers, then its sub-modules'."""
+        state = OrderedDict()
+        for prefix, module in self.named_modules():
+            for key, param in module._params.items():
+                state[prefix + key] = numpy.array(backend.to_numpy(param.data))
+            for name in module._buffers:
+                value = module.__dict__.get(name)
+                if value is not None:
+                    state[prefix + name] = numpy.array(backend.to_numpy(value))
+        return state
 
     def load_state_dict(self, state):
-        """Copy arrays from ``state`` (NumPy, CuPy or anything array-like) into the parameters."""
-        params = dict(self.named_parameters())
-        missing, unexpected = params.keys() - state.keys(), state.keys() - params.keys()
+        """Copy arrays from ``state`` (NumPy, CuPy or anything array-like) into the parameters and buffers,
+        keeping each one's dtype and backend; buffers are written in place."""
+        params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        expected = params.keys() | buffers.keys()
+        missing, unexpected = expected - state.keys(), state.keys() - expected
         if missing or unexpected:
             raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {sorted(missing)}, "
                            f"unexpected keys {sorted(unexpected)}")
-        for key, param in params.items():
+        for key in expected:
+            current = params[key].data if key in params else buffers[key]
             value = numpy.asarray(backend.to_numpy(state[key]))
-            if value.shape != tuple(param.data.shape):
+            if value.shape != tuple(current.shape):
                 raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {value.shape}, "
-                                 f"the module expects {tuple(param.data.shape)}")
-            xp = backend.array_module(param.data)
-            param.data = xp.asarray(value.astype(param.data.dtype))
+                                 f"the module expects {tuple(current.shape)}")
+            value = backend.array_module(current).asarray(value.astype(current.dtype))
+            if key in params:
+                params[key].data = value
+            else:
+                current[...] = value  # in place: whatever holds the buffer (a captured CUDA graph) sees the new values
 
     def save(self, path):
-        """Write the parameters to ``path`` as safetensors under PyTorch's key names, so that
-        ``model.load_state_dict(safetensors.torch.load_file(path))`` loads them into the PyTorch twin."""
+        """Write the state dict (parameters and buffers) to ``path`` as safetensors under PyTorch's key names, so
+        that ``model.load_state_dict(safetensors.torch.load_file(path))`` loads them into the PyTorch twin."""
         from safetensors.numpy import save_file
-        save_file({key: numpy.ascontiguousarray(value) for key, value in self.state_dict().items()}, str(path))
+        # numpy.array(order="C"), not ascontiguousarray, which would turn a 0-d buffer (a counter) into shape (1,)
+        save_file({key: numpy.array(value, order="C") for key, value in self.state_dict().items()}, str(path))
 
     def load(self, path):
-        """Read parameters from a safetensors file (one written by :meth:`save`, or by
+        """Read parameters and buffers from a safetensors file (one written by :meth:`save`, or by
         ``safetensors.torch.save_file(torch_model.state_dict(), path)``); returns self."""
         from safetensors.numpy import load_file
         self.load_state_dict(load_file(str(path)))
         return self
 
     def extra_repr(self):
+        """The arguments shown inside ``repr(module)``'s parentheses; layers override it."""
         return ""
 
     def __repr__(self):
@@ -312,11 +394,13 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
+        """x through every module in order."""
         for module in self._modules.values():
             x = module(x)
         return x
 
     def backward(self, grad_out):
+        """The chain rule: dL/dy through every module's backward in reverse order; returns dL/dx."""
         for module in reversed(self._modules.values()):
             grad_out = module.backward(grad_out)
         return grad_out

@@ -280,7 +280,9 @@ EMPTY = [("Conv2d", lambda m: m.Conv2d(2, 3, 3, padding=1), (0, 2, 5, 5)),
          ("Linear", lambda m: m.Linear(3, 2), (0, 3)),
          ("ReLU", lambda m: m.ReLU(), (0, 3)), ("Sigmoid", lambda m: m.Sigmoid(), (0, 3)),
          ("Tanh", lambda m: m.Tanh(), (0, 3)), ("LeakyReLU", lambda m: m.LeakyReLU(), (0, 3)),
-         ("Flatten", lambda m: m.Flatten(), (0, 2, 3)), ("Unflatten", lambda m: m.Unflatten((2, 3)), (0, 6))]
+         ("Flatten", lambda m: m.Flatten(), (0, 2, 3)), ("Unflatten", lambda m: m.Unflatten((2, 3)), (0, 6)),
+         ("BatchNorm2d", lambda m: m.BatchNorm2d(2), (0, 2, 3, 3)), ("Dropout", lambda m: m.Dropout(), (0, 3)),
+         ("Dropout2d", lambda m: m.Dropout2d(), (0, 2, 3, 3))]
 
 
 @pytest.mark.parametrize("make, shape", [(m, s) for _, m, s in EMPTY], ids=[n for n, _, _ in EMPTY])
