@@ -138,6 +138,18 @@ class AsNumpyModel:
         with torch.no_grad():
             return self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).cpu().numpy()
 
+    @property
+    def training(self):
+        return self.model.training
+
+    def train(self, mode=True):
+        """The torch model's train/eval switch (minidae's evaluator puts a model in eval mode and back)."""
+        self.model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,7 +10,7 @@
 """
 from . import backend, models, nn, optim
 from .gradcheck import GradcheckResult, gradcheck
-from .nn.module import no_grad
+from .nn.module import evaluating, no_grad
 
 __version__ = "0.1.0"
-__all__ = ["backend", "nn", "optim", "models", "gradcheck", "GradcheckResult", "no_grad"]
+__all__ = ["backend", "nn", "optim", "models", "gradcheck", "GradcheckResult", "no_grad", "evaluating"]

@@ -10,7 +10,7 @@ import math
 import numpy
 
 from . import nn
-from .nn.module import no_grad
+from .nn.module import evaluating
 
 __all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser", "MODELS",
            "build", "parameter_count", "summary", "format_summary"]
@@ -280,13 +280,14 @@ def summary(model, batch_size=1):
     """[(layer name, output shape, parameters, multiply-adds)] of a Chain model (or its name) at ``batch_size``.
 
     A layer registered as an attribute is named by it (conv1, pool); others by their class (ReLU).
-    Computed by running zeros through the layers, like torchinfo's summary.
+    Computed by running zeros through the layers in eval mode (running statistics and dropout untouched),
+    like torchinfo's summary.
     """
     model = build(model) if isinstance(model, str) else model
     names = {id(module): name for name, module in model.named_modules() if name}
     x = numpy.zeros((batch_size, 1, 28, 28), dtype=numpy.float32)
     rows = []
-    with no_grad():
+    with evaluating(model):
         for layer in model.layers:
             y = layer(x)
             params = sum(math.prod(p.data.shape) for p in layer.parameters())

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
 from .data.batches import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
-from .nn.module import no_grad
+from .nn.module import evaluating
 from .presets import PRESETS
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "load_split", "denoise_examples"]
@@ -135,20 +135,6 @@ def load_split(dataset, split, data_dir=None, samples=None, progress=True):
     return images, labels
 
 
-@contextlib.contextmanager
-def _inference(model):
-    """Within this block, ``model`` is in eval mode (BatchNorm2d uses its running statistics, Dropout is the
-    identity) and calls record nothing for a backward (no_grad); afterwards the model is back in the mode it
-    was in, even after an exception."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
 def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     """Mean MSE / PSNR / SSIM of noisy and denoised test images against clean ones, in eval mode.
 
@@ -161,7 +147,7 @@ def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     for start in range(0, len(images), batch_size):
         clean = unit_images(images[start:start + batch_size])
         noisy = apply_noise(noise, clean, level, rng=rng, clip=clip)
-        with _inference(model):  # eval mode, and records nothing for a backward
+        with evaluating(model):  # eval mode, and records nothing for a backward
             denoised = model(noisy)
         for key, value in metrics.sums(noisy, denoised, clean).items():
             totals[key] = totals[key] + value if key in totals else value  # summed on the device
@@ -174,7 +160,7 @@ def denoise_examples(model, images, labels, noise, level, seed, clip=True):
     index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
     clean = unit_images(images[index])
     noisy = apply_noise(noise, clean, level, seed=seed, clip=clip)
-    with _inference(model):
+    with evaluating(model):
         denoised = model(noisy)
     return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
 

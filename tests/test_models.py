@@ -38,3 +38,28 @@ def test_forward_matches_torch(xp, torch_parity):
 
 
 # Training parity (every preset, conv_dae included, 20 steps in float64): tests/test_zoo.py.
+
+
+def test_summary_runs_in_eval_mode_and_restores_the_mode():
+    """A summary runs zeros through the layers: it must not move BatchNorm2d's running statistics or draw
+    dropout masks, and it leaves the model in the mode it found."""
+    from minidae import nn
+
+    class Probe(models.Chain):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.bn = nn.BatchNorm2d(2)
+            self.layers = [self.conv, self.bn, nn.Dropout(0.5), nn.Conv2d(2, 1, 1)]
+
+    model = Probe()
+    model.bn.running_mean[...] = 0.25
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    rows = models.summary(model)
+    assert [r[1] for r in rows] == [(1, 2, 28, 28), (1, 2, 28, 28), (1, 2, 28, 28), (1, 1, 28, 28)]
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    assert model.training and model.bn.training
+    model.eval()
+    models.summary(model)
+    assert not model.training and not model.bn.training

@@ -172,3 +172,18 @@ def test_every_preset_trains_exactly_as_its_pytorch_twin_in_float64(xp, preset):
     their_params = dict(theirs.named_parameters())
     errors = {name: relative_error(p.data, their_params[name].detach().numpy()) for name, p in ours.named_parameters()}
     assert max(errors.values()) < 1e-9, errors
+
+
+def test_torch_reference_runs_end_to_end(tmp_path, mnist_root):
+    """The PyTorch reference's command (what bench.py's trainer rows and docs/results.md run): one short
+    epoch through minidae's data pipeline and evaluator, writing the metrics minidae's trainer writes."""
+    pytest.importorskip("torch")
+    import json
+
+    import torch_reference
+    torch_reference.main(["--epochs", "1", "--train-samples", "256", "--test-samples", "64", "--data-dir", mnist_root,
+                          "--out", str(tmp_path), "--threads", "1"])
+    with open(tmp_path / "metrics.json") as f:
+        metrics = json.load(f)
+    assert len(metrics["epoch_seconds"]) == 1 and metrics["epochs"][0]["epoch"] == 1
+    assert 0 < metrics["test"]["mse_noisy"] < 1 and 0 < metrics["test"]["mse_denoised"] < 1

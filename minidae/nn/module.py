@@ -49,7 +49,7 @@ import numpy
 
 from .. import backend
 
-__all__ = ["Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled"]
+__all__ = ["Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled", "evaluating"]
 
 _GRAD_ENABLED = [True]
 _CALL_DEPTH = [0]  # module calls in progress (nested calls belong to the outermost one's pass)
@@ -71,6 +71,20 @@ def no_grad():
 def is_grad_enabled():
     """False inside :func:`no_grad`."""
     return _GRAD_ENABLED[0]
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Within this block ``model`` is in eval mode (BatchNorm2d uses its running statistics, Dropout is the
+    identity) and calls record nothing for a backward (:func:`no_grad`); afterwards the model is back in the
+    mode it was in, even after an exception. For metrics, summaries and inference."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 class Parameter:
