@@ -16,7 +16,7 @@ import os
 import numpy
 
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
-           "seed", "rng", "init_rng", "available", "accelerated", "matmul", "matmul_add", "graphed",
+           "seed", "rng", "rng_state", "set_rng_state", "init_rng", "available", "accelerated", "matmul", "matmul_add", "graphed",
            "tune_host_allocator"]
 
 
@@ -95,7 +95,7 @@ def tune_host_allocator():
     it just released; on the machines measured in docs/performance.md that is a third of
     a NumPy training step. This raises the mmap and trim thresholds (to 256 MiB and
     1 GiB) for the whole process: the heap stays at its peak size, which for training is
-    what you want. The trainer and benchmarks call it; call it yourself in a custom loop.
+    what you want.
     Returns False (and changes nothing) where glibc's ``mallopt`` is not available.
     """
     import ctypes
@@ -124,6 +124,21 @@ def seed(n):
 def rng():
     """The active backend's ``Generator`` (numpy.random.Generator or cupy.random.Generator)."""
     return _rng
+
+
+def rng_state():
+    """The state of :func:`rng` as a JSON-friendly dict (what a checkpoint keeps, so that a resumed run
+    draws the same dropout masks as an uninterrupted one); None on CuPy, whose generator state lives on the
+    device with no public way to read it."""
+    return _rng.bit_generator.state if isinstance(_rng, numpy.random.Generator) else None
+
+
+def set_rng_state(state):
+    """Restore a state :func:`rng_state` returned (NumPy backend)."""
+    if not isinstance(_rng, numpy.random.Generator):
+        raise ValueError(f"set_rng_state: the active backend's generator ({type(_rng).__module__}) has no settable "
+                         f"state")
+    _rng.bit_generator.state = state
 
 
 def init_rng():

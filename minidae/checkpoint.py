@@ -5,7 +5,9 @@ statistics and its int64 ``num_batches_tracked``), ``optim.<buffer>`` (optimiser
 ``iteration`` (where training stopped: completed epochs, iterations into the next; with the
 seed in ``config`` they are the whole random state, since every epoch's shuffling and noise come
 from a generator seeded by (seed, epoch)),
-``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text).
+``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text), and
+``rng_state`` (the NumPy backend generator's state as JSON text, which only run-time draws such as
+Dropout's masks use; absent for CuPy runs).
 Writes go to a temporary file that is renamed over the old checkpoint, so an interrupted
 write never leaves a broken checkpoint behind.
 """
@@ -19,14 +21,17 @@ import numpy
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "CheckpointError"]
 
 
-def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config):
-    """Write the model's and the optimiser's state dicts, the position and the history to ``path`` atomically."""
+def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config, rng_state=None):
+    """Write the model's and the optimiser's state dicts, the position, the history and (if given) the state
+    of the backend's generator (``backend.rng_state()``) to ``path`` atomically."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update(epoch=numpy.array(epoch), iteration=numpy.array(iteration),
                   train_losses=numpy.asarray(train_losses, dtype=numpy.float64),
                   test_losses=numpy.asarray(test_losses, dtype=numpy.float64),
                   config=numpy.array(json.dumps(config, sort_keys=True)))
+    if rng_state is not None:
+        arrays["rng_state"] = numpy.array(json.dumps(rng_state))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".npz")
@@ -50,7 +55,8 @@ REQUIRED_CONFIG = ("dataset", "seed", "noise", "noise_level", "batch_size", "lr"
 
 
 def load_checkpoint(path):
-    """-> dict with "model" and "optim" state dicts, "epoch", "iteration", the loss histories and "config".
+    """-> dict with "model" and "optim" state dicts, "epoch", "iteration", the loss histories, "config" and
+    "rng_state" (None when the checkpoint has none).
 
     Raises CheckpointError, naming the file and the problem, for anything that is not an intact
     minidae checkpoint: a truncated or corrupted file, an empty one, missing entries, a config that
@@ -90,7 +96,7 @@ def load_checkpoint(path):
     return {"model": model, "optim": {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")},
             "epoch": int(arrays["epoch"]), "iteration": int(arrays["iteration"]),
             "train_losses": arrays["train_losses"].tolist(), "test_losses": arrays["test_losses"].tolist(),
-            "config": config}
+            "config": config, "rng_state": json.loads(str(arrays["rng_state"])) if "rng_state" in arrays else None}
 
 
 def load_weights(model, state, path):

@@ -208,6 +208,8 @@ class _Run:
                               f"backends' random generators differ, so the rest of the run's shuffling and noise "
                               f"differ from those of an uninterrupted {saved_backend} run", stacklevel=3)
         backend.use(config.backend, seed_value=config.seed)
+        if state and state["rng_state"] is not None and config.backend == "numpy":
+            backend.set_rng_state(state["rng_state"])  # the dropout masks continue as in an uninterrupted run
         backend.tune_host_allocator()
         default_out = os.path.dirname(os.path.abspath(config.resume)) if config.resume else \
             os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
@@ -235,7 +237,7 @@ class _Run:
     def save(self):
         recipe = dataclasses.asdict(self.config)
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
-                        self.train_losses, self.test_losses, recipe)
+                        self.train_losses, self.test_losses, recipe, backend.rng_state())
 
     def step(self, noisy, clean):
         """One training step; on CuPy replayed as a CUDA graph (see backend.graphed)."""

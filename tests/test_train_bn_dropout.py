@@ -90,3 +90,16 @@ def test_running_statistics_go_through_the_checkpoint_resume_and_the_cli(tmp_pat
     assert cli.main(["eval", str(path), "--noises", "gaussian", "--test-samples", "16", "--data-dir", mnist_root]) == 0
     assert registered[3][8].calls and not any(mode for mode, _ in registered[3][8].calls), \
         "minidae eval runs the model in eval mode"
+
+
+def test_resume_draws_the_same_dropout_masks_as_one_run(tmp_path, mnist_root, registered):
+    """The checkpoint keeps the backend generator's state, so that a run resumed after its first epoch ends with
+    the very weights and running statistics of an uninterrupted run, dropout masks included."""
+    training.train(config(tmp_path / "straight", mnist_root))
+    training.train(config(tmp_path / "split", mnist_root, epochs=1))
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.npz")["rng_state"]["bit_generator"] == "PCG64"
+    training.train(config(None, mnist_root, out=None, resume=str(tmp_path / "split" / "checkpoint.npz")))
+    straight, split = (load_checkpoint(tmp_path / run / "checkpoint.npz")["model"] for run in ("straight", "split"))
+    assert straight.keys() == split.keys()
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], split[key], err_msg=key)
