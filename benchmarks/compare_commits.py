@@ -1,7 +1,7 @@
 """The spec network's training step (docs/spec.md) at two commits, alternating in one process
 (same machine, same moment):
 
-    python benchmarks/compare_commits.py BASE [OTHER ...] [--batch-size 64] [--rounds 16]
+    python benchmarks/compare_commits.py BASE [OTHER ...] [--batch-size 64] [--rounds 16] [--model conv_dae]
 
 Each commit's ``minidae`` package is extracted with ``git archive`` into a temporary directory under its own
 name and imported beside the others; "HEAD" is the working tree's package. Rounds of 10 steps alternate
@@ -38,11 +38,15 @@ def load(commit, directory):
     return importlib.import_module(name)
 
 
-def step(package, batch_size):
+def step(package, batch_size, model="conv_dae"):
     package.backend.use("numpy", seed_value=0)
     package.backend.tune_host_allocator()
-    net = package.models.conv_dae()
-    opt = package.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    net = package.models.build(model)
+    train = importlib.import_module(package.__name__ + ".train")
+    presets = importlib.import_module(package.__name__ + ".presets")
+    config = train.TrainConfig.from_preset(model) if model in presets.PRESETS else None
+    opt = (train.make_optimizer(config, net.parameters()) if config else
+           package.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5))
     criterion = package.nn.MSELoss()
     rng = np.random.default_rng(0)
     clean = rng.uniform(size=(batch_size, 1, 28, 28)).astype(np.float32)
@@ -61,10 +65,11 @@ def main():
     parser.add_argument("commits", nargs="+")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--model", default="conv_dae", help="a model of minidae.models.MODELS, with its preset's optimiser")
     args = parser.parse_args()
     commits = args.commits + ([] if "HEAD" in args.commits else ["HEAD"])
     with tempfile.TemporaryDirectory() as directory:
-        runs = {commit: step(load(commit, directory), args.batch_size) for commit in commits}
+        runs = {commit: step(load(commit, directory), args.batch_size, args.model) for commit in commits}
         times = {commit: [] for commit in commits}
         for run in runs.values():
             for _ in range(5):
@@ -76,7 +81,8 @@ def main():
                     run()
                     times[commit].append(time.perf_counter() - start)
     for commit in commits:
-        print(f"{commit:<12} median step {statistics.median(times[commit]) * 1e3:7.2f} ms (batch {args.batch_size})")
+        print(f"{commit:<12} median step {statistics.median(times[commit]) * 1e3:7.2f} ms ({args.model}, batch "
+              f"{args.batch_size})")
 
 
 if __name__ == "__main__":

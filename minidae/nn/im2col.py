@@ -102,13 +102,26 @@ def im2col(x, kernel, stride, padding, out_hw, dilation=(1, 1), fill=0):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
     n, c, h, w = x.shape
     shape = (c, _padded_extent(h, ph, kh, sh, dh, oh), _padded_extent(w, pw, kw, sw, dw, ow), n)
-    padded = xp.zeros(shape, dtype=x.dtype) if fill == 0 else xp.full(shape, fill, dtype=x.dtype)
+    padded = _bordered(xp, shape, (ph, h, pw, w), fill, x.dtype)
     padded[:, ph:ph + h, pw:pw + w] = x.transpose(1, 2, 3, 0)
     cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
             cols[:, i, j] = padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw]
     return cols.reshape(c * kh * kw, oh * ow * n)
+
+
+def _bordered(xp, shape, interior, fill, dtype):
+    """An array of ``shape`` (C, HP, WP, N) whose rows and columns outside ``interior`` = (top, H, left, W)
+    hold ``fill``; the interior is left for the caller to overwrite. The same array as a ``fill``-filled
+    one once the caller has, with one pass over the borders instead of over all of it."""
+    top, h, left, w = interior
+    padded = xp.empty(shape, dtype=dtype)
+    padded[:, :top] = fill
+    padded[:, top + h:] = fill
+    padded[:, top:top + h, :left] = fill
+    padded[:, top:top + h, left + w:] = fill
+    return padded
 
 
 def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
