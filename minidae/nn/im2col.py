@@ -136,10 +136,15 @@ def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
     cols = cols.reshape(c, kh, kw, oh, ow, n)
     if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):
         return _col2im_tiles(xp, cols, shape, (h, w), padding)
-    padded = xp.zeros(shape, dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw] += cols[:, i, j]
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    if (sh, sw) == (1, 1):  # the first tap's windows form one block: assign it (= 0 + it), zero only the rest
+        padded = _bordered(xp, shape, (0, oh, 0, ow), 0, cols.dtype)
+        padded[:, :oh, :ow] = cols[:, 0, 0]
+        taps = taps[1:]
+    else:
+        padded = xp.zeros(shape, dtype=cols.dtype)
+    for i, j in taps:
+        padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw] += cols[:, i, j]
     return padded[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
 
 
