@@ -182,7 +182,7 @@ def matmul(a, b):
     gpu = accelerated(a, "matmul")
     if gpu is not None:
         return gpu.matmul(a, b)
-    return _outer(a, b) if a.shape[1] == 1 else a @ b
+    return _outer(a, b) if a.shape[1] == 1 == b.shape[0] else a @ b
 
 
 def _outer(a, b):

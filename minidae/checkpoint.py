@@ -3,8 +3,8 @@
 Keys: ``model.<key>`` (the model's state dict: weights, and buffers such as BatchNorm2d's running
 statistics and its int64 ``num_batches_tracked``), ``optim.<buffer>`` (optimiser state), ``epoch`` and
 ``iteration`` (where training stopped: completed epochs, iterations into the next; with the
-seed in ``config`` they are the whole random state, since every epoch's shuffling and noise come
-from a generator seeded by (seed, epoch)),
+seed in ``config`` they fix every epoch's shuffling and noise, which come from a generator seeded
+by (seed, epoch)),
 ``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text), and
 ``rng_state`` (the NumPy backend generator's state as JSON text, which only run-time draws such as
 Dropout's masks use; absent for CuPy runs).
@@ -96,7 +96,20 @@ def load_checkpoint(path):
     return {"model": model, "optim": {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")},
             "epoch": int(arrays["epoch"]), "iteration": int(arrays["iteration"]),
             "train_losses": arrays["train_losses"].tolist(), "test_losses": arrays["test_losses"].tolist(),
-            "config": config, "rng_state": json.loads(str(arrays["rng_state"])) if "rng_state" in arrays else None}
+            "config": config, "rng_state": _rng_state(arrays, path)}
+
+
+def _rng_state(arrays, path):
+    """The generator state the checkpoint holds (JSON text), or None; CheckpointError if it is not one."""
+    if "rng_state" not in arrays:
+        return None
+    try:
+        state = json.loads(str(arrays["rng_state"]))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its rng_state is not valid JSON ({exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("bit_generator"), str):
+        raise CheckpointError(f"{path}: its rng_state is not a NumPy generator state")
+    return state
 
 
 def load_weights(model, state, path):

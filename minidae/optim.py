@@ -1,4 +1,7 @@
-"""Optimisers with torch.optim semantics. They update ``p.data`` in place and only read ``p.grad``."""
+"""Optimisers with torch.optim semantics. They update ``p.data`` in place and only read ``p.grad``.
+
+(Adam on the host first moves every ``p.data`` and ``p.grad`` into views of flat arrays, the same values;
+see ``_Packed``. Hold a Parameter, not an array taken from it before training.)"""
 import math
 
 import numpy
@@ -25,6 +28,8 @@ class Optimizer:
                              f"{sorted({type(p).__name__ for p in self.params if not isinstance(p, Parameter)})}")
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError(f"{name}: a parameter appears more than once in the list; pass each once")
         for key, value in defaults.items():
             if key != "betas" and value < 0:
                 raise ValueError(f"{type(self).__name__}: {key} must be non-negative, got {value}")
@@ -44,9 +49,7 @@ class Optimizer:
         gpu = backend.accelerated(self.params[0].data, "adam")
         if gpu is not None and gpu.zero_grads(self):  # one fill of a flat gradient buffer (minidae/cuda.py)
             return
-        packed = _Packed.current(self, pack=False) if isinstance(self, Adam) else None
-        if packed is not None:  # one fill of Adam's flat gradient array on the host (_Packed)
-            packed.flat["grad"].fill(0)
+        if self._fused_zero_grad():
             return
         for p in self.params:
             p.grad[...] = 0
@@ -64,6 +67,10 @@ class Optimizer:
 
     def _fused_step(self):
         """Update every parameter at once where the backend has a fused kernel for it; False if not."""
+        return False
+
+    def _fused_zero_grad(self):
+        """Zero every gradient at once where they share one array; False if not."""
         return False
 
     def state_dict(self):
@@ -142,6 +149,12 @@ class Adam(Optimizer):
         self._adam(data, grad, packed.flat["exp_avg"], packed.flat["exp_avg_sq"], packed.scratch[0])
         return True
 
+    def _fused_zero_grad(self):
+        packed = _Packed.current(self, pack=False)
+        if packed is not None:  # one fill of the flat gradient array on the host (_Packed)
+            packed.flat["grad"].fill(0)
+        return packed is not None
+
     def _update(self, index, p, grad):
         xp = backend.array_module(p.data)
         m, v = self.state["exp_avg"][index], self.state["exp_avg_sq"][index]
@@ -180,7 +193,9 @@ class _Packed:
     temporaries are reused), and ``zero_grad`` is one fill. Each element sees the same operations in
     the same order, so the numbers are those of the per-parameter loop. Reassigning an array
     (``p.data = ...``, ``Module.to``, ``load_state_dict``, ``Optimizer.load_state_dict``) breaks the
-    sharing; ``current`` notices and packs again, copying the values in. (CuPy arrays take
+    sharing; ``current`` notices and packs again, copying the values in. So ``p.data`` is a new array
+    after the first step (and after each re-pack): read it through the Parameter, not through an
+    array kept from before. (CuPy arrays take
     minidae/cuda.py's fused kernel instead, which keeps flat buffers of its own.)
     """
 

@@ -68,3 +68,12 @@ def test_cupy_matches_numpy_on_the_spec_network(dtype, rtol):
     backend.use("numpy")
     for ours, reference in zip(results["cupy"], results["numpy"]):
         np.testing.assert_allclose(ours, reference, rtol=rtol, atol=rtol * np.abs(reference).max())
+
+
+def test_matmul_of_a_column_and_a_row_is_their_outer_product_and_mismatches_still_raise():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 1)).astype(np.float32), rng.normal(size=(1, 7)).astype(np.float32)
+    np.testing.assert_array_equal(backend.matmul(a, b), a @ b)
+    np.testing.assert_array_equal(backend.matmul(a, np.asfortranarray(b)), a @ b)
+    with pytest.raises(ValueError):
+        backend.matmul(a, rng.normal(size=(3, 7)).astype(np.float32))

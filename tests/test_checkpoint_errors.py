@@ -51,6 +51,10 @@ DAMAGE = {
     "config not JSON": (lambda p: rewrite(p, lambda a: a.update(config=np.array("{oops"))), "config is not valid JSON"),
     "NaN weights": (lambda p: rewrite(p, lambda a: a["model.l2.bias"].fill(np.nan)),
                     r"weights are not finite numbers \(l2.bias holds nan or inf\)"),
+    "rng_state not JSON": (lambda p: rewrite(p, lambda a: a.update(rng_state=np.array("{oops"))),
+                           "its rng_state is not valid JSON"),
+    "rng_state not a generator state": (lambda p: rewrite(p, lambda a: a.update(rng_state=np.array("[1, 2]"))),
+                                        "its rng_state is not a NumPy generator state"),
     "foreign npz": (lambda p: rewrite(p, lambda a: [a.pop(k) for k in list(a) if not k.startswith("model.")]),
                     "not a minidae checkpoint .missing config, epoch, iteration"),
 }

@@ -157,9 +157,7 @@ def _col2im_tiles(xp, cols, shape, hw, padding):
     numbers (0 + v = v), half the memory traffic of zero-fill plus read-add-write.
     """
     (_, kh, kw, oh, ow, _), (h, w), (ph, pw) = cols.shape, hw, padding
-    padded = xp.empty(shape, dtype=cols.dtype)
-    padded[:, oh * kh:] = 0
-    padded[:, :oh * kh, ow * kw:] = 0
+    padded = _bordered(xp, shape, (0, oh * kh, 0, ow * kw), 0, cols.dtype)
     for i in range(kh):
         for j in range(kw):
             padded[:, i:oh * kh:kh, j:ow * kw:kw] = cols[:, i, j]

@@ -77,14 +77,16 @@ def is_grad_enabled():
 def evaluating(model):
     """Within this block ``model`` is in eval mode (BatchNorm2d uses its running statistics, Dropout is the
     identity) and calls record nothing for a backward (:func:`no_grad`); afterwards the model is back in the
-    mode it was in, even after an exception. For metrics, summaries and inference."""
-    was_training = model.training
+    mode it was in, even after an exception (each sub-module its own: a BatchNorm2d frozen in eval mode
+    stays frozen). For metrics, summaries and inference."""
+    modes = [(module, module.training) for _, module in model.named_modules()]
     model.eval()
     try:
         with no_grad():
             yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            object.__setattr__(module, "training", training)
 
 
 class Parameter:
@@ -229,12 +231,12 @@ class Module:
         """The same float dtype and array module as the parameters, or else the floating buffers (PyTorch
         refuses a mismatch too)."""
         dtype = getattr(x, "dtype", None)
-        arrays = [p.data for p in self._params.values()] or [
-            value for value in (self.__dict__.get(name) for name in self._buffers)
-            if value is not None and value.dtype.kind == "f"]
-        if not arrays:
+        data = next(iter(self._params.values())).data if self._params else next(
+            (value for value in (self.__dict__.get(name) for name in self._buffers)
+             if value is not None and value.dtype.kind == "f"), None)
+        if data is None:
             return
-        data, what = arrays[0], "parameters" if self._params else "buffers"
+        what = "parameters" if self._params else "buffers"
         expected = data.dtype
         if dtype is not None and backend.array_module(x) is not backend.array_module(data):
             names = [backend.array_module(a).__name__ for a in (x, data)]
@@ -280,6 +282,9 @@ class Module:
                              f"(no leading underscore, no dots), got {name!r}")
         if name in self._params or name in self._modules:
             raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} is already a parameter or sub-module")
+        if array is not None and not (hasattr(array, "shape") and hasattr(array, "dtype")):
+            raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} must be an array (or None), got "
+                             f"{type(array).__name__}")
         setattr(self, name, array)
         if name not in self._buffers:
             self._buffers.append(name)
@@ -338,15 +343,17 @@ class Module:
     def state_dict(self):
         """An ordered dict of NumPy copies of every parameter and buffer, keyed (and ordered) like PyTorch's:
         each module's parameters, then its buffers, then its sub-modules'."""
-        state = OrderedDict()
+        return OrderedDict((key, numpy.array(backend.to_numpy(value))) for key, value in self._state_arrays())
+
+    def _state_arrays(self):
+        """(key, the live array) of every parameter and buffer, in the state dict's order."""
         for prefix, module in self.named_modules():
             for key, param in module._params.items():
-                state[prefix + key] = numpy.array(backend.to_numpy(param.data))
+                yield prefix + key, param.data
             for name in module._buffers:
                 value = module.__dict__.get(name)
                 if value is not None:
-                    state[prefix + name] = numpy.array(backend.to_numpy(value))
-        return state
+                    yield prefix + name, value
 
     def load_state_dict(self, state):
         """Copy arrays from ``state`` (NumPy, CuPy or anything array-like) into the parameters and buffers,
@@ -357,12 +364,14 @@ class Module:
         if missing or unexpected:
             raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {sorted(missing)}, "
                            f"unexpected keys {sorted(unexpected)}")
-        for key in expected:
-            current = params[key].data if key in params else buffers[key]
-            value = numpy.asarray(backend.to_numpy(state[key]))
-            if value.shape != tuple(current.shape):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {value.shape}, "
+        values = {}
+        for key, current in self._state_arrays():  # every shape checked before anything is written
+            values[key] = numpy.asarray(backend.to_numpy(state[key]))
+            if values[key].shape != tuple(current.shape):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {values[key].shape}, "
                                  f"the module expects {tuple(current.shape)}")
+        for key, value in values.items():
+            current = params[key].data if key in params else buffers[key]
             value = backend.array_module(current).asarray(value.astype(current.dtype))
             if key in params:
                 params[key].data = value

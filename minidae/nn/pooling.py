@@ -75,14 +75,18 @@ class _Pool2d(Module):
 def first_maximum(windows, best):
     """one_hot(argmax over axis 1) of ``windows`` (C, T, L), given ``best`` = their max over axis 1:
     True at the first tap (row-major order) that equals the maximum; in a window holding a NaN
-    (whose max is NaN) at its last NaN instead, as PyTorch's max pooling picks.
+    (whose max is NaN) at its last NaN instead, as PyTorch's max pooling picks. One difference
+    remains: in a window whose real values are all -inf, a padding tap (-inf too) that comes first
+    wins, and its gradient is dropped, where PyTorch picks the first real tap
+    (tests/nn/test_reference.py pins this; minidae.nn.reference follows PyTorch).
 
     Why not ``windows.argmax(axis=1)`` and a comparison with the tap numbers: an argmax over the
     middle axis walks T strided elements for each of the C*L windows, which took 5 to 8 times longer
     on the CPU than these few passes over whole arrays (docs/performance.md).
     """
     hits = _only_one(windows == best[:, None], range(windows.shape[1]))
-    return hits | _only_one(windows != windows, reversed(range(windows.shape[1])))  # NaN != NaN
+    hits |= _only_one(windows != windows, reversed(range(windows.shape[1])))  # NaN != NaN
+    return hits
 
 
 def _only_one(mask, taps):
@@ -100,7 +104,7 @@ class MaxPool2d(_Pool2d):
 
     x (N, C, H, W) -> y (N, C, OH, OW), OH = floor((H + 2 PH - DH (KH - 1) - 1) / SH) + 1 (ceil with
     ceil_mode); xpad is x padded with -inf (PH rows above and below, PW columns left and right), so
-    padding never wins:
+    padding never wins (unless a window's real values are all -inf: see first_maximum):
         y[n, c, i, j] = max_{kh, kw} xpad[n, c, SH i + DH kh, SW j + DW kw]
     Backward: each dL/dy goes to the position that won its window (the first one in row-major
     order on ties, the last NaN in a window with NaNs, as PyTorch), summed where windows overlap:

@@ -5,7 +5,9 @@ im2col, no GEMM, no memory-layout tricks, no GPU. They are slow (Python loops ov
 position) and exist for two reasons: to be read before the fast layers in
 :mod:`minidae.nn.conv` and :mod:`minidae.nn.pooling`, which compute the same numbers through
 im2col and one matrix product, and to check those layers (``tests/nn/test_reference.py``).
-docs/backprop.md derives every formula here and shows each loop beside its fast version.
+docs/backprop.md derives every formula here and shows each loop beside its fast version. They
+share no code with the fast layers, not even the size rules (``pool_output_size`` here restates
+``minidae.nn.pooling``'s), so that a mistake in one is caught by the other.
 
 Plain functions on NumPy arrays, NCHW layout, any float dtype (float64 for checks). Sizes are
 written in capitals, as in the formulas; loop indices in lower case:
@@ -271,8 +273,8 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, dilation=1, 
 
         dxpad[n, c, SH i + DH kh*, SW j + DW kw*] += dy[n, c, i, j]
 
-    On ties the first winner in row-major order over (kh, kw) takes it all (as PyTorch);
-    overlapping windows that share a winner add up.
+    On ties the first winner in row-major order over (kh, kw) takes it all, in a window with NaNs
+    the last NaN (as PyTorch; :func:`_max_pool_winner`); overlapping windows that share a winner add up.
     """
     kernel, stride, padding, dilation, (OH, OW) = _pool_geometry(x, kernel_size, stride, padding, dilation,
                                                                    ceil_mode)
@@ -285,10 +287,24 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, dilation=1, 
             for i in range(OH):
                 for j in range(OW):
                     rows, columns = _window(i, j, kernel, stride, dilation)
-                    window = xpad[n, c, rows, columns]
-                    kh, kw = np.unravel_index(np.argmax(window), window.shape)  # the first maximum
+                    kh, kw = _max_pool_winner(xpad[n, c, rows, columns], range(rows.start - PH, rows.stop - PH, DH),
+                                              range(columns.start - PW, columns.stop - PW, DW), (H, W))
                     dxpad[n, c, SH * i + DH * kh, SW * j + DW * kw] += dy[n, c, i, j]
     return dxpad[:, :, PH:PH + H, PW:PW + W]
+
+
+def _max_pool_winner(window, rows, columns, x_hw):
+    """(kh, kw) of the window's winner by PyTorch's rule: walk the taps that lie inside the input (``rows`` and
+    ``columns`` are their input coordinates) in row-major order, starting at the first, and move to every
+    later tap that is larger or NaN. Ties go to the first maximum, a window with NaNs to its last NaN, and
+    the padding never wins (even where every real value is -inf)."""
+    taps = [(kh, kw) for kh in range(window.shape[0]) for kw in range(window.shape[1])
+            if 0 <= rows[kh] < x_hw[0] and 0 <= columns[kw] < x_hw[1]]
+    best = taps[0]
+    for tap in taps[1:]:
+        if window[tap] > window[best] or np.isnan(window[tap]):
+            best = tap
+    return best
 
 
 def _avg_window(i, j, x_hw, kernel, stride, padding, count_include_pad):

@@ -100,3 +100,31 @@ def test_float64_data_in_a_float32_layer_gives_float64_gradients_as_torch(xp):
     for name, p in ours.named_parameters():
         assert p.grad.dtype == np.float64
         assert relative_error(p.grad, dict(theirs.named_parameters())[name].grad.numpy()) < 1e-12
+
+
+def test_evaluating_gives_every_submodule_its_own_mode_back():
+    import minidae
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+    model[1].eval()  # a frozen BatchNorm2d inside a model that trains
+    with minidae.evaluating(model):
+        assert not any(m.training for _, m in model.named_modules())
+    assert model.training and model[0].training and not model[1].training
+
+
+def test_load_state_dict_writes_nothing_when_a_shape_does_not_fit():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    before = model.state_dict()
+    state = {key: value + 1 for key, value in before.items()}
+    state["1.running_var"] = np.ones(3, np.float32)  # the last entry is wrong: the others must stay as they were
+    with pytest.raises(ValueError, match=r"1.running_var has shape \(3,\)"):
+        model.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_register_buffer_wants_an_array_or_none():
+    module = nn.Module()
+    with pytest.raises(ValueError, match="'scale' must be an array"):
+        module.register_buffer("scale", 3.0)
+    module.register_buffer("scale", None)
+    assert dict(module.named_buffers()) == {}
