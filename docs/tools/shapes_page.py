@@ -9,12 +9,14 @@ layer's definition, and the size rule of docs/shapes.md worked out with the laye
 script checks that every worked-out rule gives the shape the layer really produced, so the page cannot
 show a formula that disagrees with the code.
 """
-import argparse
 import pathlib
 import sys
 
 from minidae import backend, models, nn
 from minidae.presets import PRESETS
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # generated_block.py, beside this file
+import generated_block  # noqa: E402
 
 PAGE = pathlib.Path(__file__).resolve().parents[1] / "shapes.md"
 BEGIN, END = "<!-- shapes:begin -->", "<!-- shapes:end -->"
@@ -100,31 +102,11 @@ def generated():
 
 def page_parts(text):
     """(text before the begin marker, the generated part, text after the end marker)."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise SystemExit(f"{PAGE}: expected one {BEGIN} and, after it, one {END}")
-    head, rest = text.split(BEGIN, 1)
-    body, tail = rest.split(END, 1)
-    return head, body.strip("\n"), tail
+    return generated_block.page_parts(text, PAGE, BEGIN, END)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_mutually_exclusive_group()
-    what.add_argument("--write", action="store_true", help="rewrite the generated part of docs/shapes.md")
-    what.add_argument("--check", action="store_true", help="exit 1 when docs/shapes.md is not what this generates")
-    args = parser.parse_args(argv)
-    fresh = generated()
-    if not (args.write or args.check):
-        print(fresh)
-        return 0
-    head, body, tail = page_parts(PAGE.read_text())
-    if args.check:
-        if body != fresh:
-            print(f"{PAGE} is stale: run python docs/tools/shapes_page.py --write", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(head + BEGIN + "\n" + fresh + "\n" + END + tail)
-    return 0
+    return generated_block.run(argv, __doc__, PAGE, BEGIN, END, generated, "docs/tools/shapes_page.py")
 
 
 if __name__ == "__main__":

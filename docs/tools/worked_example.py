@@ -11,7 +11,6 @@ intermediate matrices come from the helpers it calls (``im2col``, ``col2im``), a
 checks that the two agree, so the page cannot show a step the code does not take.
 tests/test_docs.py also checks every number against the naive loops of minidae/nn/reference.py.
 """
-import argparse
 import pathlib
 import sys
 
@@ -19,6 +18,9 @@ import numpy as np
 
 from minidae import backend, nn
 from minidae.nn.im2col import col2im, im2col, nchw_to_rows, rows_to_nchw
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # generated_block.py, beside this file
+import generated_block  # noqa: E402
 
 PAGE = pathlib.Path(__file__).resolve().parents[1] / "backprop.md"
 BEGIN, END = "<!-- worked-example:begin -->", "<!-- worked-example:end -->"
@@ -122,31 +124,11 @@ def generated(e=None):
 
 def page_parts(text):
     """(text before the begin marker, the generated part, text after the end marker)."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise SystemExit(f"{PAGE}: expected one {BEGIN} and, after it, one {END}")
-    head, rest = text.split(BEGIN, 1)
-    body, tail = rest.split(END, 1)
-    return head, body.strip("\n"), tail
+    return generated_block.page_parts(text, PAGE, BEGIN, END)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_mutually_exclusive_group()
-    what.add_argument("--write", action="store_true", help="rewrite the generated block of docs/backprop.md")
-    what.add_argument("--check", action="store_true", help="exit 1 when docs/backprop.md is not what this generates")
-    args = parser.parse_args(argv)
-    fresh = generated()
-    if not (args.write or args.check):
-        print(fresh)
-        return 0
-    head, body, tail = page_parts(PAGE.read_text())
-    if args.check:
-        if body != fresh:
-            print(f"{PAGE} is stale: run python docs/tools/worked_example.py --write", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(head + BEGIN + "\n" + fresh + "\n" + END + tail)
-    return 0
+    return generated_block.run(argv, __doc__, PAGE, BEGIN, END, generated, "docs/tools/worked_example.py")
 
 
 if __name__ == "__main__":
