@@ -150,6 +150,10 @@ class AsNumpyModel:
     def eval(self):
         return self.train(False)
 
+    def named_modules(self):
+        """Itself only: minidae.evaluating sets and restores the mode of every module this yields."""
+        yield "", self
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

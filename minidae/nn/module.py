@@ -85,8 +85,8 @@ def evaluating(model):
         with no_grad():
             yield model
     finally:
-        for module, training in modes:
-            object.__setattr__(module, "training", training)
+        for module, training in modes:  # parents first: each train() sets its subtree, the children then their own
+            module.train(training)
 
 
 class Parameter:
