@@ -1,5 +1,5 @@
-"""Collection rules for the doctest run over minidae/: minidae.cuda imports CuPy, so its module
+"""Collection rules for the doctest run over minidae/: minidae.speed.cuda imports CuPy, so its module
 is collected only where CuPy is installed (tests/test_cuda.py covers it on a GPU)."""
 import importlib.util
 
-collect_ignore = [] if importlib.util.find_spec("cupy") else ["minidae/cuda.py"]
+collect_ignore = [] if importlib.util.find_spec("cupy") else ["minidae/speed/cuda.py"]

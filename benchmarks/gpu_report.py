@@ -74,7 +74,7 @@ def top_kernels(runner, steps=20, count=12):
 
 def graph_nodes(runner):
     """Node counts of the graph a graphed runner captured (found through its closure)."""
-    from minidae import cuda
+    from minidae.speed import cuda
     for cell in runner.run.__closure__ or ():
         value = cell.cell_contents
         if isinstance(value, cuda.GraphedStep):
@@ -83,10 +83,10 @@ def graph_nodes(runner):
 
 
 def epochs(data_dir, out):
-    from minidae import cuda, train
+    from minidae import speed, train
     results = {}
     for label, graph in (("eager", False), ("graph", True)):
-        cuda.FAST_PATHS.update(adam=True, im2col=True, fused=True, matmul=True, graph=True)
+        speed.set_disabled()
         metrics = train.train(train.TrainConfig(backend="cupy", epochs=2, test_samples=500, data_dir=data_dir,
                                                 out=os.path.join(out, label), progress=False, cuda_graph=graph))
         results[label] = {"epoch_seconds": metrics["epoch_seconds"], "test": metrics["test"]}

@@ -9,7 +9,7 @@ events around blocks of steps, with no synchronisation between the steps of a bl
 per-step sync would add a host round trip that training does not have); after a warm-up, the
 median per-step time over the blocks is reported, and the kernels each step launches are
 counted with the CUDA profiler (PyTorch's, which sees CuPy's kernels too). minidae on CuPy
-runs twice: eagerly, and with its step replayed as a CUDA graph (minidae.cuda.GraphedStep).
+runs twice: eagerly, and with its step replayed as a CUDA graph (minidae.speed.cuda.GraphedStep).
 """
 import argparse
 import statistics
@@ -97,6 +97,12 @@ def batch(batch_size, xp):
     return xp.asarray(noisy), xp.asarray(clean)
 
 
+# The CuPy replacements (minidae.speed.cuda) by group, as the benchmarks switch them on one group at a time.
+FAST_PATH_HOOKS = {"adam": ("adam_step", "zero_grads"), "im2col": ("im2col", "col2im"),
+                   "fused": ("relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward"),
+                   "matmul": ("matmul", "matmul_add")}
+
+
 def minidae_runner(batch_size, backend_name, graph=False, fast_paths=None, name=None):
     """minidae's step; on CuPy eager or replayed as a CUDA graph, with the given fast paths on."""
     from minidae import backend, models, nn, optim
@@ -116,10 +122,10 @@ def minidae_runner(batch_size, backend_name, graph=False, fast_paths=None, name=
     if backend_name != "cupy":
         return Runner(name or "minidae", lambda: run(noisy, clean), lambda: None)
     import cupy
-    from minidae import cuda
-    flags = dict(cuda.FAST_PATHS, graph=graph, **(fast_paths or {}))
+    from minidae import speed
+    off = [hook for group, on in (fast_paths or {}).items() if not on for hook in FAST_PATH_HOOKS[group]]
     return Runner(name or f"minidae ({'CUDA graph' if graph else 'eager'})", lambda: run(noisy, clean),
-                  cupy.cuda.get_current_stream().synchronize, cupy_timer(), before=lambda: cuda.FAST_PATHS.update(flags))
+                  cupy.cuda.get_current_stream().synchronize, cupy_timer(), before=lambda: speed.set_disabled(*off))
 
 
 def torch_runner(batch_size, device, tf32=None, name=None):

@@ -2,7 +2,8 @@
 
 Layers never ask which backend is active: they take the array module from
 ``minidae.backend.xp`` (or from their input via :func:`array_module`), so the same
-code runs on both.
+code runs on both. What runs faster on one of them (GPU kernels, CUDA graphs, CPU memory
+layouts) replaces a core function through :mod:`minidae.speed`.
 
 >>> from minidae import backend
 >>> backend.use("numpy")
@@ -15,9 +16,12 @@ import os
 
 import numpy
 
+from .speed import library as library_of
+from .speed import replaceable
+
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
-           "seed", "rng", "rng_state", "set_rng_state", "init_rng", "available", "accelerated", "matmul", "matmul_add", "graphed",
-           "tune_host_allocator"]
+           "seed", "rng", "rng_state", "set_rng_state", "init_rng", "available", "library_of", "capturing", "check",
+           "matmul", "matmul_add", "graphed", "tune_host_allocator"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -162,53 +166,42 @@ def to_numpy(a):
     return get() if get is not None else numpy.asarray(a)
 
 
-def accelerated(array, path):
-    """The GPU fast-path module :mod:`minidae.cuda` when ``array`` is a CuPy array and its fast
-    path ``path`` ("im2col", "matmul", "adam", "graph") is on; None otherwise.
-
-    This is the one place where the library asks which backend holds an array: the helpers
-    that have a faster GPU form (im2col, col2im, matmul, Adam) call it, and the layers never do.
-    """
-    if type(array).__module__.startswith("cupy"):
-        from . import cuda
-        if cuda.FAST_PATHS.get(path, False):
-            return cuda
-    return None
+def capturing(a):
+    """True while a CUDA graph is being captured on the current stream and ``a`` is a CuPy array: then nothing
+    may read the device (a captured step runs later, with other numbers)."""
+    if library_of(a) != "cupy":
+        return False
+    import cupy
+    return cupy.cuda.get_current_stream().is_capturing()
 
 
+def check(flag, message):
+    """Raise ValueError(message()) where the 0-d boolean array ``flag`` is true. This reads the device (a
+    wait on a GPU); while a CUDA graph is being captured, which cannot read it, the check is skipped."""
+    if not capturing(flag) and bool(flag):
+        raise ValueError(message())
+
+
+@replaceable
 def matmul(a, b):
-    """``a @ b`` for 2-D arrays. On a GPU it goes through :func:`minidae.cuda.matmul`, whose
-    cuBLAS calls (unlike CuPy's) can be captured into a CUDA graph; on NumPy it is ``a @ b``."""
-    gpu = accelerated(a, "matmul")
-    if gpu is not None:
-        return gpu.matmul(a, b)
-    return _outer(a, b) if a.shape[1] == 1 == b.shape[0] else a @ b
+    """``a @ b`` for 2-D arrays. On a GPU a faster equal version runs (minidae.speed.cuda.matmul, on a cuBLAS
+    handle a CUDA graph can capture), and on NumPy an outer product skips BLAS (minidae.speed.cpu)."""
+    return a @ b
 
 
-def _outer(a, b):
-    """``a @ b`` when the shared dimension is 1 (an outer product, as a batch-of-one weight gradient
-    is): a broadcast multiply. It gives the very same numbers (each element is one product, there is
-    nothing to sum), and it is why it exists: OpenBLAS runs such GEMMs at about 1 GFLOP/s, 10 to 50x
-    slower than this (measured on AMD EPYC Zen 3, OpenBLAS 0.3.31; docs/performance.md)."""
-    return a * b
-
-
+@replaceable
 def matmul_add(out, a, b):
-    """``out += a @ b``, where ``out`` holds the (M, N) product's elements in row-major order (any
-    shape: a conv weight gradient is (O, C, KH, KW)). On a GPU the product is written straight into
-    ``out`` by the GEMM itself (:func:`minidae.cuda.matmul_add`), with no temporary."""
-    gpu = accelerated(out, "matmul")
-    if gpu is None or not gpu.matmul_add(out, a, b):
-        out += matmul(a, b).reshape(out.shape)
+    """``out += a @ b``, where ``out`` holds the (M, N) product's elements in row-major order (any shape: a
+    conv weight gradient is (O, C, KH, KW)). On a GPU the GEMM writes the sum straight into ``out``."""
+    out += matmul(a, b).reshape(out.shape)
 
 
+@replaceable(on=lambda step, params: params[0].data if params else None)
 def graphed(step, params):
-    """``step`` itself on NumPy; on CuPy a :class:`minidae.cuda.GraphedStep` that captures it as
-    a CUDA graph after its first call and replays that graph for every later batch of the
-    same shape. ``params`` are the parameters ``step`` updates (checked at every call)."""
-    params = list(params)
-    gpu = accelerated(params[0].data, "graph") if params else None
-    return step if gpu is None else gpu.GraphedStep(step, params)
+    """``step`` itself; on CuPy a faster equal replacement, minidae.speed.cuda.GraphedStep, captures it as a
+    CUDA graph after its first call and replays that graph for every later batch of the same shape.
+    ``params`` (a list) are the parameters ``step`` updates."""
+    return step
 
 
 def asarray(a, dtype=None):

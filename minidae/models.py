@@ -24,7 +24,7 @@ class Chain(nn.Module):
     even as one shared object.
     """
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         """(N, 1, 28, 28) images through every layer in order."""
         if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"{type(self).__name__}: expected images of shape (N, 1, 28, 28), got "
@@ -34,7 +34,7 @@ class Chain(nn.Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
+    def backprop(self, ctx, grad_out):
         """The chain rule: dL/dy back through every layer in reverse order; returns dL/dx."""
         for layer in reversed(self.layers):
             grad_out = layer.backward(grad_out)

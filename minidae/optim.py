@@ -1,14 +1,17 @@
-"""Optimisers with torch.optim semantics. They update ``p.data`` in place and only read ``p.grad``.
+"""Optimisers with torch.optim semantics. They update ``p.data`` in place from ``p.grad``, which they only read.
 
-(Adam on the host first moves every ``p.data`` and ``p.grad`` into views of flat arrays, the same values;
-see ``_Packed``. Hold a Parameter, not an array taken from it before training.)"""
-import math
-
+The maths of each update is one function of arrays, :func:`adam` and :func:`sgd`, applied parameter by
+parameter by :func:`adam_step` and :meth:`SGD.step`. On NumPy and CuPy faster equal versions of
+``adam_step`` and ``zero_grads`` run (:mod:`minidae.speed`): they apply the same formula once to flat
+arrays that hold every parameter, which is why, after the first step, a parameter's ``.data`` and
+``.grad`` are views into such arrays (hold the Parameter, not an array taken from it before training).
+"""
 import numpy
 
 from . import backend
+from .speed import replaceable
 
-__all__ = ["Optimizer", "Adam", "SGD"]
+__all__ = ["Optimizer", "Adam", "SGD", "adam", "adam_step", "sgd", "zero_grads"]
 
 
 class Optimizer:
@@ -45,33 +48,20 @@ class Optimizer:
         return int(self._steps)
 
     def zero_grad(self):
-        """Set every parameter's ``.grad`` to zero (one fill of the flat gradient buffer on a GPU)."""
-        gpu = backend.accelerated(self.params[0].data, "adam")
-        if gpu is not None and gpu.zero_grads(self):  # one fill of a flat gradient buffer (minidae/cuda.py)
-            return
-        if self._fused_zero_grad():
-            return
-        for p in self.params:
-            p.grad[...] = 0
+        """Set every parameter's ``.grad`` to zero (backwards add to it)."""
+        zero_grads(self)
 
     def step(self):
         """One update of every parameter from its ``.grad`` (which is read, never modified)."""
-        self._steps += 1
-        if self._fused_step():
-            return
-        for index, p in enumerate(self.params):
-            grad = p.grad
-            if self.defaults["weight_decay"]:
-                grad = grad + self.defaults["weight_decay"] * p.data  # a new array: .grad stays as it was
-            self._update(index, p, grad)
+        raise NotImplementedError(f"{type(self).__name__} does not define step")
 
-    def _fused_step(self):
-        """Update every parameter at once where the backend has a fused kernel for it; False if not."""
-        return False
-
-    def _fused_zero_grad(self):
-        """Zero every gradient at once where they share one array; False if not."""
-        return False
+    def state_buffers(self, index):
+        """The state arrays of parameter ``index`` (``state_names`` order), made as zeros the first time."""
+        p, xp = self.params[index], backend.array_module(self.params[index].data)
+        for name in self.state_names:
+            if self.state[name][index] is None:
+                self.state[name][index] = xp.zeros_like(p.data)
+        return [self.state[name][index] for name in self.state_names]
 
     def state_dict(self):
         """Flat dict of NumPy arrays: "step" and "<buffer>.<parameter index>" (npz-friendly)."""
@@ -95,6 +85,33 @@ class Optimizer:
                                   if key in state else None)
 
 
+@replaceable(on=lambda optimizer: optimizer.params[0].data)
+def zero_grads(optimizer):
+    """Every parameter's ``.grad`` set to zero, in place."""
+    for p in optimizer.params:
+        p.grad[...] = 0
+
+
+def adam(param, grad, m, v, t, lr, betas, eps, weight_decay):
+    """One Adam update of ``param`` at step t = 1, 2, ..., in place, with its moments ``m`` and ``v``."""
+    b1, b2 = betas
+    g = grad + weight_decay * param if weight_decay else grad
+    m[...] = b1 * m + (1 - b1) * g
+    v[...] = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    param -= lr * m_hat / (backend.array_module(param).sqrt(v_hat) + eps)
+
+
+@replaceable(on=lambda optimizer: optimizer.params[0].data)
+def adam_step(optimizer):
+    """:func:`adam` for every parameter of an :class:`Adam`, with its hyperparameters and step count."""
+    d, t = optimizer.defaults, optimizer.step_count
+    for index, p in enumerate(optimizer.params):
+        m, v = optimizer.state_buffers(index)
+        adam(p.data, p.grad, m, v, t, d["lr"], d["betas"], d["eps"], d["weight_decay"])
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba) as torch.optim.Adam (amsgrad=False). At step t = 1, 2, ..., for each parameter p,
     with m = v = 0 before the first step (docs/optim.md derives and explains each line):
@@ -107,22 +124,9 @@ class Adam(Optimizer):
         v_hat = v / (1 - b2^t)                        underestimate; dividing by 1 - b^t undoes exactly that)
         p     = p - lr * m_hat / (sqrt(v_hat) + eps)
 
-    The code never forms m_hat and v_hat. Since sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t), the last line is
-
-        p     = p - (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) * (lr / (1 - b1^t))
-
-    (the same number up to rounding, eps in the same place), which is what ``_adam`` computes, one pass
-    over the parameter per line, with the two scalar factors computed once per step in double precision:
-
-        m     = m + (1 - b1) (g - m)                 (= b1 m + (1 - b1) g; torch's lerp)
-        v     = b2 v + ((1 - b2) g) g
-        denom = sqrt(v) / sqrt(1 - b2^t) + eps
-        p     = p - (m / denom) * (lr / (1 - b1^t))
-
-    torch.optim.Adam uses the same lines; it matches to rounding, not bit for bit (its CPU kernels fuse
-    multiply-adds and multiply m by the step size before dividing), which tests/test_optim.py pins to 1e-12
-    over 60 steps. The shared scratch array, the flat arrays of ``_Packed`` and, on a GPU, the flat buffers
-    and single kernel of minidae/cuda.py change where the numbers are stored, not the formula.
+    :func:`adam` is these lines as written. torch.optim.Adam computes the same quantities in another order
+    (``m.lerp_(g, 1 - b1)``, ``sqrt(v) / sqrt(1 - b2^t)``), so the two agree to rounding, not bit for bit:
+    tests/test_optim.py pins them to 1e-12 over 60 steps in float64.
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -133,114 +137,20 @@ class Adam(Optimizer):
             raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay))
 
-    def _fused_step(self):
-        # On a GPU: the update below as one kernel over flat buffers, reading t from the device (minidae/cuda.py).
-        gpu = backend.accelerated(self.params[0].data, "adam")
-        if gpu is not None:
-            return gpu.adam_step(self, self._steps)
-        packed = _Packed.current(self)
-        if packed is None:
-            return False
-        # On the host: the same lines once over the flat arrays instead of once per parameter.
-        grad, data = packed.flat["grad"], packed.flat["data"]
-        if self.defaults["weight_decay"]:
-            grad = numpy.add(grad, numpy.multiply(data, self.defaults["weight_decay"], out=packed.scratch[1]),
-                             out=packed.scratch[1])
-        self._adam(data, grad, packed.flat["exp_avg"], packed.flat["exp_avg_sq"], packed.scratch[0])
-        return True
-
-    def _fused_zero_grad(self):
-        packed = _Packed.current(self, pack=False)
-        if packed is not None:  # one fill of the flat gradient array on the host (_Packed)
-            packed.flat["grad"].fill(0)
-        return packed is not None
-
-    def _update(self, index, p, grad):
-        xp = backend.array_module(p.data)
-        m, v = self.state["exp_avg"][index], self.state["exp_avg_sq"][index]
-        if m is None:
-            m = self.state["exp_avg"][index] = xp.zeros_like(p.data)
-            v = self.state["exp_avg_sq"][index] = xp.zeros_like(p.data)
-        self._adam(p.data, grad, m, v, None)
-
-    def _adam(self, p, grad, m, v, scratch):
-        """The update of one array ``p`` (a parameter, or all of them as one flat array) in place."""
-        xp = backend.array_module(p)
-        lr, (b1, b2), eps = self.defaults["lr"], self.defaults["betas"], self.defaults["eps"]
-        t = self.step_count
-        # In place through one scratch array: each line is one pass over the parameter.
-        scratch = xp.subtract(grad, m, out=scratch)
-        scratch *= 1 - b1
-        m += scratch
-        xp.multiply(grad, 1 - b2, out=scratch)
-        scratch *= grad
-        v *= b2
-        v += scratch
-        denom = xp.sqrt(v, out=scratch)
-        denom /= math.sqrt(1 - b2 ** t)
-        denom += eps
-        update = xp.divide(m, denom, out=scratch)
-        update *= lr / (1 - b1 ** t)
-        p -= update
+    def step(self):
+        """One Adam update of every parameter (:func:`adam_step`)."""
+        self._steps += 1
+        adam_step(self)
 
 
-class _Packed:
-    """Adam's flat arrays on the host: a speed device that changes no number.
-
-    Every parameter's ``.data`` and ``.grad`` and its two moments become views into one flat array
-    per kind, so that an Adam step is its 15 NumPy passes over four long arrays instead of 15 passes
-    per parameter (16 parameters in the spec network: 240 calls become 15, and the weight-decay
-    temporaries are reused), and ``zero_grad`` is one fill. Each element sees the same operations in
-    the same order, so the numbers are those of the per-parameter loop. Reassigning an array
-    (``p.data = ...``, ``Module.to``, ``load_state_dict``, ``Optimizer.load_state_dict``) breaks the
-    sharing; ``current`` notices and packs again, copying the values in. So ``p.data`` is a new array
-    after the first step (and after each re-pack): read it through the Parameter, not through an
-    array kept from before. (CuPy arrays take
-    minidae/cuda.py's fused kernel instead, which keeps flat buffers of its own.)
-    """
-
-    KEYS = ("data", "grad", "exp_avg", "exp_avg_sq")
-
-    def __init__(self, optimizer):
-        params = optimizer.params
-        sizes = [p.data.size for p in params]
-        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).tolist()
-        dtype, self.flat = params[0].data.dtype, {}
-        for key in self.KEYS:
-            flat = self.flat[key] = numpy.zeros(offsets[-1], dtype=dtype)
-            for index, p in enumerate(params):
-                view = flat[offsets[index]:offsets[index + 1]].reshape(p.data.shape)
-                if key in ("data", "grad"):
-                    view[...] = getattr(p, key)
-                    setattr(p, key, view)
-                else:
-                    if optimizer.state[key][index] is not None:
-                        view[...] = optimizer.state[key][index]
-                    optimizer.state[key][index] = view
-        self.scratch = [numpy.empty(offsets[-1], dtype=dtype) for _ in range(2)]
-        self.views = self._arrays(optimizer)
-
-    @staticmethod
-    def _arrays(optimizer):
-        return [(p.data, p.grad, m, v) for p, m, v in
-                zip(optimizer.params, optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"])]
-
-    @classmethod
-    def current(cls, optimizer, pack=True):
-        """The optimiser's packing, (re)made if ``pack``; None where its parameters cannot share flat
-        arrays (not all NumPy arrays of one floating dtype) or, with ``pack=False``, they do not now."""
-        packed = optimizer.__dict__.get("_packed")
-        if packed is not None and all(a is b for now, then in zip(cls._arrays(optimizer), packed.views)
-                                      for a, b in zip(now, then)):
-            return packed
-        if not pack:
-            return None
-        arrays = [a for p in optimizer.params for a in (p.data, p.grad)]
-        dtypes = {a.dtype for a in arrays}
-        if len(dtypes) != 1 or dtypes.pop().kind != "f" or not all(type(a) is numpy.ndarray for a in arrays):
-            return None
-        packed = optimizer._packed = cls(optimizer)
-        return packed
+def sgd(param, grad, buf, first, lr, momentum, dampening, weight_decay, nesterov):
+    """One SGD update of ``param`` in place; ``buf`` is its momentum buffer (unused without momentum), and
+    ``first`` says whether this is the first step (the buffer then starts as g)."""
+    g = grad + weight_decay * param if weight_decay else grad
+    if momentum:
+        buf[...] = g if first else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    param -= lr * g
 
 
 class SGD(Optimizer):
@@ -260,14 +170,11 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay))
         self.nesterov = nesterov
 
-    def _update(self, index, p, grad):
-        momentum, dampening = self.defaults["momentum"], self.defaults["dampening"]
-        if momentum:
-            buf = self.state["momentum_buffer"][index]
-            if buf is None:
-                buf = self.state["momentum_buffer"][index] = grad.copy()
-            else:
-                buf *= momentum
-                buf += (1 - dampening) * grad
-            grad = grad + momentum * buf if self.nesterov else buf
-        p.data -= self.defaults["lr"] * grad
+    def step(self):
+        """One SGD update of every parameter (:func:`sgd`)."""
+        self._steps += 1
+        d = self.defaults
+        for index, p in enumerate(self.params):
+            first = self.state["momentum_buffer"][index] is None
+            buf = self.state_buffers(index)[0] if d["momentum"] else None
+            sgd(p.data, p.grad, buf, first, d["lr"], d["momentum"], d["dampening"], d["weight_decay"], self.nesterov)

@@ -67,7 +67,7 @@ class TrainConfig:
     out: str = None
     resume: str = None
     progress: bool = True
-    cuda_graph: bool = True  # CuPy: replay the training step as a CUDA graph (minidae.cuda.GraphedStep)
+    cuda_graph: bool = True  # CuPy: replay the training step as a CUDA graph (minidae.speed.cuda.GraphedStep)
 
     @classmethod
     def from_preset(cls, name, **overrides):

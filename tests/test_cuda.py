@@ -1,13 +1,14 @@
-"""The CuPy fast path (minidae/cuda.py) against the NumPy code it stands in for. Needs a CUDA GPU.
+"""The CuPy speed devices (minidae/speed/cuda.py) against the core functions they replace. Needs a CUDA GPU.
 
-Each helper must compute what the plain code computes: im2col exactly, col2im and Adam to the
+Each must compute what the core function computes on NumPy: im2col exactly, col2im and Adam to the
 last bit where the order of operations is the same, GEMMs to float rounding, and a training
 step replayed as a CUDA graph exactly as the same step run eagerly.
 """
 import numpy as np
 import pytest
 
-from minidae import backend, models, nn, optim
+from minidae import backend, models, nn, optim, speed
+from minidae.nn import functional as F
 from minidae.nn import im2col as ops
 
 pytestmark = pytest.mark.skipif(not backend.available("cupy"), reason="the CuPy fast path needs a CUDA GPU and CuPy")
@@ -35,21 +36,19 @@ def layouts(cp, x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, kernel, stride, padding, dilation", WINDOWS)
 def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stride, padding, dilation, dtype):
-    from minidae import cuda
+    from minidae.speed import cuda
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(dtype)
     out_hw = tuple(ops.conv_output_size(s, k, st, p, d)
                    for s, k, st, p, d in zip(shape[2:], kernel, stride, padding, dilation))
-    backend.use("numpy")
     fill = -np.inf if dilation != (1, 1) else 0  # max pooling pads with -inf
-    expected_cols = ops.im2col(x, kernel, stride, padding, out_hw, dilation, fill)
+    expected_cols = ops.im2col.core(x, kernel, stride, padding, out_hw, dilation, fill)
     cols = rng.normal(size=expected_cols.shape).astype(dtype)
-    expected_dx = ops.col2im(cols, shape, kernel, stride, padding, out_hw, dilation)
-    backend.use("cupy")
+    expected_dx = ops.col2im.core(cols, shape, kernel, stride, padding, out_hw, dilation)
     for device_x in layouts(cp, x):
-        np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, dilation, out_hw, fill).get(),
+        np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, out_hw, dilation, fill).get(),
                                       expected_cols)
-    dx = cuda.col2im(cp.asarray(cols), shape, kernel, stride, padding, dilation, out_hw)
+    dx = cuda.col2im(cp.asarray(cols), shape, kernel, stride, padding, out_hw, dilation)
     assert dx.shape == shape and dx.transpose(1, 2, 3, 0).flags.c_contiguous
     np.testing.assert_array_equal(dx.get(), expected_dx)  # same sums in the same order
 
@@ -57,7 +56,7 @@ def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stri
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
 @pytest.mark.parametrize("m, k, n", [(16, 9, 300), (64, 1024, 256), (1, 7, 5), (5, 7, 1), (3, 0, 4), (0, 3, 4)])
 def test_matmul_matches_numpy_for_every_layout(cp, m, k, n, dtype, rtol):
-    from minidae import cuda
+    from minidae.speed import cuda
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
     expected = a.astype(np.float64) @ b.astype(np.float64)
@@ -73,21 +72,28 @@ def test_matmul_matches_numpy_for_every_layout(cp, m, k, n, dtype, rtol):
 
 
 def test_matmul_add_accumulates_in_place_and_refuses_what_it_cannot(cp):
-    from minidae import cuda
+    from minidae.speed import cuda
     rng = np.random.default_rng(6)
     a, b = rng.normal(size=(4, 9)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
     grad = cp.asarray(rng.normal(size=(4, 2, 3)).astype(np.float32))  # any shape holding the (4, 6) product
     start, before = grad.get(), grad.data.ptr
-    assert cuda.matmul_add(grad, cp.asarray(a), cp.asarray(b)) and grad.data.ptr == before
+    assert cuda.matmul_add(grad, cp.asarray(a), cp.asarray(b)) is None and grad.data.ptr == before
     np.testing.assert_allclose(grad.get(), start + (a @ b).reshape(4, 2, 3), rtol=1e-5, atol=1e-5)
-    assert not cuda.matmul_add(grad.astype(np.float64), cp.asarray(a), cp.asarray(b))  # mixed dtypes
-    assert not cuda.matmul_add(cp.zeros((6, 4), np.float32).T, cp.asarray(a), cp.asarray(b))  # not contiguous
+    declined = [cuda.matmul_add(grad.astype(np.float64), cp.asarray(a), cp.asarray(b)),  # mixed dtypes
+                cuda.matmul_add(cp.zeros((6, 4), np.float32).T, cp.asarray(a), cp.asarray(b))]  # not contiguous
+    assert declined == [NotImplemented, NotImplemented]
 
 
 def test_matmul_rejects_mismatched_shapes(cp):
-    from minidae import cuda
+    from minidae.speed import cuda
     with pytest.raises(ValueError, match=r"\(2, 3\) and \(4, 5\)"):
         cuda.matmul(cp.zeros((2, 3), np.float32), cp.zeros((4, 5), np.float32))
+
+
+def test_every_cupy_replacement_is_tested_here(cp):
+    assert set(speed.registered("cupy")) == {"im2col", "col2im", "matmul", "matmul_add", "adam_step", "zero_grads",
+                                             "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward",
+                                             "graphed"}
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
@@ -136,7 +142,7 @@ def batches(cp, count, size=16):
 
 
 def test_graph_replay_trains_exactly_as_eager_steps(cp):
-    from minidae import cuda
+    from minidae.speed import cuda
     results = {}
     for mode in ("eager", "graph"):
         backend.seed(5)
@@ -157,7 +163,7 @@ def test_graph_replay_trains_exactly_as_eager_steps(cp):
 
 
 def test_graph_capture_failure_falls_back_to_eager_with_a_notice(cp):
-    from minidae import cuda
+    from minidae.speed import cuda
     backend.seed(5)
     model = models.conv_dae()
     optimizer = optim.SGD(model.parameters(), lr=0.1)
@@ -178,7 +184,7 @@ def test_graph_capture_failure_falls_back_to_eager_with_a_notice(cp):
 
 
 def test_graph_recaptures_when_parameters_are_replaced(cp):
-    from minidae import cuda
+    from minidae.speed import cuda
     backend.seed(5)
     model = models.conv_dae()
     optimizer = optim.Adam(model.parameters())
@@ -195,34 +201,35 @@ def test_graph_recaptures_when_parameters_are_replaced(cp):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_elementwise_kernels_match_their_numpy_formulas(cp, dtype):
-    from minidae import cuda
-    from minidae.nn import elementwise
+    from minidae.speed import cuda
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.normal(scale=5, size=997), [0.0, -0.0, 1000.0, -1000.0, 88.0, -88.0]]).astype(dtype)
     dy, t = rng.normal(size=x.shape).astype(dtype), rng.uniform(size=x.shape).astype(dtype)
     with np.errstate(over="ignore"):  # exp(1000) = inf gives the exact limit 0
         y = 1 / (1 + np.exp(-x.astype(np.float64)))  # reference in float64
     close = dict(rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)  # subnormals may flush to zero
-    for ours, reference in zip(cuda.relu(cp.asarray(x)), elementwise.relu(x)):
+    for ours, reference in zip(cuda.relu(cp.asarray(x)), F.relu.core(x)):
         assert ours.dtype == reference.dtype
         np.testing.assert_array_equal(ours.get(), reference)
     assert bool(cp.isnan(cuda.relu(cp.asarray(np.array([np.nan], dtype)))[0])[0])
     np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), y, **close)
-    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), elementwise.sigmoid(x), **close)
-    np.testing.assert_allclose(cuda.sigmoid_grad(cp.asarray(dy), cp.asarray(y.astype(dtype))).get(),
-                               elementwise.sigmoid_grad(dy, y.astype(dtype)), rtol=0, atol=close["atol"])
+    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), F.sigmoid.core(x), **close)
+    np.testing.assert_allclose(cuda.sigmoid_backward(cp.asarray(dy), cp.asarray(y.astype(dtype))).get(),
+                               F.sigmoid_backward.core(dy, y.astype(dtype)), rtol=0, atol=close["atol"])
     p = y.astype(dtype)
-    np.testing.assert_allclose(float(cuda.mse(cp.asarray(p), cp.asarray(t))), float(elementwise.mse(p, t)),
+    np.testing.assert_allclose(float(cuda.mse_loss(cp.asarray(p), cp.asarray(t))), float(F.mse_loss.core(p, t)),
                                rtol=1e-5 if dtype == np.float32 else 1e-13)
-    assert cuda.mse(cp.asarray(p), cp.asarray(t)).dtype == dtype
-    np.testing.assert_array_equal(cuda.mse_grad(cp.asarray(p), cp.asarray(t), 2.0 / p.size).get(),
-                                  elementwise.mse_grad(p, t, 2.0 / p.size))
+    assert cuda.mse_loss(cp.asarray(p), cp.asarray(t)).dtype == dtype
+    np.testing.assert_array_equal(cuda.mse_loss_backward(cp.asarray(p), cp.asarray(t), 2.0 / p.size).get(),
+                                  F.mse_loss_backward.core(p, t, 2.0 / p.size))
+    assert cuda.mse_loss_backward(cp.asarray(p), cp.asarray(t), cp.asarray(p)) is NotImplemented  # "none": an array
 
 
 @pytest.mark.parametrize("name", ["fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser"])
 def test_every_zoo_model_is_captured_and_replays_as_eager(cp, name):
     """Each preset's step (its model, optimiser and loss) captures as a graph and trains as the eager step does."""
-    from minidae import cuda, train
+    from minidae.speed import cuda
+    from minidae import train
     config = train.TrainConfig.from_preset(name)
     results = []
     for graph in (False, True):
@@ -235,6 +242,51 @@ def test_every_zoo_model_is_captured_and_replays_as_eager(cp, name):
         results.append((losses, model.state_dict()))
         if graph:
             assert runner.failed is None and runner.replays == 4
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        np.testing.assert_array_equal(results[1][1][key], value)
+
+
+def test_a_changed_learning_rate_takes_effect_in_the_captured_step(cp):
+    """The graph reads Adam's hyperparameters from device memory, refreshed before every replay: a new lr after
+    capture gives the eager step's numbers with that lr, not the captured one's."""
+    from minidae.speed import cuda
+    results = []
+    for graph in (False, True):
+        backend.seed(5)
+        model = models.conv_dae()
+        optimizer = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+        step = spec_step(model, optimizer)
+        runner = cuda.GraphedStep(step, model.parameters()) if graph else step
+        losses = []
+        for index, (noisy, clean) in enumerate(batches(cp, 6)):
+            if index == 4:
+                optimizer.defaults["lr"] = 0.05  # a manual schedule (a stale lr would change nothing visible)
+            losses.append(float(runner(noisy, clean)))
+        results.append((losses, model.state_dict()))
+        if graph:
+            assert runner.replays == 5
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        np.testing.assert_array_equal(results[1][1][key], value)
+
+
+def test_dropout_and_batch_norm_inside_a_captured_step(cp):
+    """BatchNorm2d's running statistics and Dropout's masks advance at every replay as in eager steps."""
+    from minidae.speed import cuda
+    results = []
+    for graph in (False, True):
+        backend.use("cupy", seed_value=11)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.2),
+                              nn.Conv2d(4, 1, 3, padding=1), nn.BatchNorm2d(1, momentum=None), nn.Dropout(0.1),
+                              nn.Sigmoid())
+        optimizer = optim.Adam(model.parameters(), lr=1e-3)
+        step = spec_step(model, optimizer)
+        runner = cuda.GraphedStep(step, model.parameters()) if graph else step
+        losses = [float(runner(noisy, clean)) for noisy, clean in batches(cp, 6, size=8)]
+        results.append((losses, model.state_dict()))
+        if graph:
+            assert runner.failed is None and runner.replays == 5
     assert results[0][0] == results[1][0]
     for key, value in results[0][1].items():
         np.testing.assert_array_equal(results[1][1][key], value)

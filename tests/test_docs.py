@@ -41,7 +41,7 @@ def _method_documented(cls, name):
 
 
 def _undocumented_in_source(path, module_name):
-    """The same check from the source text, for a module that cannot be imported here (minidae.cuda without CuPy)."""
+    """The same check from the source text, for a module that cannot be imported here (minidae.speed.cuda without CuPy)."""
     tree = ast.parse(path.read_text())
     missing = [] if ast.get_docstring(tree) else [module_name]
     public = next((node.value for node in tree.body if isinstance(node, ast.Assign)
@@ -70,7 +70,7 @@ def undocumented():
     for module_name in names:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:  # minidae.cuda needs CuPy: check its source instead
+        except ImportError:  # minidae.speed.cuda needs CuPy: check its source instead
             path = ROOT / (module_name.replace(".", "/") + ".py")
             missing += _undocumented_in_source(path, module_name)
             continue
@@ -193,7 +193,7 @@ def test_backprop_examples_run(capsys):
     assert len(examples) >= 2
     for block in examples:
         exec(compile(block, "docs/backprop.md", "exec"), {})
-    assert "no forward to go back through" in capsys.readouterr().out
+    assert "no forward is waiting for its backward" in capsys.readouterr().out
 
 
 def test_backprop_inline_math_survives_github_markdown():

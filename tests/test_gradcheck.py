@@ -7,15 +7,15 @@ from minidae import gradcheck, nn
 class WrongBiasGrad(nn.Linear):
     """A Linear whose backward forgets to sum the bias gradient over the batch."""
 
-    def backward(self, dy):
-        dx = super().backward(dy)
+    def backprop(self, ctx, dy):
+        dx = super().backprop(ctx, dy)
         self.bias.grad -= dy[1:].sum(axis=0)  # leaves only the first sample's contribution
         return dx
 
 
 class WrongInputGrad(nn.Sigmoid):
-    def backward(self, dy):
-        return dy * self._y  # missing the (1 - y) factor
+    def backprop(self, ctx, dy):
+        return dy * ctx.y  # missing the (1 - y) factor
 
 
 def test_passes_a_correct_layer(xp):

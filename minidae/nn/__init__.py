@@ -1,5 +1,5 @@
 """Layers with hand-written forward and backward passes (PyTorch layouts and defaults)."""
-from . import init
+from . import functional, init
 from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout, Dropout2d
@@ -10,6 +10,6 @@ from .normalization import BatchNorm2d
 from .pooling import AvgPool2d, MaxPool2d, Upsample
 from .shape import Flatten, Unflatten
 
-__all__ = ["init", "Module", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "Linear", "ReLU", "LeakyReLU",
+__all__ = ["functional", "init", "Module", "Parameter", "Sequential", "Conv2d", "ConvTranspose2d", "Linear", "ReLU", "LeakyReLU",
            "Tanh", "Sigmoid", "Flatten", "Unflatten", "MaxPool2d", "AvgPool2d", "Upsample", "BatchNorm2d", "Dropout",
            "Dropout2d", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss"]

@@ -1,20 +1,17 @@
-"""Conv2d and ConvTranspose2d: one pair of adjoint primitives, used both ways round.
+"""Conv2d and ConvTranspose2d: PyTorch's arguments, parameters and per-call state around one adjoint pair.
 
-See :mod:`minidae.nn.im2col` for the notation and the primitives ``conv2d`` (y = W * x)
-and ``conv2d_input_grad`` (dx = W^T * dy). A transposed convolution is the input gradient
-of a convolution, so each layer's forward is the other's backward.
-
-Two speed devices change nothing in the maths: ``channel_major`` (the same values, stored as
-(C, H, W, N) memory so that they read as GEMM rows without a copy), and
-``weight.astype(x.dtype, copy=False)``, which returns the weight itself when the dtypes already
-match and only converts when they differ.
+The maths is in :mod:`minidae.nn.functional`: ``correlate`` (y = W * x) and ``correlate_transpose``
+(W^T * z, its adjoint). A transposed convolution is the input gradient of a convolution, so each layer's
+forward is the other's backward: Conv2d's forward correlates and its backward correlates transposed;
+ConvTranspose2d's forward correlates transposed and its backward correlates.
 """
 import math
 
+from . import functional as F
 from . import init
-from .im2col import (as_batch, channel_major, conv2d, conv2d_input_grad, conv2d_weight_grad,
-                     conv_transpose_output_size, pad_gather, pad_index, pad_scatter, pair)
-from .module import Module, Parameter
+from .arguments import as_batch, pair
+from .im2col import conv_transpose_output_size
+from .module import Module, Parameter, data_of, grad_of
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -22,7 +19,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 class _ConvBase(Module):
-    """Argument checks, PyTorch's default init and the bias shared by both layers."""
+    """Argument checks, PyTorch's default init and the repr shared by both layers."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                  weight_shape):
@@ -49,17 +46,6 @@ class _ConvBase(Module):
         fan_in = init.fans(shape)[0]
         self.weight = Parameter(init.kaiming_uniform(shape, a=math.sqrt(5)))
         self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in))) if bias else None
-
-    def _add_bias(self, y):
-        if self.bias is not None:
-            y += self.bias.data.astype(y.dtype, copy=False).reshape(1, -1, 1, 1)
-        return y
-
-    def _accumulate_grads(self, dy, rows, cols):
-        """dL/dW += rows @ cols^T per group (conv2d_weight_grad) and dL/db += dL/dy summed over (N, OH, OW)."""
-        conv2d_weight_grad(rows, cols, self.weight.grad, self.groups)
-        if self.bias is not None:
-            self.bias.grad += dy.sum(axis=(0, 2, 3))
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -103,10 +89,10 @@ class Conv2d(_ConvBase):
             if self.padding == "same" and self.stride != (1, 1):
                 raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions "
                                  f"(stride={self.stride})")
-        self._pads = self._padding_amounts()
+        self.edges = self._edges()
 
-    def _padding_amounts(self):
-        """(top, bottom, left, right)."""
+    def _edges(self):
+        """The padding as (top, bottom, left, right) rows and columns."""
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":
@@ -115,40 +101,41 @@ class Conv2d(_ConvBase):
         (ph, pw) = self.padding
         return (ph, ph, pw, pw)
 
-    def forward(self, x):
-        x, self._unbatched = as_batch(x, "Conv2d", self.in_channels)
-        top, bottom, left, right = self._pads
-        h, w = x.shape[2:]
-        if self.padding_mode != "zeros":
-            for size, before, after in ((h, top, bottom), (w, left, right)):
-                limit = size if self.padding_mode == "circular" else size - 1
-                if max(before, after) > limit and self.padding_mode != "replicate":
-                    raise ValueError(f"Conv2d: padding {self._pads} is too large for {self.padding_mode} padding of "
-                                     f"an input of size {(h, w)} (at most {limit} per side)")
-            self._pad = (pad_index(h, top, bottom, self.padding_mode), pad_index(w, left, right, self.padding_mode))
-            self._x_hw, x = (h, w), pad_gather(x, *self._pad)
-            top = bottom = left = right = 0
-        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
-        if x.shape[2] + top + bottom < dh * (kh - 1) + 1 or x.shape[3] + left + right < dw * (kw - 1) + 1:
-            raise ValueError(f"Conv2d: kernel {self.kernel_size} (dilation {self.dilation}) is larger than the "
-                             f"padded input {(h + self._pads[0] + self._pads[1], w + self._pads[2] + self._pads[3])} "
-                             f"(input {(h, w)}, padding {self.padding})")
-        self._conv_pads = (top, bottom, left, right)
-        y, self._cols = conv2d(x, self.weight.data.astype(x.dtype, copy=False), self.stride, self._conv_pads,
-                               self.dilation, self.groups)
-        self._in_hw = x.shape[2:]
-        y = self._add_bias(y)
-        return y[0] if self._unbatched else y
+    def forward(self, ctx, x):
+        x, ctx.unbatched = as_batch(x, "Conv2d", self.in_channels)
+        ctx.x_hw, ctx.padding = x.shape[2:], self.edges
+        if self.padding_mode != "zeros":  # pad by copying pixels, then convolve without zero padding
+            self._check_copy_padding(x.shape[2:])
+            x, ctx.pad_index = F.pad(x, self.edges, self.padding_mode)
+            ctx.padding = (0, 0, 0, 0)
+        self._check_kernel_fits(x.shape[2:], ctx.padding, ctx.x_hw)
+        ctx.conv_x_shape = x.shape
+        y, ctx.X = F.conv2d(x, self.weight.data, data_of(self.bias), self.stride, ctx.padding, self.dilation,
+                            self.groups)
+        return y[0] if ctx.unbatched else y
 
-    def backward(self, dy):
-        # channel_major: the same values in (C, H, W, N) memory, a layout change that leaves the maths alone
-        dy = channel_major(dy[None] if self._unbatched else dy)  # both gradients read dy as rows: one copy at most
-        weight = self.weight.data.astype(dy.dtype, copy=False)
-        self._accumulate_grads(dy, dy, self._cols)
-        dx = conv2d_input_grad(dy, weight, self._in_hw, self.stride, self._conv_pads, self.dilation, self.groups)
+    def backprop(self, ctx, dy):
+        dx = F.conv2d_backward(dy[None] if ctx.unbatched else dy, ctx.X, self.weight.data, ctx.conv_x_shape,
+                               self.stride, ctx.padding, self.dilation, self.groups, grad_of(self.weight),
+                               grad_of(self.bias))
         if self.padding_mode != "zeros":
-            dx = pad_scatter(dx, *self._pad, *self._x_hw)
-        return dx[0] if self._unbatched else dx
+            dx = F.pad_backward(dx, ctx.pad_index, ctx.x_hw)
+        return dx[0] if ctx.unbatched else dx
+
+    def _check_copy_padding(self, hw):
+        for size, before, after in zip(hw, self.edges[::2], self.edges[1::2]):
+            limit = size if self.padding_mode == "circular" else size - 1
+            if max(before, after) > limit and self.padding_mode != "replicate":
+                raise ValueError(f"Conv2d: padding {self.edges} is too large for {self.padding_mode} padding of an "
+                                 f"input of size {tuple(hw)} (at most {limit} per side)")
+
+    def _check_kernel_fits(self, hw, padding, x_hw):
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        if hw[0] + padding[0] + padding[1] < dh * (kh - 1) + 1 or hw[1] + padding[2] + padding[3] < dw * (kw - 1) + 1:
+            e = self.edges
+            raise ValueError(f"Conv2d: kernel {self.kernel_size} (dilation {self.dilation}) is larger than the padded "
+                             f"input {(x_hw[0] + e[0] + e[1], x_hw[1] + e[2] + e[3])} (input {tuple(x_hw)}, padding "
+                             f"{self.padding})")
 
     def extra_repr(self):
         return super().extra_repr() + ("" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode!r}")
@@ -163,16 +150,14 @@ class ConvTranspose2d(_ConvBase):
         OH = (H - 1) SH - 2 PH + DH (KH - 1) + output_padding_h + 1
     where X is x laid out as rows (C, H*W*N) (nchw_to_rows; here X is not an im2col matrix: it
     plays the part dY plays in Conv2d's backward).
-    output_padding (smaller than the stride or the dilation) keeps that many more rows/columns at the
-    far edge: ones the padding would have cropped away (or, past the last tap, ones that hold only the
-    bias). forward(x, output_size) picks output_padding from the size asked for, as PyTorch.
+    output_padding (smaller than the stride or the dilation) adds that many rows/columns at the far
+    edge of the output (see docs/backprop.md for when they receive input and when only the bias).
+    forward(x, output_size) picks output_padding from the size asked for, as PyTorch.
     Backward, given dL/dy:
         dL/dx = W2 @ im2col(dL/dy)  (per group; the forward of Conv2d)
         dL/dW = X @ im2col(dL/dy)^T (per group)       dL/db[o] = sum_{n, i, j} dL/dy[n, o, i, j]
-    Note the swapped roles in the code: the forward calls conv2d_input_grad with this layer's
-    *input* in the place of a gradient, and with this layer's *output* size as "x_hw"; the
-    backward calls conv2d with dL/dy in the place of an input, and the weight gradient takes x
-    where Conv2d's takes dY. The roles of x and y swap; the arithmetic is the same.
+    The roles of x and y swap relative to Conv2d; the arithmetic is the same (functional.correlate and
+    correlate_transpose, used the other way round).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1,
@@ -211,31 +196,24 @@ class ConvTranspose2d(_ConvBase):
                              f"{smallest} to {largest} (for an input of {(h, w)})")
         return tuple(want - lo for want, lo in zip(size, smallest))
 
-    def forward(self, x, output_size=None):
-        x, self._unbatched = as_batch(x, "ConvTranspose2d", self.in_channels)
-        h, w = x.shape[2:]
+    def forward(self, ctx, x, output_size=None):
+        x, ctx.unbatched = as_batch(x, "ConvTranspose2d", self.in_channels)
+        ctx.x_hw = h, w = x.shape[2:]
         output_padding = self.output_padding if output_size is None else self._output_padding_for(h, w, output_size)
         out_hw = self.output_size(h, w, output_padding)
         if min(out_hw) < 1:
             raise ValueError(f"ConvTranspose2d: input {tuple(x.shape)} gives a non-positive output size "
                              f"{out_hw} with kernel {self.kernel_size}, stride {self.stride}, padding "
                              f"{self.padding}, output_padding {output_padding}; reduce the padding")
-        self._x = x = channel_major(x)  # read again by backward's weight gradient (same values, (C, H, W, N) memory)
-        # Conv2d's backward with the roles swapped: this layer's input x goes where Conv2d passes dL/dy,
-        # and this layer's output size where Conv2d passes its input size (x_hw)
-        y = conv2d_input_grad(x, self.weight.data.astype(x.dtype, copy=False), out_hw, self.stride, self.padding,
-                              self.dilation, self.groups)
-        y = self._add_bias(y)
-        return y[0] if self._unbatched else y
+        y, ctx.X = F.conv_transpose2d(x, self.weight.data, data_of(self.bias), out_hw, self.stride, self.padding,
+                                      self.dilation, self.groups)
+        return y[0] if ctx.unbatched else y
 
-    def backward(self, dy):
-        dy = dy[None] if self._unbatched else dy
-        weight = self.weight.data.astype(dy.dtype, copy=False)
-        # Conv2d's forward with the roles swapped: dL/dy is convolved as if it were an input; the weight
-        # gradient is x (rows) @ im2col(dL/dy)^T, where Conv2d's is dY @ im2col(x)^T
-        dx, cols = conv2d(dy, weight, self.stride, self.padding, self.dilation, self.groups, out_hw=self._x.shape[2:])
-        self._accumulate_grads(dy, self._x, cols)
-        return dx[0] if self._unbatched else dx
+    def backprop(self, ctx, dy):
+        dx = F.conv_transpose2d_backward(dy[None] if ctx.unbatched else dy, ctx.X, self.weight.data, ctx.x_hw,
+                                         self.stride, self.padding, self.dilation, self.groups, grad_of(self.weight),
+                                         grad_of(self.bias))
+        return dx[0] if ctx.unbatched else dx
 
     def extra_repr(self):
         return super().extra_repr() + f", output_padding={self.output_padding}"

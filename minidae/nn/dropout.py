@@ -1,8 +1,8 @@
 """Dropout layers: random masks in training, the identity in evaluation. Their masks come from the active
 backend's generator, ``backend.rng()``, which the trainer seeds."""
-import numbers
-
 from .. import backend
+from . import functional as F
+from .arguments import is_real
 from .module import Module
 
 __all__ = ["Dropout", "Dropout2d"]
@@ -16,15 +16,16 @@ class Dropout(Module):
     backend.rng() (M = 1, "kept", with probability 1 - p, else 0) and ⊙ the elementwise product:
         y = x ⊙ S,   S = M / (1 - p)   (computed in x's dtype, as PyTorch; p = 1 gives S = 0, p = 0 gives y = x)
     Backward, given dL/dy: y is linear in x with the diagonal Jacobian S, so
-        dL/dx = dL/dy ⊙ S   (the very mask of the matching forward, which keeps S)
+        dL/dx = dL/dy ⊙ S   (the very mask of the matching forward, kept on its context)
+    ``inplace=True`` is accepted for PyTorch's sake and gives the same numbers.
     """
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p <= 1:
+        if not is_real(p) or not 0 <= p <= 1:
             raise ValueError(f"{type(self).__name__}: p, the probability of zeroing, must be a number in [0, 1], "
                              f"got {p!r}")
-        self.p = float(p)
+        self.p, self.inplace = float(p), bool(inplace)
 
     def _mask_shape(self, x):
         """The shape of M: one draw per element."""
@@ -35,20 +36,17 @@ class Dropout(Module):
         Tests replace it to impose a mask (PyTorch's, or a fixed one)."""
         return backend.rng().random(shape, dtype=dtype) < 1 - self.p
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         shape = self._mask_shape(x)  # checks the input's shape in eval mode too
         if not self.training or self.p == 0:
-            self._scale = None  # y = x; nothing is recorded in eval mode
+            ctx.scale = None  # y = x
             return x
-        xp = backend.array_module(x)
-        if self.p == 1:
-            self._scale = xp.zeros(shape, x.dtype)
-        else:
-            self._scale = self._draw_mask(shape, x.dtype).astype(x.dtype) / x.dtype.type(1 - self.p)
-        return x * self._scale
+        keep = backend.array_module(x).zeros(shape, bool) if self.p == 1 else self._draw_mask(shape, x.dtype)
+        y, ctx.scale = F.dropout(x, keep, self.p)
+        return y
 
-    def backward(self, dy):
-        return dy if self._scale is None else dy * self._scale
+    def backprop(self, ctx, dy):
+        return dy if ctx.scale is None else F.dropout_backward(dy, ctx.scale)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -1,9 +1,9 @@
 """Linear: an affine map, PyTorch layout weight (out_features, in_features)."""
 import math
 
-from .. import backend
+from . import functional as F
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, data_of, grad_of
 
 __all__ = ["Linear"]
 
@@ -14,8 +14,6 @@ class Linear(Module):
     With the leading dimensions flattened into N rows, given dL/dy (N, out):
         dL/dx = dL/dy W          dL/dW = (dL/dy)^T x          dL/db = sum_n dL/dy[n]
     Init as PyTorch: W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)).
-    (``astype(x.dtype, copy=False)`` below returns the weight itself when the dtypes match: it
-    saves a copy and changes nothing in the maths.)
     """
 
     def __init__(self, in_features, out_features, bias=True):
@@ -26,24 +24,19 @@ class Linear(Module):
         self.weight = Parameter(init.kaiming_uniform((out_features, in_features), a=math.sqrt(5)))
         self.bias = Parameter(init.uniform((out_features,), 1 / math.sqrt(in_features))) if bias else None
 
-    def forward(self, x):
-        if x.ndim < 1 or x.shape[-1] != self.in_features or x.dtype.kind != "f":
+    def forward(self, ctx, x):
+        if getattr(x, "ndim", 0) < 1 or x.shape[-1] != self.in_features or x.dtype.kind != "f":
             raise ValueError(f"Linear: expected a floating-point input of shape (*, {self.in_features}), "
-                             f"got {tuple(x.shape)} {x.dtype}")
-        self._lead = x.shape[:-1]
-        self._x = x = x.reshape(-1, self.in_features)
-        y = backend.matmul(x, self.weight.data.astype(x.dtype, copy=False).T)
-        if self.bias is not None:
-            y += self.bias.data.astype(x.dtype, copy=False)
-        return y.reshape(*self._lead, self.out_features)
+                             f"got {tuple(getattr(x, 'shape', ()))} {getattr(x, 'dtype', type(x).__name__)}")
+        ctx.lead = x.shape[:-1]
+        ctx.x = x.reshape(-1, self.in_features)
+        y = F.linear(ctx.x, self.weight.data, data_of(self.bias))
+        return y.reshape(*ctx.lead, self.out_features)
 
-    def backward(self, dy):
-        dy = dy.reshape(-1, self.out_features)
-        backend.matmul_add(self.weight.grad, dy.T, self._x)  # dL/dW += dy^T x
-        if self.bias is not None:
-            self.bias.grad += dy.sum(axis=0)
-        dx = backend.matmul(dy, self.weight.data.astype(dy.dtype, copy=False))
-        return dx.reshape(*self._lead, self.in_features)
+    def backprop(self, ctx, dy):
+        dx = F.linear_backward(dy.reshape(-1, self.out_features), ctx.x, self.weight.data, grad_of(self.weight),
+                               grad_of(self.bias))
+        return dx.reshape(*ctx.lead, self.in_features)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -1,31 +1,43 @@
-"""Module, Parameter and Sequential: the containers every layer is built from.
+"""Module, Parameter and Sequential: what every layer is built from, and how a backward finds its forward.
 
-A module's ``forward(x)`` keeps only what its ``backward`` needs; ``backward(grad_out)``
-returns dL/dx and *adds* dL/dparam to each parameter's ``.grad``. Parameters and
-sub-modules are registered in assignment order, so ``state_dict()`` keys read like
-PyTorch's ("conv1.weight", "0.bias").
+A layer defines the two halves of backprop as two methods,
+
+    def forward(self, ctx, x):     # y from x; keep on ctx what backprop needs:  ctx.x = x
+    def backprop(self, ctx, dy):   # from dL/dy and ctx: add dL/dparam into each param.grad, return dL/dx
+
+and is used as ``y = layer(x)`` and ``dx = layer.backward(dy)``. ``ctx`` is a fresh, empty :class:`Context`
+for every call: ``Module.__call__`` makes it and hands it to ``forward``; ``Module.backward`` hands the same
+object to ``backprop``. So what a backward gets from its forward is in plain sight: the attributes the
+forward set on ``ctx``, read back under the same names. Nothing is stored on the layer itself, which is what
+lets one layer object serve at several places at once.
+
+Why a context object: it is the shape students already know from ``torch.autograd.Function``
+(``forward(ctx, x)``, ``backward(ctx, grad)``) and minitorch; unlike CS231n's ``out, cache = f(x)`` it keeps
+``layer(x)`` and ``layer.backward(dy)`` as the calls (the module carries the caches, not the caller); and
+unlike state kept on the layer it gives every call its own record, so nothing needs to guess which values
+belong to which call.
 
 Which forward a backward belongs to
 -----------------------------------
-Calling a module (``layer(x)``) records what its forward stored for the backward: every
-attribute whose name starts with an underscore that the call assigned (``self._x = x``). Each
-call pushes one such record; each ``backward`` pops the most recent one and runs with it. So:
+A module keeps the contexts of its training-mode forwards that are still waiting for their backward, newest
+last, and ``backward`` takes the newest. So every backward pairs with its own forward whenever the backwards
+come in the reverse order of the forwards: a layer used at several places inside one forward (one ReLU
+object for every activation), a hand-written chain reusing a layer at top level, and siamese or triplet
+calls (``z1 = net(x1); z2 = net(x2)``, then ``net.backward(g2)`` and ``net.backward(g1)``). Furthermore:
 
-* a layer object used at several places (one ReLU or MaxPool2d shared by many layers) gets the
-  right gradients, as long as the backwards come in the reverse order of the forwards, which is
-  what ``Sequential.backward`` and any hand-written chain rule do;
-* ``backward`` twice for one forward, or before any forward, raises (as PyTorch does), naming
-  the layer; so does a gradient whose shape is not the output's;
-* a call made while no other module call is in progress starts a new *pass*. A layer keeps the
-  records of the latest pass it took part in only: a new forward through a model discards what
-  an earlier forward through it left unmatched (memory stays bounded however many forwards run
-  without a backward), and the next backward belongs to the most recent forward;
-* a forward in eval mode (``model.eval()``) or inside ``with minidae.no_grad():`` records
-  nothing and leaves the records a pending backward needs untouched: use one for metrics
-  between a forward and its backward;
-* a module with parameters (or floating buffers) refuses an input of another floating dtype
-  (PyTorch does too): convert the input (``x.astype(numpy.float32)``) or the model
-  (``model.to(numpy.float64)``).
+* a forward in eval mode (``model.eval()``) or inside ``with minidae.no_grad():`` keeps nothing: use one for
+  anything whose backward will not come (metrics, logging, inference);
+* ``backward`` with no forward waiting raises, naming the layer (a second backward for one forward too, as
+  in PyTorch), and so does a gradient of the wrong shape; a backward that raises leaves its forward's
+  context in place, so the corrected call works;
+* a training-mode forward whose backward never comes is found and dropped, with a RuntimeWarning that names
+  the fix, in two ways: when a newer forward was gone back through while it waited (``y = net(x);
+  logged = net(x_log); net.backward(g)`` pairs ``g`` with ``x_log``'s forward, and the next call of ``net``
+  says so), and when more than ``max_pending`` (32) forwards wait at once (the oldest goes). Memory stays
+  bounded. Dropping a module's context drops those its sub-modules made during that call too.
+
+A module with parameters (or floating buffers) refuses an input of another floating dtype (PyTorch does too):
+convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``).
 
 Buffers: saved state that is not trained
 ----------------------------------------
@@ -39,28 +51,28 @@ e.g. "bn.running_mean"); ``load_state_dict`` fills buffers in place, keeping the
 ``to(dtype)`` moves every buffer and casts the floating ones only (the counter stays int64);
 ``save`` / ``load`` and training checkpoints carry them. A buffer registered as None is left out
 of the state dict (as in PyTorch). ``forward`` updates buffers in place (``buf *= 1 - a``), only in
-training mode; being public attributes, they are never part of a forward's record.
+training mode.
 """
 import contextlib
-import functools
+import inspect
+import itertools
+import warnings
 from collections import OrderedDict
 
 import numpy
 
 from .. import backend
 
-__all__ = ["Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled", "evaluating"]
+__all__ = ["Context", "Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled", "evaluating", "data_of",
+           "grad_of"]
 
 _GRAD_ENABLED = [True]
-_CALL_DEPTH = [0]  # module calls in progress (nested calls belong to the outermost one's pass)
-_PASS = [0]        # id of the latest pass (outermost call)
-_BOOKKEEPING = {"_params", "_modules", "_buffers", "_records", "_in_backward"}
-_MISSING = object()
+_CALL_IDS = itertools.count()  # numbers every module call in order, so that a call's sub-calls can be found
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Within this block, module calls record nothing for a backward (metrics, inference)."""
+    """Within this block, module calls keep nothing for a backward (metrics, inference)."""
     previous, _GRAD_ENABLED[0] = _GRAD_ENABLED[0], False
     try:
         yield
@@ -76,7 +88,7 @@ def is_grad_enabled():
 @contextlib.contextmanager
 def evaluating(model):
     """Within this block ``model`` is in eval mode (BatchNorm2d uses its running statistics, Dropout is the
-    identity) and calls record nothing for a backward (:func:`no_grad`); afterwards the model is back in the
+    identity) and calls keep nothing for a backward (:func:`no_grad`); afterwards the model is back in the
     mode it was in, even after an exception (each sub-module its own: a BatchNorm2d frozen in eval mode
     stays frozen). For metrics, summaries and inference."""
     modes = [(module, module.training) for _, module in model.named_modules()]
@@ -89,16 +101,36 @@ def evaluating(model):
             module.train(training)
 
 
+class Context:
+    """What one call's forward keeps for its backward: the attributes ``forward`` sets (``ctx.x = x``),
+    read back by ``backprop`` (``ctx.x``). One per call, made by ``Module.__call__``."""
+
+    def __repr__(self):
+        return f"Context({', '.join(vars(self))})"
+
+
+class _Waiting:
+    """A forward waiting for its backward: its context, the ids of its call (sub-calls have ids between
+    ``first`` and ``last``) and the shape and dtype of its output (what the gradient must match)."""
+
+    def __init__(self, ctx, first, last, output):
+        self.ctx, self.first, self.last = ctx, first, last
+        first_output = output[0] if isinstance(output, tuple) else output
+        self.shape = tuple(first_output.shape) if hasattr(first_output, "shape") else None
+
+
 class Parameter:
     """A trainable array ``.data`` and the gradient ``.grad`` accumulated into it.
 
     Both are plain arrays of the active backend and may be reassigned. ``.grad`` always matches
     ``.data`` in shape, dtype and array module: assigning ``.data`` of another shape, dtype or
     backend starts a fresh zero gradient, and assigning a ``.grad`` that does not match raises.
+    ``requires_grad = False`` freezes it: backwards add nothing to its ``.grad`` and optimisers leave it as it is.
     """
 
-    def __init__(self, data):
+    def __init__(self, data, requires_grad=True):
         self.data = data
+        self.requires_grad = bool(requires_grad)
 
     @property
     def data(self):
@@ -131,7 +163,8 @@ class Parameter:
         return self.data.shape
 
     def __repr__(self):
-        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
 
 
 def _matches(a, b):
@@ -140,52 +173,43 @@ def _matches(a, b):
             and backend.array_module(a) is backend.array_module(b))
 
 
-def _replayed(backward):
-    """Wrap a subclass's backward: pop the record of its forward and run with it (module docstring)."""
-    @functools.wraps(backward)
-    def replay(self, *args, **kwargs):
-        if self.__dict__.get("_in_backward"):  # super().backward(...) inside a backward: already replayed
-            return backward(self, *args, **kwargs)
-        name = type(self).__name__
-        records = self.__dict__.get("_records")
-        if not records:
-            raise RuntimeError(f"{name}.backward: there is no forward to go back through. Call the module "
-                               f"({name.lower()}(x)) before each backward; a second backward for one forward is "
-                               f"refused (as in PyTorch), and a forward in eval mode or under no_grad() records "
-                               f"nothing")
-        _, saved, out_shape = records[-1]
-        grad = args[0] if args else None
-        if out_shape is not None and hasattr(grad, "shape") and tuple(grad.shape) != out_shape:
-            raise ValueError(f"{name}.backward: expected a gradient of shape {out_shape} (the shape of its "
-                             f"output), got {tuple(grad.shape)}")
-        records.pop()
-        self.__dict__.update(saved)
-        object.__setattr__(self, "_in_backward", True)
-        try:
-            return backward(self, *args, **kwargs)
-        finally:
-            object.__setattr__(self, "_in_backward", False)
-            for key in saved:  # free what this forward kept; an earlier call's record restores its own
-                self.__dict__.pop(key, None)
-    replay.replays_records = True
-    return replay
+def data_of(param):
+    """``param.data``, or None for a missing parameter (the bias of a ``bias=False`` layer)."""
+    return None if param is None else param.data
+
+
+def grad_of(param):
+    """Where a backward adds dL/dparam: ``param.grad``, or None where no gradient is wanted (no such
+    parameter, as the bias of a ``bias=False`` layer, or a frozen one, ``requires_grad = False``)."""
+    return param.grad if param is not None and param.requires_grad else None
 
 
 class Module:
-    """Base class: subclasses implement ``forward`` and ``backward`` (see the module docstring for
-    how a backward finds what its forward stored)."""
+    """Base class of every layer and model. A subclass defines ``forward(self, ctx, ...)`` and
+    ``backprop(self, ctx, dy)``; it is used as ``module(x)`` and ``module.backward(dy)`` (module docstring)."""
+
+    max_pending = 32  # forwards that may wait for their backward at once; the oldest beyond it is dropped
 
     def __init_subclass__(cls, **kwargs):
+        """Check a new subclass against the contract when it is defined (nothing is rewritten or wrapped)."""
         super().__init_subclass__(**kwargs)
-        backward = cls.__dict__.get("backward")
-        if backward is not None and not getattr(backward, "replays_records", False):
-            cls.backward = _replayed(backward)
+        if "backward" in vars(cls):
+            raise TypeError(f"{cls.__name__} defines backward(); define backprop(self, ctx, dy) instead and call "
+                            f"module.backward(dy) as before: Module.backward finds the call's context and passes "
+                            f"it to backprop")
+        forward = vars(cls).get("forward")
+        if forward is not None:
+            names = list(inspect.signature(forward).parameters)
+            if names[1:2] != ["ctx"]:
+                raise TypeError(f"{cls.__name__}.forward({', '.join(names)}): the first argument after self is the "
+                                f"call's context: def forward(self, ctx, x), keeping on ctx what backprop needs")
 
     def __init__(self):
         object.__setattr__(self, "_params", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", [])  # names of the attributes that are buffers (module docstring)
-        object.__setattr__(self, "_records", [])
+        object.__setattr__(self, "_waiting", [])  # forwards waiting for their backward, newest last
+        object.__setattr__(self, "_last_back", -1)  # the call id of the forward most recently gone back through
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, key, value):
@@ -201,31 +225,77 @@ class Module:
             self._modules[key] = value
         object.__setattr__(self, key, value)
 
-    def __call__(self, *args, **kwargs):
-        if args and (self._params or self._buffers):
-            self._check_input(args[0])
-        if _CALL_DEPTH[0] == 0:
-            _PASS[0] += 1
-        before = dict(self.__dict__)
-        _CALL_DEPTH[0] += 1
-        try:
-            out = self.forward(*args, **kwargs)
-        finally:
-            _CALL_DEPTH[0] -= 1
-        saved = {key: value for key, value in self.__dict__.items()
-                 if key[0] == "_" and before.get(key, _MISSING) is not value and key not in _BOOKKEEPING}
+    def __call__(self, *inputs, **kwargs):
+        """``forward`` with a fresh context, which is kept for the backward in training mode outside no_grad."""
+        if inputs and (self._params or self._buffers):
+            self._check_input(inputs[0])
+        self._drop_forgotten()
+        ctx, first = Context(), next(_CALL_IDS)
+        output = self.forward(ctx, *inputs, **kwargs)
         if _GRAD_ENABLED[0] and self.training:
-            records = [r for r in self._records if r[0] == _PASS[0]]  # earlier, unmatched passes are dropped
-            first = out[0] if isinstance(out, tuple) else out
-            records.append((_PASS[0], saved, tuple(first.shape) if hasattr(first, "shape") else None))
-            object.__setattr__(self, "_records", records)
-        else:  # record nothing, and put back what a pending backward needs
-            for key in saved:
-                if key in before:
-                    self.__dict__[key] = before[key]
-                else:
-                    del self.__dict__[key]
-        return out
+            self._waiting.append(_Waiting(ctx, first, next(_CALL_IDS), output))
+        return output
+
+    def backward(self, grad_out=None):
+        """Given dL/dy, shaped like the output, add dL/dparam into each parameter's ``.grad`` and return dL/dx:
+        ``backprop`` with the context of the newest forward still waiting (module docstring). ``grad_out``
+        may be left out for a scalar output (a loss): dL/dL = 1."""
+        name = type(self).__name__
+        if not self._waiting:
+            raise RuntimeError(f"{name}.backward: no forward is waiting for its backward. Call the module "
+                               f"({name.lower()}(x)) before each backward: each forward is gone back through once "
+                               f"(a second backward is refused, as in PyTorch), and a forward in eval mode or "
+                               f"under no_grad() keeps nothing")
+        waiting = self._waiting[-1]
+        _check_gradient(name, grad_out, waiting.shape)
+        self._waiting.pop()
+        try:
+            grad_in = self.backprop(waiting.ctx, grad_out)
+        except BaseException:
+            self._waiting.append(waiting)  # a failed backward leaves its forward ready for the corrected call
+            raise
+        object.__setattr__(self, "_last_back", waiting.first)
+        return grad_in
+
+    def forward(self, ctx, x):
+        """The layer's output for ``x``; keeps on ``ctx`` what ``backprop`` will need. Call the module
+        (``layer(x)``) rather than this: the call makes the context and keeps it for the backward."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward(self, ctx, x)")
+
+    def backprop(self, ctx, grad_out):
+        """Given dL/dy and the context its forward filled, add dL/dparam into each parameter's ``.grad``
+        (see :func:`grad_of`) and return dL/dx. Call ``module.backward(dy)`` rather than this."""
+        raise NotImplementedError(f"{type(self).__name__} does not define backprop(self, ctx, dy)")
+
+    def _drop_forgotten(self):
+        """Drop, with a warning, the contexts of forwards whose backward will not come (module docstring)."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        name = type(self).__name__
+        passed_over = [w for w in waiting if w.first < self._last_back]
+        if passed_over:
+            warnings.warn(f"{name}: {len(passed_over)} forward(s) in training mode never got their backward: a "
+                          f"later forward was gone back through while they waited. If a forward for logging or "
+                          f"metrics came between a forward and its backward, that backward paired with it and "
+                          f"its gradients were wrong. Run forwards whose backward will not come under `with "
+                          f"minidae.no_grad():` or in eval mode (model.eval()). Their saved values are dropped.",
+                          RuntimeWarning, stacklevel=3)
+            self._drop(passed_over)
+        elif len(waiting) >= self.max_pending:
+            warnings.warn(f"{name}: {len(waiting)} forwards in training mode are waiting for their backward (at most "
+                          f"max_pending = {self.max_pending}); dropping the oldest. Run forwards whose backward "
+                          f"will not come (evaluation, logging) under `with minidae.no_grad():` or in eval mode "
+                          f"(model.eval()); a module that is called more often per backward can raise its "
+                          f"max_pending.", RuntimeWarning, stacklevel=3)
+            self._drop(waiting[:1])
+
+    def _drop(self, entries):
+        """Forget these waiting forwards, and what the sub-modules kept during those calls."""
+        for entry in entries:
+            self._waiting.remove(entry)
+            for _, module in self.named_modules():
+                module._waiting[:] = [w for w in module._waiting if not entry.first < w.first < entry.last]
 
     def _check_input(self, x):
         """The same float dtype and array module as the parameters, or else the floating buffers (PyTorch
@@ -247,16 +317,6 @@ class Module:
             raise ValueError(f"{type(self).__name__}: the input is {dtype} but the {what} are {expected}; "
                              f"convert the input (x.astype(numpy.{expected})) or the model "
                              f"(model.to(numpy.{dtype}))")
-
-    def forward(self, x):
-        """The layer's output for ``x``. Call the module (``layer(x)``) rather than this: the call records
-        what ``forward`` assigns to underscore attributes (``self._x = x``) for the matching backward."""
-        raise NotImplementedError(f"{type(self).__name__} does not define forward")
-
-    def backward(self, grad_out):
-        """Given dL/dy (shaped like the output), add dL/dparam to each parameter's ``.grad`` and return
-        dL/dx (shaped like the input), using what the matching forward recorded."""
-        raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def named_modules(self, prefix=""):
         """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first."""
@@ -303,13 +363,14 @@ class Module:
             param.grad[...] = 0
 
     def train(self, mode=True):
-        """Set ``training`` on this module and every sub-module (False: calls record nothing); returns self."""
+        """Set ``training`` on this module and every sub-module (False: calls keep nothing for a backward);
+        returns self."""
         for _, module in self.named_modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self):
-        """``train(False)``: forwards record nothing for a backward (metrics, inference); returns self."""
+        """``train(False)``: forwards keep nothing for a backward (metrics, inference); returns self."""
         return self.train(False)
 
     def to(self, dtype=None):
@@ -403,27 +464,61 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse."""
+    """Modules applied in order; backward runs them in reverse. ``Sequential(a, b, c)`` names them "0", "1",
+    "2"; ``Sequential(OrderedDict([("enc", a), ("dec", b)]))`` keeps the names given (as PyTorch)."""
 
     def __init__(self, *modules):
         super().__init__()
-        for index, module in enumerate(modules):
-            setattr(self, str(index), module)
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) else \
+            ((str(index), module) for index, module in enumerate(modules))
+        for name, module in named:
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: {type(module).__module__}.{type(module).__qualname__} is not a minidae "
+                                f"Module (element {name!r}); pass Modules as separate arguments: "
+                                f"Sequential(a, b), or Sequential(*layers) for a list")
+            setattr(self, name, module)
 
     def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
 
     def __len__(self):
         return len(self._modules)
 
-    def forward(self, x):
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, ctx, x):
         """x through every module in order."""
         for module in self._modules.values():
             x = module(x)
         return x
 
-    def backward(self, grad_out):
-        """The chain rule: dL/dy through every module's backward in reverse order; returns dL/dx."""
+    def backprop(self, ctx, grad_out):
+        """The chain rule: dL/dy back through every module's backward in reverse order; returns dL/dx."""
         for module in reversed(self._modules.values()):
             grad_out = module.backward(grad_out)
         return grad_out
+
+
+def _check_gradient(name, grad, shape):
+    """Raise, naming the layer and the fix, for an upstream gradient that cannot be dL/dy of an output of
+    ``shape`` (None: not known)."""
+    if type(grad).__module__.startswith("torch"):
+        raise TypeError(f"{name}.backward: got a torch.Tensor; minidae works on NumPy or CuPy arrays: convert it "
+                        f"with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
+    if grad is None:
+        if shape not in ((), None):
+            raise ValueError(f"{name}.backward needs dL/dy, the gradient of the loss with respect to this module's "
+                             f"output (an array of shape {shape}): e.g. net.backward(criterion.backward())")
+        return
+    grad_shape = tuple(getattr(grad, "shape", ()))
+    if shape is None or grad_shape == shape:
+        return
+    if grad_shape == ():
+        raise ValueError(f"{name}.backward: got a scalar where dL/dy of shape {shape} is needed; to go back from a "
+                         f"loss, pass the loss's own gradient: net.backward(criterion.backward()) "
+                         f"(criterion.backward() is dL/dy)")
+    raise ValueError(f"{name}.backward: expected a gradient of shape {shape} (the shape of its output), got "
+                     f"{grad_shape}")

@@ -16,8 +16,8 @@ class Flatten(Module):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
-    def forward(self, x):
-        self._shape = x.shape
+    def forward(self, ctx, x):
+        ctx.x_shape = x.shape
         ndim = max(x.ndim, 1)
         start, end = self.start_dim % ndim, self.end_dim % ndim
         if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
@@ -25,8 +25,8 @@ class Flatten(Module):
                              f"of shape {tuple(x.shape)}")
         return x.reshape(*x.shape[:start], math.prod(x.shape[start:end + 1]), *x.shape[end + 1:])
 
-    def backward(self, dy):
-        return dy.reshape(self._shape)
+    def backprop(self, ctx, dy):
+        return dy.reshape(ctx.x_shape)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -45,16 +45,16 @@ class Unflatten(Module):
             dim, unflattened_size = 1, dim
         self.dim, self.shape = dim, tuple(unflattened_size)
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         size = math.prod(self.shape)
         if not -x.ndim <= self.dim < x.ndim or x.shape[self.dim] != size:
             raise ValueError(f"Unflatten: expected input of shape (N, {size}) to unflatten to (N, "
                              f"{', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        self._shape, dim = x.shape, self.dim % x.ndim
+        ctx.x_shape, dim = x.shape, self.dim % x.ndim
         return x.reshape(*x.shape[:dim], *self.shape, *x.shape[dim + 1:])
 
-    def backward(self, dy):
-        return dy.reshape(self._shape)
+    def backprop(self, ctx, dy):
+        return dy.reshape(ctx.x_shape)
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.shape}"

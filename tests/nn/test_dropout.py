@@ -32,9 +32,9 @@ class Reseeded:
     """Mixin: reseed the backend's generator before every forward, so every call draws the same mask (what
     gradcheck needs: it calls the forward many times and compares)."""
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         backend.seed(0)
-        return super().forward(x)
+        return super().forward(ctx, x)
 
 
 class ReseededDropout(Reseeded, nn.Dropout):
@@ -48,8 +48,8 @@ class ReseededDropout2d(Reseeded, nn.Dropout2d):
 class ForgetsTheScale(nn.Dropout):
     """A backward that routes the gradient through the kept positions but forgets the 1 / (1 - p)."""
 
-    def backward(self, dy):
-        return dy * (self._scale != 0)
+    def backprop(self, ctx, dy):
+        return dy * (ctx.scale != 0)
 
 
 # ------------------------------------------------------------------------------------------------ gradchecks
@@ -159,7 +159,7 @@ def test_eval_mode_is_the_identity_and_p_0_and_p_1_are_torchs(xp, name):
     x = xp.asarray(no_zeros(shape), np.float32)
     layer = make(0.5).eval()
     assert layer(x) is x
-    with pytest.raises(RuntimeError, match="no forward to go back through"):
+    with pytest.raises(RuntimeError, match="no forward is waiting for its backward"):
         layer.backward(xp.ones_like(x))  # an eval-mode forward records nothing
     layer = make(0.0)
     assert layer(x) is x and layer.backward(x) is x

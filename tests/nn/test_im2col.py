@@ -1,9 +1,9 @@
-"""The shared primitives: im2col/col2im and conv2d/conv2d_input_grad are adjoint pairs."""
+"""The shared primitives: im2col/col2im and correlate/correlate_transpose are adjoint pairs."""
 import numpy as np
 import pytest
 
-from minidae.nn.im2col import (channel_major, col2im, conv2d, conv2d_input_grad, conv_output_size,
-                               conv_transpose_output_size, im2col)
+from minidae.nn.functional import correlate, correlate_transpose
+from minidae.nn.im2col import col2im, conv_output_size, conv_transpose_output_size, im2col
 
 
 def geometries(count=25, seed=5):
@@ -18,17 +18,20 @@ def geometries(count=25, seed=5):
 
 @pytest.mark.parametrize("kernel, stride, padding, hw", list(geometries()))
 def test_adjoint_pairs(xp, kernel, stride, padding, hw):
-    """<im2col(x), c> = <x, col2im(c)> and <conv2d(x, W), y> = <x, conv2d_input_grad(y, W)>."""
+    """<im2col(x), c> = <x, col2im(c)> and <W * x, z> = <x, W^T * z>, for the core functions and for what runs."""
     rng = np.random.default_rng(0)
     out_hw = tuple(conv_output_size(*args) for args in zip(hw, kernel, stride, padding))
     x = xp.asarray(rng.normal(size=(2, 3, *hw)))
-    cols = im2col(x, kernel, stride, padding, out_hw)
-    c = xp.asarray(rng.normal(size=cols.shape))
-    assert np.isclose(float((cols * c).sum()), float((x * col2im(c, x.shape, kernel, stride, padding, out_hw)).sum()))
+    for gather, scatter in ((im2col, col2im), (im2col.core, col2im.core)):
+        cols = gather(x, kernel, stride, padding, out_hw)
+        c = xp.asarray(rng.normal(size=cols.shape))
+        assert np.isclose(float((cols * c).sum()), float((x * scatter(c, x.shape, kernel, stride, padding,
+                                                                       out_hw)).sum()))
     weight = xp.asarray(rng.normal(size=(4, 3, *kernel)))
-    y, _ = conv2d(x, weight, stride, padding)
-    dy = xp.asarray(rng.normal(size=y.shape))
-    assert np.isclose(float((y * dy).sum()), float((x * conv2d_input_grad(dy, weight, hw, stride, padding)).sum()))
+    Y, _ = correlate(x, weight, stride, padding, (1, 1), 1, out_hw)
+    Z = xp.asarray(rng.normal(size=Y.shape))
+    dx = correlate_transpose(Z, weight, out_hw, x.shape, stride, padding, (1, 1), 1)
+    assert np.isclose(float((Y * Z).sum()), float((x * dx).sum()))
 
 
 def test_size_rules_invert_each_other():
@@ -40,22 +43,14 @@ def test_size_rules_invert_each_other():
                     assert conv_output_size(grown, k, s, p) == size
 
 
-def test_channel_major_is_free_for_channel_major_memory(xp):
-    x = xp.asarray(np.arange(24.0).reshape(3, 2, 2, 2)).transpose(3, 0, 1, 2)  # (N, C, H, W) over (C, H, W, N)
-    assert xp.shares_memory(channel_major(x), x) and bool((channel_major(x) == x).all())
-    y = xp.asarray(np.arange(24.0).reshape(2, 3, 2, 2))  # ordinary (N, C, H, W) memory: one copy
-    assert not xp.shares_memory(channel_major(y), y) and bool((channel_major(y) == y).all())
-
-
 @pytest.mark.parametrize("kernel, padding, hw", [((3, 3), (2, 2), (8, 8)), ((3, 3), (4, 4), (16, 16)),
                                                  ((2, 3), (0, 1), (7, 5)), ((2, 2), (1, 0), (5, 6))])
 def test_col2im_of_tiling_windows_equals_the_accumulating_loop(kernel, padding, hw):
-    """stride = kernel takes a shortcut (assignments instead of adds); it must give col2im's numbers,
-    here from the definition: every column entry added onto the pixel its window tap covers."""
+    """stride = kernel takes a shortcut on NumPy (assignments instead of adds); col2im must give, as its core
+    loop does, the numbers of the definition: every column entry added onto the pixel its window tap covers."""
     stride = kernel
     out_hw = tuple(conv_output_size(s, k, st, p) for s, k, st, p in zip(hw, kernel, stride, padding))
     cols = np.random.default_rng(0).normal(size=(3 * kernel[0] * kernel[1], out_hw[0] * out_hw[1] * 2))
-    fast = col2im(cols, (2, 3, *hw), kernel, stride, padding, out_hw)
     reference = np.zeros((2, 3, hw[0] + 2 * padding[0] + kernel[0], hw[1] + 2 * padding[1] + kernel[1]))
     c = cols.reshape(3, kernel[0], kernel[1], out_hw[0], out_hw[1], 2)
     for i in range(out_hw[0]):
@@ -63,4 +58,6 @@ def test_col2im_of_tiling_windows_equals_the_accumulating_loop(kernel, padding, 
             for a in range(kernel[0]):
                 for b in range(kernel[1]):
                     reference[:, :, i * stride[0] + a, j * stride[1] + b] += c[:, a, b, i, j].T
-    assert np.array_equal(fast, reference[:, :, padding[0]:padding[0] + hw[0], padding[1]:padding[1] + hw[1]])
+    reference = reference[:, :, padding[0]:padding[0] + hw[0], padding[1]:padding[1] + hw[1]]
+    for function in (col2im, col2im.core):
+        assert np.array_equal(function(cols, (2, 3, *hw), kernel, stride, padding, out_hw), reference)

@@ -47,10 +47,10 @@ class RunningStatsUnderRecord(nn.BatchNorm2d):
     to check the evaluation backward, this forward runs in eval mode while the call around it is in training
     mode and records."""
 
-    def forward(self, x):
+    def forward(self, ctx, x):
         self.train(False)
         try:
-            return super().forward(x)
+            return super().forward(ctx, x)
         finally:
             self.train(True)
 
@@ -58,9 +58,9 @@ class RunningStatsUnderRecord(nn.BatchNorm2d):
 class ForgetsThatTheStatisticsDependOnX(nn.BatchNorm2d):
     """The classic mistake: the training backward with mu and var taken as constants (the evaluation formula)."""
 
-    def backward(self, dy):
-        self._batch_stats = False
-        return super().backward(dy)
+    def backprop(self, ctx, dy):
+        ctx.batch_stats = False
+        return super().backprop(ctx, dy)
 
 
 # ------------------------------------------------------------------------------------------------ gradchecks
@@ -276,7 +276,7 @@ def test_register_buffer(xp):
             self.register_buffer("count", xp.zeros((), np.int64))
             self.register_buffer("absent", None)
 
-        def forward(self, x):
+        def forward(self, ctx, x):
             self.count += 1
             return x
 

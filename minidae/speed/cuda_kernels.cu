@@ -60,11 +60,12 @@ __device__ void col2im_impl(const T* cols, T* dx, int N, int C, int H, int W, in
 }
 
 // ---------------------------------------------------------------------------------------
-// Adam over flat buffers, torch.optim.Adam's update (see minidae/optim.py), in NumPy's order:
-//   g = grad + wd p;  m += (1 - b1)(g - m);  v = b2 v + (1 - b2) g g
-//   p -= (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) * (lr / (1 - b1^t))
-// The step count t is read from device memory (the optimiser increments it there), so a
-// captured CUDA graph computes the right bias corrections at every replay.
+// Adam over flat buffers: minidae.optim.adam, operation for operation, in NumPy's float rounding:
+//   g = grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + ((1 - b2) g) g
+//   m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p -= (lr m_hat) / (sqrt(v_hat) + eps)
+// NumPy casts each Python float (b1, 1 - b1, 1 - b1^t, lr, ...) to the arrays' dtype before using it, so
+// the kernel does too. The step count t and the hyperparameters (lr, b1, b2, eps, wd) are read from device
+// memory, so a captured CUDA graph uses the current ones at every replay.
 __device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
@@ -77,19 +78,18 @@ __device__ inline double div_rn(double a, double b) { return __ddiv_rn(a, b); }
 __device__ inline double sqrt_rn(double a) { return __dsqrt_rn(a); }
 
 template <typename T>
-__device__ void adam_impl(T* p, const T* grad, T* m, T* v, const i64* step, double lr, double b1, double b2,
-                          T one_minus_b1, T one_minus_b2, T b2_t, T eps, T weight_decay, i64 total) {
+__device__ void adam_impl(T* p, const T* grad, T* m, T* v, const i64* step, const double* hyper, i64 total) {
     double t = (double)step[0];
-    T sqrt_bc2 = (T)sqrt(1.0 - pow(b2, t));          // as the host computes them, in double
-    T step_size = (T)(lr / (1.0 - pow(b1, t)));
+    double lr = hyper[0], b1 = hyper[1], b2 = hyper[2], eps = hyper[3], wd = hyper[4];
+    T b1_t = (T)b1, b2_t = (T)b2, one_minus_b1 = (T)(1.0 - b1), one_minus_b2 = (T)(1.0 - b2);
+    T bias1 = (T)(1.0 - pow(b1, t)), bias2 = (T)(1.0 - pow(b2, t)), lr_t = (T)lr, eps_t = (T)eps, wd_t = (T)wd;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
         T pi = p[i], g = grad[i];
-        if (weight_decay != (T)0) g = add_rn(g, mul_rn(weight_decay, pi));
-        T mi = m[i], vi = v[i];
-        mi = add_rn(mi, mul_rn(sub_rn(g, mi), one_minus_b1));
-        vi = add_rn(mul_rn(vi, b2_t), mul_rn(mul_rn(g, one_minus_b2), g));
-        T denom = add_rn(div_rn(sqrt_rn(vi), sqrt_bc2), eps);
-        p[i] = sub_rn(pi, mul_rn(div_rn(mi, denom), step_size));
+        if (wd != 0.0) g = add_rn(g, mul_rn(wd_t, pi));
+        T mi = add_rn(mul_rn(b1_t, m[i]), mul_rn(one_minus_b1, g));
+        T vi = add_rn(mul_rn(b2_t, v[i]), mul_rn(mul_rn(one_minus_b2, g), g));
+        T m_hat = div_rn(mi, bias1), v_hat = div_rn(vi, bias2);
+        p[i] = sub_rn(pi, div_rn(mul_rn(lr_t, m_hat), add_rn(sqrt_rn(v_hat), eps_t)));
         m[i] = mi;
         v[i] = vi;
     }
@@ -107,9 +107,8 @@ __global__ void col2im_##T(const T* cols, T* dx, int N, int C, int H, int W, int
                            int PH, int PW, int DH, int DW, int OH, int OW, i64 total) {                        \
     col2im_impl<T>(cols, dx, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, total);                       \
 }                                                                                                              \
-__global__ void adam_##T(T* p, const T* grad, T* m, T* v, const i64* step, double lr, double b1, double b2,   \
-                         T one_minus_b1, T one_minus_b2, T b2_t, T eps, T weight_decay, i64 total) {           \
-    adam_impl<T>(p, grad, m, v, step, lr, b1, b2, one_minus_b1, one_minus_b2, b2_t, eps, weight_decay, total); \
+__global__ void adam_##T(T* p, const T* grad, T* m, T* v, const i64* step, const double* hyper, i64 total) {  \
+    adam_impl<T>(p, grad, m, v, step, hyper, total);                                                           \
 }
 MINIDAE_KERNELS(float)
 MINIDAE_KERNELS(double)

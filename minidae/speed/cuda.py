@@ -1,33 +1,30 @@
-"""The CuPy fast path: everything in minidae that exists only because a GPU is fast.
+"""The CuPy speed devices: faster versions of core functions, each with the core function's results.
 
 The layers are written once, in NumPy style, and run unchanged on CuPy. On a GPU, though, an
 eager step of that code is some 300 small kernel launches at 10-20 us of Python and driver
-time each, while the GPU's own work is a fraction of a millisecond. The helpers here remove
-that overhead without changing any result beyond float32 rounding:
+time each, while the GPU's own work is a fraction of a millisecond. The replacements here remove
+that overhead; tests/test_cuda.py checks each against the core function it stands in for:
 
 ``im2col`` / ``col2im``
-    one kernel each (minidae/cuda_kernels.cu) instead of a memset, a padded copy and one
-    strided copy or add per kernel tap; col2im is a gather, so it needs no atomics and is
-    deterministic.
+    one kernel each (cuda_kernels.cu) instead of a fill, a padded copy and one strided copy or add
+    per kernel tap; col2im is a gather, so it needs no atomics and sums in the core's order.
 ``matmul``, ``matmul_add``
-    ``a @ b`` (and ``out += a @ b`` straight into ``out``, for gradients) through a cuBLAS handle of minidae's own, called with ctypes. CuPy refuses every
-    cuBLAS call while a stream is being captured (its ``setStream`` raises
-    NotImplementedError; cupy issue #6290); with our own handle, bound to the capturing stream
-    and given a fixed workspace, the GEMMs of a step can be captured into a CUDA graph.
-``adam_step``
-    torch.optim.Adam's update as one kernel over flat parameter, gradient and state buffers.
-    The parameters' ``.data``, ``.grad`` and the optimiser's state become views into those
-    buffers, so the layers write their gradients straight into them. The step count lives in
-    device memory.
-``relu``, ``sigmoid``, ``sigmoid_grad``, ``mse``, ``mse_grad``
-    the formulas of minidae.nn.elementwise, each as one kernel instead of one per operation.
-``GraphedStep``
+    ``a @ b`` (and ``out += a @ b`` straight into ``out``, for gradients) through a cuBLAS handle of
+    minidae's own, called with ctypes. CuPy refuses every cuBLAS call while a stream is being captured
+    (its ``setStream`` raises NotImplementedError; cupy issue #6290); with our own handle, bound to the
+    capturing stream and given a fixed workspace, the GEMMs of a step can be captured into a CUDA graph.
+``adam_step``, ``zero_grads``
+    optim.adam as one kernel over flat parameter, gradient and moment buffers (the parameters'
+    ``.data``, ``.grad`` and the optimiser's state become views into them, so the layers write their
+    gradients straight into them); the step count and the hyperparameters live in device memory.
+``relu``, ``sigmoid``, ``sigmoid_backward``, ``mse_loss``, ``mse_loss_backward``
+    the formulas of minidae.nn.functional, each as one kernel instead of one per operation.
+``graphed`` (``GraphedStep``)
     a training step (forward, backward, optimiser) captured once as a CUDA graph and replayed
     for every batch: one launch instead of hundreds.
 
-The library reaches these through ``backend.accelerated(array, name)``, which returns this
-module only for CuPy arrays whose fast path ``name`` is switched on in :data:`FAST_PATHS`
-(the benchmark switches them off one by one to measure each).
+They are registered for CuPy arrays when this module is imported, which happens the first time a core
+function meets a CuPy array (minidae.speed); ``speed.disabled(name)`` switches one off.
 """
 import ctypes
 import os
@@ -36,11 +33,10 @@ import sys
 import cupy
 import numpy
 
-__all__ = ["FAST_PATHS", "im2col", "col2im", "matmul", "matmul_add", "adam_step", "GraphedStep", "graph_kernel_count",
-           "relu", "sigmoid", "sigmoid_grad", "mse", "mse_grad"]
+from . import is_disabled, register
 
-#: Which fast paths are on; False makes the library use its plain CuPy code for that piece.
-FAST_PATHS = {"im2col": True, "matmul": True, "adam": True, "fused": True, "graph": True}
+__all__ = ["im2col", "col2im", "matmul", "matmul_add", "adam_step", "zero_grads", "graphed", "GraphedStep",
+           "before_each_replay", "graph_kernel_count", "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward"]
 
 _BLOCK = 256
 _MAX_BLOCKS = 65535
@@ -70,9 +66,9 @@ def supports(dtype):
 
 
 # -------------------------------------------------------------------------------------------------
-# im2col / col2im: the same contract as minidae.nn.im2col's NumPy code, one kernel each.
+# im2col / col2im: the same contract as minidae.nn.im2col's, one kernel each.
 
-def im2col(x, kernel, stride, padding, dilation, out_hw, fill=0):
+def im2col(x, kernel, stride, padding, out_hw, dilation=(1, 1), fill=0):
     """Windows of ``x`` (N, C, H, W), any strides, as columns (C*KH*KW, OH*OW*N); ``fill`` outside."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
@@ -86,7 +82,7 @@ def im2col(x, kernel, stride, padding, dilation, out_hw, fill=0):
     return cols
 
 
-def col2im(cols, x_shape, kernel, stride, padding, dilation, out_hw):
+def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
     """Adjoint of :func:`im2col`: (C*KH*KW, OH*OW*N) -> (N, C, H, W) backed by (C, H, W, N) memory."""
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
@@ -138,7 +134,7 @@ class _Cublas:
 
     def _check(self, status, what):
         if status != 0:
-            raise RuntimeError(f"minidae.cuda: {what} failed with cuBLAS status {status}")
+            raise RuntimeError(f"minidae.speed.cuda: {what} failed with cuBLAS status {status}")
 
     def handle(self):
         """This device's handle, bound to the current stream (re-bound when the stream changes)."""
@@ -208,9 +204,10 @@ def _cublas():
 
 
 def matmul(a, b):
-    """``a @ b`` for 2-D float32/float64 CuPy arrays, on minidae's own cuBLAS handle (capturable)."""
+    """``a @ b`` for 2-D float32/float64 CuPy arrays, on minidae's own cuBLAS handle (capturable); other
+    arrays are declined (NotImplemented), and the core ``a @ b`` runs."""
     if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or not supports(a.dtype):
-        return a @ b
+        return NotImplemented
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit (inner sizes "
                          f"{a.shape[1]} and {b.shape[0]} differ)")
@@ -220,13 +217,13 @@ def matmul(a, b):
 def matmul_add(out, a, b):
     """``out += a @ b`` with the product written straight into ``out`` (cuBLAS's beta = 1: no
     temporary, no separate add). ``out`` may have any shape holding the (M, N) product in
-    row-major order. Returns False, doing nothing, where that is not possible (``out`` not
-    contiguous, mixed dtypes): the caller then adds a product the ordinary way."""
+    row-major order. Declined (NotImplemented) where that is not possible (``out`` not
+    contiguous, mixed dtypes): the core then adds a product the ordinary way."""
     if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or not out.flags.c_contiguous
             or out.size != a.shape[0] * b.shape[1] or not _same_float(out, a, b)):
-        return False
+        return NotImplemented
     _cublas().gemm(a, b, out.reshape(a.shape[0], b.shape[1]))
-    return True
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -259,6 +256,18 @@ class _FlatAdam:
                     view[...] = 0 if state is None else state
                     optimizer.state[key][index] = view
         self.views = self._current(optimizer)
+        self.hyper = cupy.zeros(5, dtype=numpy.float64)  # lr, beta1, beta2, eps, weight_decay, on the device
+        self.host_hyper = None  # the values last written there
+
+    def write_hyperparameters(self, optimizer):
+        """Copy the optimiser's hyperparameters to the device array the kernel reads, where they changed."""
+        d = optimizer.defaults
+        values = (d["lr"], d["betas"][0], d["betas"][1], d["eps"], d["weight_decay"])
+        if values != self.host_hyper:
+            if cupy.cuda.get_current_stream().is_capturing():
+                raise RuntimeError("Adam: the hyperparameters changed while a CUDA graph was being captured")
+            self.hyper.set(numpy.array(values, dtype=numpy.float64))
+            self.host_hyper = values
 
     @staticmethod
     def _current(optimizer):
@@ -278,50 +287,49 @@ class _FlatAdam:
                         for p in optimizer.params))
 
 
-def adam_step(optimizer, steps):
-    """One Adam update of every parameter in one kernel; ``steps`` is the device step counter.
+def adam_step(optimizer):
+    """optim.adam_step as one kernel over flat buffers, reading the step count and the hyperparameters from
+    device memory (so that a captured CUDA graph uses the current ones at every replay).
 
-    Returns False (doing nothing) when the parameters cannot share one flat buffer (mixed
-    dtypes), so the caller runs its per-parameter code instead.
+    Declined (NotImplemented) when the parameters cannot share one flat buffer (mixed dtypes): the core
+    per-parameter loop runs instead.
     """
     flat = optimizer.__dict__.get("_flat")
     if flat is None or not flat.matches(optimizer):
         if not _FlatAdam.possible(optimizer):
-            return False
+            return NotImplemented
         if cupy.cuda.get_current_stream().is_capturing():
             raise RuntimeError("Adam: the parameters were re-packed while a CUDA graph was being captured; "
                                "run one step eagerly before capturing")
         flat = optimizer._flat = _FlatAdam(optimizer)
-    d = optimizer.defaults
-    (b1, b2), dtype = d["betas"], flat.buffers["data"].dtype.type
+    before_each_replay(lambda: flat.write_hyperparameters(optimizer))
     buffers = flat.buffers
-    _launch("adam", dtype, flat.total, (buffers["data"], buffers["grad"], buffers["exp_avg"], buffers["exp_avg_sq"],
-                                        steps, numpy.float64(d["lr"]), numpy.float64(b1), numpy.float64(b2),
-                                        dtype(1 - b1), dtype(1 - b2), dtype(b2), dtype(d["eps"]),
-                                        dtype(d["weight_decay"]), numpy.int64(flat.total)))
-    return True
+    _launch("adam", buffers["data"].dtype, flat.total, (buffers["data"], buffers["grad"], buffers["exp_avg"],
+                                                       buffers["exp_avg_sq"], optimizer._steps, flat.hyper,
+                                                       numpy.int64(flat.total)))
+    return None
 
 
 def zero_grads(optimizer):
-    """Zero every gradient with one fill when they share Adam's flat buffer; False otherwise."""
+    """optim.zero_grads as one fill, where the gradients share Adam's flat buffer; declined otherwise."""
     flat = optimizer.__dict__.get("_flat")
     if flat is None or not flat.matches(optimizer):
-        return False
+        return NotImplemented
     flat.buffers["grad"].fill(0)
-    return True
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
-# Fused elementwise kernels: minidae.nn.elementwise's NumPy formulas, operation for operation.
+# Fused elementwise kernels: minidae.nn.functional's formulas, operation for operation.
 
 _relu = cupy.ElementwiseKernel("T x", "T y, bool positive", "positive = x > (T)0; y = (positive || x != x) ? x : (T)0",
                                "minidae_relu")
 _sigmoid = cupy.ElementwiseKernel("T x", "T y", "T e = exp(-fabs(x)); y = (x >= (T)0 ? (T)1 : e) / ((T)1 + e)",
                                   "minidae_sigmoid")
-_sigmoid_grad = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_grad")
+_sigmoid_backward = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_backward")
 _mse = cupy.ReductionKernel("T p, T t", "T loss", "(p - t) * (p - t)", "a + b",
                             "loss = a / (T)(_in_ind.size() / _out_ind.size())", "0", "minidae_mse")
-_mse_grad = cupy.ElementwiseKernel("T p, T t, T scale", "T g", "g = (p - t) * scale", "minidae_mse_grad")
+_mse_backward = cupy.ElementwiseKernel("T p, T t, T scale", "T g", "g = (p - t) * scale", "minidae_mse_backward")
 
 
 def _same_float(*arrays):
@@ -330,35 +338,31 @@ def _same_float(*arrays):
 
 def relu(x):
     """(max(x, 0), [x > 0]) in one kernel."""
-    return _relu(x) if supports(x.dtype) else (cupy.maximum(x, 0), x > 0)
+    return _relu(x) if supports(x.dtype) else NotImplemented
 
 
 def sigmoid(x):
-    """The overflow-free sigmoid of minidae.nn.elementwise in one kernel."""
-    if not supports(x.dtype):
-        e = cupy.exp(-cupy.abs(x))
-        return cupy.where(x >= 0, 1, e) / (1 + e)
-    return _sigmoid(x)
+    """The overflow-free sigmoid of minidae.nn.functional in one kernel."""
+    return _sigmoid(x) if supports(x.dtype) else NotImplemented
 
 
-def sigmoid_grad(dy, y):
+def sigmoid_backward(dy, y):
     """dy * y * (1 - y) in one kernel."""
-    return _sigmoid_grad(dy, y) if _same_float(dy, y) else dy * y * (1 - y)
+    return _sigmoid_backward(dy, y) if _same_float(dy, y) else NotImplemented
 
 
-def mse(pred, target):
+def mse_loss(pred, target):
     """mean((pred - target)^2) as one reduction kernel."""
     if not _same_float(pred, target) or pred.shape != target.shape:
-        diff = pred - target
-        return (diff * diff).mean()
+        return NotImplemented
     return _mse(pred, target)
 
 
-def mse_grad(pred, target, scale):
-    """(pred - target) * scale in one kernel (scale cast to the arrays' dtype, as NumPy does)."""
-    if not _same_float(pred, target) or pred.shape != target.shape:
-        return (pred - target) * scale
-    return _mse_grad(pred, target, pred.dtype.type(scale))
+def mse_loss_backward(pred, target, scale):
+    """(pred - target) * scale in one kernel, for a number ``scale`` (cast to the arrays' dtype, as NumPy does)."""
+    if not _same_float(pred, target) or pred.shape != target.shape or not isinstance(scale, (int, float)):
+        return NotImplemented
+    return _mse_backward(pred, target, pred.dtype.type(scale))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -394,7 +398,7 @@ class GraphedStep:
         return [(p.data, p.grad) for p in self.params]
 
     def __call__(self, *inputs):
-        if self.failed is not None or not FAST_PATHS["graph"]:
+        if self.failed is not None or is_disabled("graph"):
             return self.step(*inputs)
         key = tuple((a.shape, a.dtype.str) for a in inputs)
         graph = self.graphs.get(key)
@@ -420,8 +424,21 @@ class GraphedStep:
         return graph.replay(inputs)
 
 
+_REPLAY_HOOKS = None  # while a step is captured: what it asks to run before each replay (before_each_replay)
+
+
+def before_each_replay(hook):
+    """Run ``hook()`` now and, when a CUDA graph is being captured, before each replay of that graph too: for
+    host values a captured step reads, such as an optimiser's learning rate, which a replay (running no
+    Python) would otherwise never see change. ``hook`` copies them into the device memory the kernels read."""
+    hook()
+    if _REPLAY_HOOKS is not None:
+        _REPLAY_HOOKS.append(hook)
+
+
 class _Graph:
-    """One captured step: its graph, its input buffers, its result and its private memory pool."""
+    """One captured step: its graph, its input buffers, its result, its private memory pool and the hooks it
+    runs before each replay."""
 
     def __init__(self, step, inputs, snapshot):
         self.pool = cupy.cuda.MemoryPool()
@@ -430,18 +447,25 @@ class _Graph:
             buffer[...] = a
         cupy.cuda.Device().synchronize()
         stream = cupy.cuda.Stream(non_blocking=True)
-        with cupy.cuda.using_allocator(self.pool.malloc), stream:
-            stream.begin_capture()
-            try:
-                self.output = step(*self.inputs)
-            finally:
-                graph = stream.end_capture()  # raises if the capture was invalidated
+        global _REPLAY_HOOKS
+        _REPLAY_HOOKS = self.before_replay = []
+        try:
+            with cupy.cuda.using_allocator(self.pool.malloc), stream:
+                stream.begin_capture()
+                try:
+                    self.output = step(*self.inputs)
+                finally:
+                    graph = stream.end_capture()  # raises if the capture was invalidated
+        finally:
+            _REPLAY_HOOKS = None
         self.graph, self.stream = graph, stream
         self.graph.upload(cupy.cuda.get_current_stream())
         self.params = snapshot()
         self.kernels = graph_kernel_count(graph)
 
     def replay(self, inputs):
+        for hook in self.before_replay:  # host values the step reads, copied to the device memory the graph reads
+            hook()
         for buffer, a in zip(self.inputs, inputs):
             cupy.copyto(buffer, a)
         self.graph.launch(cupy.cuda.get_current_stream())
@@ -467,3 +491,15 @@ def graph_kernel_count(graph):
         name = _NODE_TYPES.get(kind.value, f"type {kind.value}")
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def graphed(step, params):
+    """backend.graphed on CuPy: the step as a :class:`GraphedStep`."""
+    return GraphedStep(step, params)
+
+
+for _name, _function in (("im2col", im2col), ("col2im", col2im), ("matmul", matmul), ("matmul_add", matmul_add),
+                         ("adam_step", adam_step), ("zero_grads", zero_grads), ("relu", relu), ("sigmoid", sigmoid),
+                         ("sigmoid_backward", sigmoid_backward), ("mse_loss", mse_loss),
+                         ("mse_loss_backward", mse_loss_backward), ("graphed", graphed)):
+    register(_name, "cupy", _function)

@@ -1,0 +1,196 @@
+"""The NumPy speed devices: faster versions of core functions, with the same results (tests/test_speed.py).
+
+``im2col`` / ``col2im``
+    The core loops copy (or add) one strided slice per kernel tap. Here they work on a channel-major,
+    batch-innermost (C, H, W, N) buffer instead of (N, C, H, W): a strided spatial slice then still moves N
+    contiguous numbers at a time. Only the border of the padded buffer is filled (the interior is
+    overwritten anyway); col2im assigns the first tap's block instead of zero-filling and adding it when the
+    stride is 1, and assigns every tap when the windows tile the input (stride = kernel, as the spec's
+    conv4/conv5), since then no two windows overlap (the same numbers: 0 + v = v, except that an entry of
+    -0.0 stays -0.0 where the core's add gives 0.0, which compares equal). col2im returns (N, C, H, W) arrays
+    backed by (C, H, W, N) memory, which the next GEMM reads as rows without a copy.
+``max_winners``
+    first_maximum: the winner mask from a few passes over whole arrays (compare with the maximum, keep the
+    first hit) instead of an argmax over the strided taps axis, 5 to 8 times faster (docs/performance.md).
+``matmul``
+    an outer product (shared dimension 1, as a batch-of-one weight gradient) as a broadcast multiply:
+    OpenBLAS runs such GEMMs at about 1 GFLOP/s.
+``adam_step`` / ``zero_grads``
+    Adam's update applied once to flat arrays holding every parameter, gradient and moment (each
+    ``p.data``, ``p.grad`` and moment becomes a view into them) instead of once per parameter: 16 NumPy
+    calls instead of 16 per parameter, each writing into one of two scratch arrays instead of a new one,
+    and zero_grad is one fill. The operations are optim.adam's, in its order.
+"""
+import numpy
+
+from .. import optim
+from ..nn.im2col import padded_extent
+from . import register
+
+__all__ = ["im2col", "col2im", "first_maximum", "matmul", "adam_step", "zero_grads"]
+
+
+def _bordered(shape, interior, fill, dtype):
+    """An array of ``shape`` (C, HP, WP, N) whose rows and columns outside ``interior`` = (top, H, left, W)
+    hold ``fill``; the interior is left for the caller to overwrite. The same array as a ``fill``-filled
+    one once the caller has, with one pass over the borders instead of over all of it."""
+    top, h, left, w = interior
+    padded = numpy.empty(shape, dtype=dtype)
+    padded[:, :top] = fill
+    padded[:, top + h:] = fill
+    padded[:, top:top + h, :left] = fill
+    padded[:, top:top + h, left + w:] = fill
+    return padded
+
+
+def _padded_shape(x_shape, kernel, stride, padding, out_hw, dilation):
+    n, c, h, w = x_shape
+    return (c, padded_extent(h, padding[0], kernel[0], stride[0], dilation[0], out_hw[0]),
+            padded_extent(w, padding[1], kernel[1], stride[1], dilation[1], out_hw[1]), n)
+
+
+def im2col(x, kernel, stride, padding, out_hw, dilation=(1, 1), fill=0):
+    """minidae.nn.im2col.im2col on a (C, H, W, N) buffer with only its border filled."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    n, c, h, w = x.shape
+    padded = _bordered(_padded_shape(x.shape, kernel, stride, padding, out_hw, dilation), (ph, h, pw, w), fill,
+                       x.dtype)
+    padded[:, ph:ph + h, pw:pw + w] = x.transpose(1, 2, 3, 0)
+    cols = numpy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw]
+    return cols.reshape(c * kh * kw, oh * ow * n)
+
+
+def col2im(cols, x_shape, kernel, stride, padding, out_hw, dilation=(1, 1)):
+    """minidae.nn.im2col.col2im on a (C, H, W, N) buffer, assigning where nothing has been added yet."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    n, c, h, w = x_shape
+    shape = _padded_shape(x_shape, kernel, stride, padding, out_hw, dilation)
+    cols = cols.reshape(c, kh, kw, oh, ow, n)
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):  # windows tile the input: every pixel gets one entry at most
+        padded = _bordered(shape, (0, oh * kh, 0, ow * kw), 0, cols.dtype)
+        for i, j in taps:
+            padded[:, i:oh * kh:kh, j:ow * kw:kw] = cols[:, i, j]
+    else:
+        if (sh, sw) == (1, 1):  # the first tap's windows form one block: assign it (= 0 + it), zero only the rest
+            padded = _bordered(shape, (0, oh, 0, ow), 0, cols.dtype)
+            padded[:, :oh, :ow] = cols[:, 0, 0]
+            taps = taps[1:]
+        else:
+            padded = numpy.zeros(shape, dtype=cols.dtype)
+        for i, j in taps:
+            padded[:, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw] += cols[:, i, j]
+    return padded[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
+
+
+def first_maximum(windows, best):
+    """minidae.nn.functional.max_winners as a few passes over whole arrays: True at the first tap equal to
+    the maximum, and in a window with NaNs at its last NaN (the winner mask, without an argmax)."""
+    hits = _only_one(windows == best[:, None], range(windows.shape[1]))  # none in a NaN window: its max is NaN
+    hits |= _only_one(windows != windows, reversed(range(windows.shape[1])))  # NaN != NaN
+    return hits
+
+
+def _only_one(mask, taps):
+    """Clear every True of ``mask`` (C, T, L) along T but the first one met in the order ``taps``."""
+    taps = list(taps)
+    seen = mask[:, taps[0]].copy()
+    for tap in taps[1:]:
+        mask[:, tap] &= ~seen
+        seen |= mask[:, tap]
+    return mask
+
+
+def matmul(a, b):
+    """``a @ b``, as a broadcast multiply when the shared dimension is 1 (an outer product: each element is
+    one product, the same number either way); otherwise NotImplemented, and the core ``a @ b`` runs."""
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 == b.shape[0]:
+        return a * b
+    return NotImplemented
+
+
+class _Flat:
+    """Flat arrays of every parameter's data, gradient and Adam moments, each parameter's arrays views of them.
+
+    Reassigning an array (``p.data = ...``, ``Module.to``, ``load_state_dict``, ``Optimizer.load_state_dict``)
+    breaks the sharing; ``current`` notices and packs again, copying the values in."""
+
+    KEYS = ("data", "grad", "exp_avg", "exp_avg_sq")
+
+    def __init__(self, optimizer):
+        params = optimizer.params
+        offsets = numpy.concatenate([[0], numpy.cumsum([p.data.size for p in params])]).tolist()
+        self.arrays = {}
+        for key in self.KEYS:
+            flat = self.arrays[key] = numpy.zeros(offsets[-1], dtype=params[0].data.dtype)
+            for index, p in enumerate(params):
+                view = flat[offsets[index]:offsets[index + 1]].reshape(p.data.shape)
+                if key in ("data", "grad"):
+                    view[...] = getattr(p, key)
+                    setattr(p, key, view)
+                else:
+                    if optimizer.state[key][index] is not None:
+                        view[...] = optimizer.state[key][index]
+                    optimizer.state[key][index] = view
+        self.scratch = [numpy.empty(offsets[-1], dtype=params[0].data.dtype) for _ in range(2)]
+        self.views = self._views(optimizer)
+
+    @staticmethod
+    def _views(optimizer):
+        return [(p.data, p.grad, m, v) for p, m, v in
+                zip(optimizer.params, optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"])]
+
+    @classmethod
+    def current(cls, optimizer, pack=True):
+        """The optimiser's flat arrays, (re)made if ``pack``; None where its parameters cannot share them (not
+        all NumPy arrays of one floating dtype) or, with ``pack=False``, they do not now."""
+        flat = optimizer.__dict__.get("_flat")
+        if flat is not None and all(a is b for now, then in zip(cls._views(optimizer), flat.views)
+                                    for a, b in zip(now, then)):
+            return flat
+        if not pack:
+            return None
+        arrays = [a for p in optimizer.params for a in (p.data, p.grad)]
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1 or dtypes.pop().kind != "f" or not all(type(a) is numpy.ndarray for a in arrays):
+            return None
+        flat = optimizer._flat = cls(optimizer)
+        return flat
+
+
+def adam_step(optimizer):
+    """optim.adam_step as one pass of optim.adam's lines over the flat arrays, each line computed into two
+    scratch arrays instead of new ones: the same operations on the same numbers in the same order, so the
+    same results, bit for bit, without the 10 temporaries of 2.3 MB (spec network) a step allocates."""
+    flat = _Flat.current(optimizer)
+    if flat is None:
+        return NotImplemented
+    d, a = optimizer.defaults, flat.arrays
+    p, grad, m, v, (s1, s2) = a["data"], a["grad"], a["exp_avg"], a["exp_avg_sq"], flat.scratch
+    (b1, b2), t, lr, eps, weight_decay = d["betas"], optimizer.step_count, d["lr"], d["eps"], d["weight_decay"]
+    g = numpy.add(grad, numpy.multiply(weight_decay, p, out=s1), out=s1) if weight_decay else grad
+    numpy.add(numpy.multiply(b1, m, out=m), numpy.multiply(1 - b1, g, out=s2), out=m)   # m = b1 m + (1 - b1) g
+    s2 = numpy.multiply(numpy.multiply(1 - b2, g, out=s2), g, out=s2)
+    numpy.add(numpy.multiply(b2, v, out=v), s2, out=v)                                # v = b2 v + (1 - b2) g g
+    m_hat = numpy.divide(m, 1 - b1 ** t, out=s2)
+    v_hat = numpy.divide(v, 1 - b2 ** t, out=s1)
+    denominator = numpy.add(numpy.sqrt(v_hat, out=s1), eps, out=s1)
+    p -= numpy.divide(numpy.multiply(lr, m_hat, out=s2), denominator, out=s2)      # p -= lr m_hat / (...)
+    return None
+
+
+def zero_grads(optimizer):
+    """optim.zero_grads as one fill of the flat gradient array, where the gradients share one."""
+    flat = _Flat.current(optimizer, pack=False)
+    if flat is None:
+        return NotImplemented
+    flat.arrays["grad"].fill(0)
+    return None
+
+
+for _name, _function in (("im2col", im2col), ("col2im", col2im), ("max_winners", first_maximum),
+                         ("matmul", matmul), ("adam_step", adam_step), ("zero_grads", zero_grads)):
+    register(_name, "numpy", _function)

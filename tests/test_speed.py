@@ -1,0 +1,122 @@
+"""Every NumPy speed device (minidae.speed.cpu) against the core function it replaces: the same numbers, bit for
+bit (col2im's assignments keep a -0.0 that the core's 0 + -0.0 makes 0.0; the two compare equal). The CuPy ones
+are checked in tests/test_cuda.py."""
+import numpy as np
+import pytest
+
+from minidae import backend, optim, speed
+from minidae.nn import Parameter, functional as F
+from minidae.nn.im2col import col2im, conv_output_size, im2col
+from minidae.speed import cpu
+
+TESTED = {"im2col", "col2im", "max_winners", "matmul", "adam_step", "zero_grads"}
+
+
+def test_every_numpy_replacement_is_tested_here():
+    assert set(speed.registered("numpy")) == TESTED
+
+
+WINDOWS = [((2, 3, 7, 5), (3, 2), (2, 1), (1, 2), (1, 1)), ((4, 1, 28, 28), (3, 3), (2, 2), (2, 2), (1, 1)),
+           ((3, 2, 4, 4), (3, 3), (3, 3), (2, 2), (1, 1)), ((1, 4, 5, 6), (2, 2), (2, 2), (0, 0), (1, 1)),
+           ((5, 2, 8, 3), (1, 3), (1, 2), (0, 1), (1, 1)), ((0, 2, 5, 5), (3, 3), (1, 1), (1, 1), (1, 1)),
+           ((2, 3, 9, 8), (3, 2), (2, 1), (1, 0), (2, 3)), ((2, 2, 7, 7), (2, 2), (3, 2), (1, 1), (3, 2)),
+           ((2, 3, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1)), ((2, 2, 6, 9), (3, 3), (3, 3), (0, 0), (1, 1))]
+
+
+def layouts(x):
+    """``x`` as plain NCHW memory and as the (C, H, W, N) memory the fast col2im returns."""
+    return [x, np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", WINDOWS)
+def test_im2col_and_col2im_equal_their_core_loops(shape, kernel, stride, padding, dilation, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(dtype)
+    out_hw = tuple(conv_output_size(s, k, st, p, d) for s, k, st, p, d in zip(shape[2:], kernel, stride, padding,
+                                                                                 dilation))
+    for fill in (0, -np.inf):
+        expected = im2col.core(x, kernel, stride, padding, out_hw, dilation, fill)
+        for layout in layouts(x):
+            np.testing.assert_array_equal(cpu.im2col(layout, kernel, stride, padding, out_hw, dilation, fill),
+                                          expected)
+    cols = rng.normal(size=expected.shape).astype(dtype)
+    cols[:, ::3] = 0.0
+    cols[:1, 1:2] = -0.0  # where the fast col2im assigns, -0.0 stays -0.0 (the core's 0 + -0.0 is 0.0): equal numbers
+    fast, core = (f(cols, shape, kernel, stride, padding, out_hw, dilation) for f in (cpu.col2im, col2im.core))
+    assert fast.shape == core.shape == shape and fast.dtype == core.dtype
+    np.testing.assert_array_equal(fast, core)
+
+
+def test_the_fast_path_is_what_runs_and_disabled_runs_the_core():
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 5))
+    cols = im2col(x, (3, 3), (1, 1), (1, 1), (5, 5))
+    dx = col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
+    assert dx.strides[0] == dx.itemsize  # the fast col2im's (C, H, W, N) memory: the batch innermost
+    with speed.disabled("col2im"):
+        core = col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
+        assert core.strides[3] == core.itemsize  # the core's (N, C, H, W) memory
+        assert speed.is_disabled("col2im") and not speed.is_disabled("im2col")
+    assert not speed.is_disabled("col2im")
+    np.testing.assert_array_equal(dx, core)
+
+
+def windows_with_ties_nans_and_infinities(seed=0):
+    rng = np.random.default_rng(seed)
+    windows = rng.integers(-2, 3, size=(3, 9, 40)).astype(np.float64)  # many ties
+    windows[0, 4, 5] = windows[0, 7, 5] = np.nan  # two NaNs: the last wins
+    windows[1, 2, 6] = np.nan
+    windows[2, :, 7] = -np.inf  # all -inf: the first tap wins
+    windows[2, 3, 8] = np.inf
+    windows[1, :, 9] = np.nan
+    return windows
+
+
+def test_first_maximum_equals_the_argmax_rule():
+    windows = windows_with_ties_nans_and_infinities()
+    best = windows.max(axis=1)
+    expected = F.max_winners.core(windows, best)
+    assert expected.sum(axis=1).tolist() == np.ones((3, 40)).tolist()  # exactly one winner per window
+    assert expected[0, 7, 5] and expected[1, 2, 6] and expected[2, 0, 7] and expected[2, 3, 8] and expected[1, 8, 9]
+    np.testing.assert_array_equal(cpu.first_maximum(windows.copy(), best), expected)
+
+
+def test_the_outer_product_equals_the_gemm_and_other_shapes_are_declined():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(7, 1)).astype(np.float32), rng.normal(size=(1, 5)).astype(np.float32)
+    np.testing.assert_array_equal(cpu.matmul(a, b), backend.matmul.core(a, b))
+    assert cpu.matmul(rng.normal(size=(3, 2)), rng.normal(size=(2, 4))) is NotImplemented
+
+
+def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():
+    """(tests/test_optim.py checks the same over steps with replaced arrays.)"""
+    results = []
+    for fast in (True, False):
+        rng = np.random.default_rng(3)
+        params = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((4, 3), (6,), (2, 2, 3, 3))]
+        opt = optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+        for step in range(3):
+            for p in params:
+                p.grad += rng.normal(size=p.shape).astype(np.float32)
+            if fast:
+                opt._steps += 1
+                assert cpu.adam_step(opt) is None
+                assert cpu.zero_grads(opt) is None
+            else:
+                opt._steps += 1
+                optim.adam_step.core(opt)
+                optim.zero_grads.core(opt)
+        assert all(not p.grad.any() for p in params)
+        results.append([p.data.copy() for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_declined_replacement_runs_the_core():
+    params = [Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float64))]  # two dtypes: no flat array
+    opt = optim.Adam(params, lr=0.1)
+    assert cpu.adam_step(opt) is NotImplemented
+    for p in params:
+        p.grad += 1
+    opt.step()
+    assert all(np.allclose(p.data, 0.9) for p in params)
