@@ -151,6 +151,64 @@ def torch_runner(batch_size, device, tf32=None, name=None):
     return Runner(name or "PyTorch (eager)", run, torch.cuda.synchronize, torch_timer(), before=before)
 
 
+def _torch_step_parts(batch_size, capturable=False):
+    """(net, optimiser, noisy, clean) of PyTorch's spec network on CUDA, as torch_runner builds them."""
+    import torch
+    from torch_reference import TorchConvDAE
+    torch.manual_seed(0)
+    net = TorchConvDAE().cuda()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5, capturable=capturable)
+    noisy, clean = (torch.from_numpy(a).cuda() for a in batch(batch_size, np))
+    return net, opt, noisy, clean
+
+
+def torch_graph_runner(batch_size, name="PyTorch, whole step as a CUDA graph"):
+    """PyTorch's step (forward, backward, capturable Adam) captured once with torch.cuda.graph and replayed:
+    the whole-network capture of PyTorch's CUDA graphs documentation."""
+    import torch
+    net, opt, noisy, clean = _torch_step_parts(batch_size, capturable=True)
+
+    def step():
+        loss = torch.nn.functional.mse_loss(net(noisy), clean)
+        loss.backward()
+        opt.step()
+        return loss
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as the documentation asks
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()
+    runner = Runner(name, graph.replay, torch.cuda.synchronize, torch_timer())
+    runner.keep = (net, opt, noisy, clean)  # the graph holds their memory's addresses, not references to them
+    return runner
+
+
+def torch_compiled_runner(batch_size, mode=None, name=None):
+    """PyTorch's eager step around ``torch.compile(model, mode=mode)`` (foreach Adam, not compiled); the
+    compilation (the first steps) is timed apart and kept in ``runner.compile_seconds``."""
+    import torch
+    net, opt, noisy, clean = _torch_step_parts(batch_size)
+    compiled = torch.compile(net, mode=mode)
+
+    def run():
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(compiled(noisy), clean).backward()
+        opt.step()
+    started = time.perf_counter()
+    for _ in range(3):  # reduce-overhead records its graphs on the first calls
+        run()
+    torch.cuda.synchronize()
+    runner = Runner(name or f"PyTorch, torch.compile(mode={mode!r})", run, torch.cuda.synchronize, torch_timer())
+    runner.compile_seconds = time.perf_counter() - started
+    return runner
+
+
 def cuda_events(runner, steps):
     """The CUDA profiler's device events (kernels, memsets, copies) of ``steps`` steps of ``runner``."""
     from torch.profiler import ProfilerActivity, profile

@@ -23,7 +23,6 @@
 """
 import numpy
 
-from .. import optim
 from ..nn.im2col import padded_extent
 from . import register
 
