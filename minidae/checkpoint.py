@@ -18,6 +18,8 @@ import zipfile
 
 import numpy
 
+from .optim import flat_state_dict, nested_state_dict
+
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "CheckpointError"]
 
 
@@ -25,7 +27,7 @@ def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test
     """Write the model's and the optimiser's state dicts, the position, the history and (if given) the state
     of the backend's generator (``backend.rng_state()``) to ``path`` atomically."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"optim.{k}": v for k, v in flat_state_dict(optimizer.state_dict()).items()})
     arrays.update(epoch=numpy.array(epoch), iteration=numpy.array(iteration),
                   train_losses=numpy.asarray(train_losses, dtype=numpy.float64),
                   test_losses=numpy.asarray(test_losses, dtype=numpy.float64),
@@ -93,7 +95,7 @@ def load_checkpoint(path):
         if value.dtype.kind != "f" or not numpy.isfinite(value).all():
             raise CheckpointError(f"{path}: the weights are not finite numbers ({key} holds "
                                   f"{'nan or inf' if value.dtype.kind == 'f' else value.dtype})")
-    return {"model": model, "optim": {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")},
+    return {"model": model, "optim": nested_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}),
             "epoch": int(arrays["epoch"]), "iteration": int(arrays["iteration"]),
             "train_losses": arrays["train_losses"].tolist(), "test_losses": arrays["test_losses"].tolist(),
             "config": config, "rng_state": _rng_state(arrays, path)}

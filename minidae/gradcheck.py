@@ -86,8 +86,9 @@ def gradcheck(module, x, target=None, eps=1e-6, atol=1e-6, rtol=1e-5, max_elemen
     """
     xp = backend.xp
     x = xp.asarray(x, dtype=xp.float64).copy()
-    if target is not None:
-        module = _LossOnTarget(module, xp.asarray(target, dtype=xp.float64))
+    if target is not None:  # class indices stay integers; anything else is compared in float64
+        target = xp.asarray(target)
+        module = _LossOnTarget(module, target if target.dtype.kind in "iu" else target.astype(xp.float64))
     module = copy.deepcopy(module).to(numpy.float64)
     with no_grad():
         weights = xp.asarray(numpy.random.default_rng(seed).normal(size=module(x).shape))

@@ -104,7 +104,7 @@ def test_every_eval_option_has_help(capsys):
 
 def test_misuse_is_named_where_it_happens():
     model = models.conv_dae()
-    with pytest.raises(ValueError, match=r"Adam: got the module ConvDAE itself; pass its parameters: "
+    with pytest.raises(TypeError, match=r"Adam: got the module ConvDAE itself; pass its parameters: "
                                          r"Adam\(model.parameters\(\), ...\)"):
         optim.Adam(model)
     with pytest.raises(ValueError, match=r"ConvDAE.to: expected a floating-point dtype .* got 'cuda'; to move a "

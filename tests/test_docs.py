@@ -292,12 +292,14 @@ def test_architecture_example_layer_passes_gradcheck_and_matches_torch():
 
 
 def test_optim_page_quotes_adams_statements_as_they_are():
-    """The statements docs/optim.md's table quotes are lines of minidae/optim.py, in the table's order."""
+    """The statements docs/optim.md's table quotes are lines of ``minidae.optim.adam``, in the table's order."""
+    from minidae import optim
     page = (ROOT / "docs" / "optim.md").read_text()
-    table = page.split("| statements in `Adam._adam` |", 1)[1].split("\n\n", 1)[0]
+    table = page.split("| statements in `optim.adam` |", 1)[1].split("\n\n", 1)[0]
     quoted = [code for row in table.splitlines()[2:] for code in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
-    source = [line.strip() for line in (ROOT / "minidae" / "optim.py").read_text().splitlines()]
-    assert len(quoted) == 13, quoted
+    source = [line.strip() for line in inspect.getsource(optim.adam).splitlines()]
+    assert len(quoted) == 6, quoted
     positions = [source.index(code) if code in source else None for code in quoted]
-    assert None not in positions, f"not in minidae/optim.py: {[c for c, p in zip(quoted, positions) if p is None]}"
+    assert None not in positions, (f"not in optim.adam ({inspect.getsourcefile(optim.adam)}): "
+                                   f"{[c for c, p in zip(quoted, positions) if p is None]}")
     assert positions == sorted(positions), "docs/optim.md lists Adam's statements in another order than the code"

@@ -76,7 +76,8 @@ def test_state_dict_resumes_exactly(xp, which):
                 p.grad = xp.asarray(g)
             o.step()
         if step == 9:
-            state = {k: np.array(v) for k, v in first.state_dict().items()}  # as if through an npz file
+            state = optim.nested_state_dict({k: np.array(v) for k, v in  # as if through an npz file
+                                             optim.flat_state_dict(first.state_dict()).items()})
             second = make(split)
             second.load_state_dict(state)
     for a, b in zip(straight, split):
@@ -84,9 +85,9 @@ def test_state_dict_resumes_exactly(xp, which):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda ps: optim.Adam(ps, lr=-1), "lr must be non-negative"),
-    (lambda ps: optim.Adam(ps, betas=(1.0, 0.9)), "betas must lie in"),
-    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1), "weight_decay must be non-negative"),
+    (lambda ps: optim.Adam(ps, lr=-1), "lr must be a non-negative number"),
+    (lambda ps: optim.Adam(ps, betas=(1.0, 0.9)), "betas must be two numbers in"),
+    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1), "weight_decay must be a non-negative number"),
     (lambda ps: optim.SGD(ps, lr=0.1, nesterov=True), "nesterov"),
     (lambda ps: optim.Adam([]), "empty parameter list"),
 ])
@@ -115,7 +116,7 @@ def test_adam_flat_arrays_change_no_number(xp):
         if flat:  # the flat arrays were in use, not the per-parameter loop
             assert "_flat" in vars(opt)
         runs.append([backend.to_numpy(p.data) for p in params] +
-                    [backend.to_numpy(b) for name in opt.state for b in opt.state[name]])
+                    [backend.to_numpy(b) for p in params for b in opt.state[p].values()])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 

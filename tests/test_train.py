@@ -42,7 +42,7 @@ def test_example_smoke_run_leaves_every_artefact(tmp_path, mnist_root, capsys):
     assert test["mse_denoised"] < test["mse_noisy"] and test["psnr_denoised"] > test["psnr_noisy"]
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as checkpoint:
         assert int(checkpoint["epoch"]) == 1 and checkpoint["model.conv1.weight"].shape == (16, 1, 3, 3)
-        assert "optim.exp_avg.0" in checkpoint.files
+        assert "optim.state.0.exp_avg" in checkpoint.files and "optim.param_groups" in checkpoint.files
 
 
 def final_weights(path):

@@ -7,7 +7,7 @@ docstrings ``*`` is cross-correlation) and [x > 0] is 1 where x > 0 and 0 elsewh
 from . import functional as F
 from .module import Module
 
-__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]
+__all__ = ["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "LogSoftmax", "Softmax"]
 
 
 class ReLU(Module):
@@ -71,3 +71,38 @@ class Sigmoid(Module):
 
     def backprop(self, ctx, dy):
         return F.sigmoid_backward(dy, ctx.y)
+
+
+class _AlongDim(Module):
+    """The ``dim`` argument of LogSoftmax and Softmax (PyTorch's; None is refused, as PyTorch warns about it)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        if dim is None:
+            raise ValueError(f"{type(self).__name__}: give dim, the axis of the classes (dim=1 for (N, C) scores)")
+        self.dim = int(dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(_AlongDim):
+    """y = x - log sum_j exp(x_j) along ``dim``.   Backward: dL/dx = dL/dy - softmax(x) sum_j dL/dy_j."""
+
+    def forward(self, ctx, x):
+        ctx.y = F.log_softmax(x, self.dim)
+        return ctx.y
+
+    def backprop(self, ctx, dy):
+        return F.log_softmax_backward(dy, ctx.y, self.dim)
+
+
+class Softmax(_AlongDim):
+    """y = exp(x) / sum_j exp(x_j) along ``dim``.   Backward: dL/dx = y ⊙ (dL/dy - sum_j dL/dy_j y_j)."""
+
+    def forward(self, ctx, x):
+        ctx.y = F.softmax(x, self.dim)
+        return ctx.y
+
+    def backprop(self, ctx, dy):
+        return F.softmax_backward(dy, ctx.y, self.dim)

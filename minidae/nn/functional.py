@@ -28,7 +28,9 @@ __all__ = ["linear", "linear_backward", "conv2d", "conv2d_backward", "conv_trans
            "correlate", "correlate_transpose", "pad", "pad_backward", "max_pool2d", "max_pool2d_backward",
            "max_winners", "max_pool2d_indices", "avg_pool2d", "avg_pool2d_backward", "avg_pool2d_divisor",
            "interpolation_matrix", "resize", "resize_backward", "resize_nearest", "relu", "relu_backward", "leaky_relu",
-           "leaky_relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "batch_norm",
+           "leaky_relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "log_softmax",
+           "log_softmax_backward", "softmax", "softmax_backward", "cross_entropy", "cross_entropy_backward",
+           "nll_loss", "nll_loss_backward", "batch_norm",
            "batch_norm_backward", "dropout", "dropout_backward", "mse_loss", "mse_loss_backward", "l1_loss",
            "l1_loss_backward", "binary_cross_entropy", "binary_cross_entropy_backward",
            "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward", "BCE_EPSILON"]
@@ -312,6 +314,29 @@ def sigmoid_backward(dy, y):
     return dy * y * (1 - y)
 
 
+def log_softmax(x, axis=1):
+    """y = x - log sum_j exp(x_j) along ``axis``, with the maximum subtracted first (finite for any finite x)."""
+    xp = _xp(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_softmax_backward(dy, y, axis=1):
+    """dL/dx = dL/dy - softmax(x) sum_j dL/dy_j, with softmax(x) = exp(y)."""
+    return dy - _xp(y).exp(y) * dy.sum(axis=axis, keepdims=True)
+
+
+def softmax(x, axis=1):
+    """y = exp(x) / sum_j exp(x_j) along ``axis``, with the maximum subtracted first."""
+    e = _xp(x).exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_backward(dy, y, axis=1):
+    """dL/dx = y ⊙ (dL/dy - sum_j dL/dy_j y_j)."""
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
 # ---------------------------------------------------------------------------------------------- Normalisation
 
 def batch_norm(x, mean, var, weight, bias, eps):
@@ -382,6 +407,30 @@ def l1_loss(pred, target):
 def l1_loss_backward(pred, target):
     """dl_i/dp_i = sign(p_i - t_i) (0 where they are equal, as PyTorch)."""
     return _xp(pred).sign(pred - target)
+
+
+def cross_entropy(logits, q):
+    """l_n = -sum_c q[n, c] log softmax(logits)[n, c] over the classes (axis 1), for logits (N, C, ...) and the
+    target as weights q (N, C, ...): one-hot class indices times the class weights, smoothed, or class
+    probabilities. Returns (l, log softmax(logits))."""
+    log_probs = log_softmax(logits, 1)
+    return -(q * log_probs).sum(axis=1), log_probs
+
+
+def cross_entropy_backward(dl, q, log_probs):
+    """dl_n/dlogits[n, c] = softmax[n, c] sum_j q[n, j] - q[n, c], times dL/dl_n."""
+    xp = _xp(q)
+    return (xp.exp(log_probs) * q.sum(axis=1, keepdims=True) - q) * xp.expand_dims(dl, 1)
+
+
+def nll_loss(log_probs, q):
+    """l_n = -sum_c q[n, c] log_probs[n, c]: -w[y_n] log_probs[n, y_n] for one-hot weights q."""
+    return -(q * log_probs).sum(axis=1)
+
+
+def nll_loss_backward(dl, q):
+    """dl_n/dlog_probs[n, c] = -q[n, c], times dL/dl_n."""
+    return -q * _xp(q).expand_dims(dl, 1)
 
 
 def binary_cross_entropy(p, t):

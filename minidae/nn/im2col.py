@@ -17,6 +17,13 @@ The names the conv docstrings use (docs/backprop.md derives every formula with t
     *        cross-correlation (PyTorch's "convolution", no kernel flip): y = W * x. Elementwise
              products are written ⊙ (activation and pooling docstrings); @ is the matrix product
 
+Padding, two views of one thing. In the maths (the formulas, PyTorch's definition) xpad has PH rows of
+zeros above *and* below the input. The buffer im2col fills has PH rows of ``fill`` above the input and, below
+it, only the rows the OH windows reach past the input (``padded_extent``): PH when the size rule divides
+evenly, fewer when xpad's last rows fall between window positions (no window reads them), and more for an
+uneven "same" padding, which im2col receives as (top, left) and OH windows that reach one row further. The
+numbers the windows read are the same either way.
+
 ``im2col`` lays every window out as one column of a matrix of shape (C*KH*KW, OH*OW*N); rows
 are ordered (c, kh, kw), exactly the order of a flattened PyTorch Conv2d weight (O, C, KH, KW),
 and columns are ordered (oh, ow, n). Window (oh, ow)'s tap (kh, kw) reads the input pixel

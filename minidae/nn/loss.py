@@ -13,7 +13,7 @@ from .. import backend
 from . import functional as F
 from .module import Module
 
-__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss"]
+__all__ = ["MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"]
 
 BCE_EPSILON = F.BCE_EPSILON
 REDUCTIONS = ("mean", "sum", "none")
@@ -139,3 +139,136 @@ def _like(value, array):
 def _weighted(terms, weight):
     """terms ⊙ weight (broadcast), or the terms themselves without a weight."""
     return terms if weight is None else terms * _like(weight, terms)
+
+
+class _ClassLoss(_Loss):
+    """What CrossEntropyLoss and NLLLoss share: class indices as targets, class weights, ignore_index, and the
+    weights matrix q (N, C, ...) that turns a target into a sum over the classes."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight, self.ignore_index = weight, int(ignore_index)
+
+    def _check(self, scores, target, what):
+        name = type(self).__name__
+        if getattr(scores, "dtype", None) is None or scores.dtype.kind != "f" or scores.ndim < 1:
+            raise ValueError(f"{name}: the input must be floating-point {what} of shape (N, C) or (N, C, d1, ...), "
+                             f"got {tuple(getattr(scores, 'shape', ()))} {getattr(scores, 'dtype', type(scores).__name__)}")
+        if scores.ndim == 1:  # one unbatched sample, as PyTorch
+            return scores[None], backend.array_module(scores).asarray(target)[None], True
+        return scores, backend.array_module(scores).asarray(target), False
+
+    def _class_weights(self, scores):
+        """The class weights shaped (1, C, 1, ...) to broadcast over the input, in its dtype."""
+        c = scores.shape[1]
+        shape = (1, c) + (1,) * (scores.ndim - 2)
+        if self.weight is None:
+            return backend.array_module(scores).ones(shape, dtype=scores.dtype)
+        weight = _like(self.weight, scores)
+        if weight.shape != (c,):
+            raise ValueError(f"{type(self).__name__}: weight must hold one number per class, shape ({c},), got "
+                             f"{tuple(weight.shape)}")
+        return weight.reshape(shape)
+
+    def _one_hot_weights(self, scores, target, smoothing=0.0):
+        """q for class indices: w[y] at the target class ((1 - smoothing) of it, and smoothing / C of every
+        w[c] spread over the classes), 0 for an ignored target; and the mean's divisor, sum of w[y] over the
+        targets not ignored (their count without weights), as PyTorch."""
+        name, xp, c = type(self).__name__, backend.array_module(scores), scores.shape[1]
+        if target.dtype.kind not in "iu" or target.shape != scores.shape[:1] + scores.shape[2:]:
+            raise ValueError(f"{name}: class indices must be integers of shape {scores.shape[:1] + scores.shape[2:]} "
+                             f"(the input without its class axis), got {tuple(target.shape)} {target.dtype}")
+        valid = target != self.ignore_index
+        backend.check((valid & ((target < 0) | (target >= c))).any(),
+                      lambda: f"{name}: class indices must lie in 0..{c - 1} (or be ignore_index "
+                              f"{self.ignore_index}), got values in [{int(target.min())}, {int(target.max())}]")
+        weights = self._class_weights(scores)
+        classes = xp.arange(c).reshape((1, c) + (1,) * (scores.ndim - 2))
+        one_hot = (classes == xp.expand_dims(xp.where(valid, target, 0), 1)).astype(scores.dtype)
+        q = (one_hot * (1 - smoothing) + smoothing / c) * weights * xp.expand_dims(valid, 1).astype(scores.dtype)
+        return q, (one_hot * weights * xp.expand_dims(valid, 1)).sum()
+
+    def _reduce_over(self, ctx, terms, divisor):
+        ctx.divisor = divisor
+        if self.reduction == "none":
+            return terms
+        return terms.sum() if self.reduction == "sum" else terms.sum() / divisor
+
+    def _upstream(self, ctx, grad, terms_shape):
+        """dL/dl_n for every term: 1 / divisor for "mean", 1 for "sum" (times ``grad``), ``grad`` for "none"."""
+        xp = backend.array_module(ctx.q)
+        if self.reduction == "none":
+            return grad
+        factor = 1 / ctx.divisor if self.reduction == "mean" else xp.ones((), ctx.q.dtype)
+        return xp.broadcast_to(factor if grad is None else factor * grad, terms_shape).astype(ctx.q.dtype)
+
+    def extra_repr(self):
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """Softmax and negative log-likelihood in one, on logits x (N, C) or (N, C, d1, ...), as torch.nn.CrossEntropyLoss.
+
+    With class indices y (N, ...), class weights w (default 1), smoothing e (label_smoothing):
+        l_n = -sum_c q[n, c] log softmax(x_n)[c],   q[n, c] = w[c] ((1 - e) [c = y_n] + e / C)
+    (q = 0 where y_n = ignore_index); "mean" divides sum_n l_n by sum_n w[y_n] over the targets not ignored.
+    With class probabilities t (N, C, ...) as the target: q[n, c] = w[c] ((1 - e) t[n, c] + e / C), and "mean"
+    divides by N. Backward (functional.cross_entropy_backward), for each n:
+        dl_n/dx[n, c] = softmax(x_n)[c] sum_j q[n, j] - q[n, c]
+    (= softmax - onehot(y) without weights or smoothing). log softmax subtracts the maximum first, so the loss
+    and its gradient are finite at logits of +-1000.
+    """
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, ignore_index, reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must lie in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, ctx, logits, target):
+        logits, target, ctx.unbatched = self._check(logits, target, "logits")
+        e = self.label_smoothing
+        if target.dtype.kind == "f" and target.shape == logits.shape[:1] + logits.shape[2:]:
+            raise ValueError(f"CrossEntropyLoss: class indices must be integers, got {target.dtype}: pass "
+                             f"target.astype(int) (class probabilities have the input's shape {tuple(logits.shape)})")
+        if target.dtype.kind == "f":  # class probabilities
+            if target.shape != logits.shape:
+                raise ValueError(f"CrossEntropyLoss: class probabilities must have the input's shape "
+                                 f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+            ctx.q = ((1 - e) * target.astype(logits.dtype) + e / logits.shape[1]) * self._class_weights(logits)
+            divisor = logits.size // logits.shape[1]
+        else:
+            ctx.q, divisor = self._one_hot_weights(logits, target, e)
+        terms, ctx.log_probs = F.cross_entropy(logits, ctx.q)
+        loss = self._reduce_over(ctx, terms, divisor)
+        return loss[0] if ctx.unbatched and self.reduction == "none" else loss
+
+    def backprop(self, ctx, grad=None):
+        if ctx.unbatched and self.reduction == "none":
+            grad = grad[None]
+        dx = F.cross_entropy_backward(self._upstream(ctx, grad, ctx.log_probs.shape[:1] + ctx.log_probs.shape[2:]),
+                                      ctx.q, ctx.log_probs)
+        return dx[0] if ctx.unbatched else dx
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", label_smoothing={self.label_smoothing}" if self.label_smoothing else "")
+
+
+class NLLLoss(_ClassLoss):
+    """Negative log-likelihood of class indices, on log-probabilities x (N, C) or (N, C, d1, ...) (LogSoftmax's
+    output), as torch.nn.NLLLoss:
+        l_n = -w[y_n] x[n, y_n]   (0 where y_n = ignore_index);   "mean" divides by sum_n w[y_n] over those kept
+    Backward: dl_n/dx[n, c] = -w[y_n] [c = y_n].
+    """
+
+    def forward(self, ctx, log_probs, target):
+        log_probs, target, ctx.unbatched = self._check(log_probs, target, "log-probabilities")
+        ctx.q, divisor = self._one_hot_weights(log_probs, target)
+        loss = self._reduce_over(ctx, F.nll_loss(log_probs, ctx.q), divisor)
+        return loss[0] if ctx.unbatched and self.reduction == "none" else loss
+
+    def backprop(self, ctx, grad=None):
+        if ctx.unbatched and self.reduction == "none":
+            grad = grad[None]
+        dx = F.nll_loss_backward(self._upstream(ctx, grad, ctx.q.shape[:1] + ctx.q.shape[2:]), ctx.q)
+        return dx[0] if ctx.unbatched else dx

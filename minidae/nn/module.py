@@ -1,4 +1,4 @@
-"""Module, Parameter and Sequential: what every layer is built from, and how a backward finds its forward.
+"""Module and Parameter: what every layer is built from, and how a backward finds its forward.
 
 A layer defines the two halves of backprop as two methods,
 
@@ -63,7 +63,7 @@ import numpy
 
 from .. import backend
 
-__all__ = ["Context", "Parameter", "Module", "Sequential", "no_grad", "is_grad_enabled", "evaluating", "data_of",
+__all__ = ["Context", "Parameter", "Module", "no_grad", "is_grad_enabled", "evaluating", "data_of",
            "grad_of"]
 
 _GRAD_ENABLED = [True]
@@ -162,6 +162,11 @@ class Parameter:
         """The shape of ``data``."""
         return self.data.shape
 
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` (False freezes the parameter); returns self."""
+        self.requires_grad = bool(requires_grad)
+        return self
+
     def __repr__(self):
         frozen = "" if self.requires_grad else ", requires_grad=False"
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
@@ -215,18 +220,23 @@ class Module:
     def __setattr__(self, key, value):
         if "_params" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        self._params.pop(key, None)
-        self._modules.pop(key, None)
+        if not isinstance(value, Parameter):
+            self._params.pop(key, None)
+        if not isinstance(value, Module):
+            self._modules.pop(key, None)
         if key in self._buffers and isinstance(value, (Parameter, Module)):
             self._buffers.remove(key)  # any other value, an array or None, keeps the name a buffer
         if isinstance(value, Parameter):
-            self._params[key] = value
+            self._params[key] = value  # a name registered before keeps its place (as PyTorch's)
         elif isinstance(value, Module):
             self._modules[key] = value
         object.__setattr__(self, key, value)
 
     def __call__(self, *inputs, **kwargs):
         """``forward`` with a fresh context, which is kept for the backward in training mode outside no_grad."""
+        if inputs and type(inputs[0]).__module__.startswith("torch"):
+            raise TypeError(f"{type(self).__name__}: got a torch.Tensor; minidae works on NumPy or CuPy arrays: "
+                            f"convert it with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
         if inputs and (self._params or self._buffers):
             self._check_input(inputs[0])
         self._drop_forgotten()
@@ -318,21 +328,104 @@ class Module:
                              f"convert the input (x.astype(numpy.{expected})) or the model "
                              f"(model.to(numpy.{dtype}))")
 
-    def named_modules(self, prefix=""):
-        """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first."""
-        yield prefix, self
-        for key, module in self._modules.items():
-            yield from module.named_modules(f"{prefix}{key}.")
+    def named_modules(self, prefix="", remove_duplicate=True):
+        """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first; a module registered
+        at several places is listed once, under its first name, unless ``remove_duplicate`` is False."""
+        seen = set()
 
-    def named_parameters(self):
-        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order."""
-        for prefix, module in self.named_modules():
+        def walk(module, name):
+            if remove_duplicate:
+                if id(module) in seen:
+                    return
+                seen.add(id(module))
+            yield name, module
+            for key, child in module._modules.items():
+                if child is not None:
+                    yield from walk(child, f"{name}.{key}" if name else key)
+        yield from walk(self, prefix)
+
+    def modules(self):
+        """This module and every sub-module, each once."""
+        return [module for _, module in self.named_modules()]
+
+    def named_children(self):
+        """(name, module) of the direct sub-modules, each once."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self):
+        """The direct sub-modules, each once."""
+        return [module for _, module in self.named_children()]
+
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order; a parameter
+        shared by several modules (tied weights) is listed once, under its first key, unless ``remove_duplicate``
+        is False (``state_dict`` keeps every key, as PyTorch's)."""
+        seen = set()
+        for name, module in self.named_modules(prefix, remove_duplicate):
             for key, param in module._params.items():
-                yield prefix + key, param
+                if param is None or (remove_duplicate and id(param) in seen):
+                    continue
+                seen.add(id(param))
+                yield (f"{name}.{key}" if name else key), param
 
     def parameters(self):
-        """Every Parameter of the module and its sub-modules, as a list (what an optimiser takes)."""
+        """Every Parameter of the module and its sub-modules, each once, as a list (what an optimiser takes)."""
         return [param for _, param in self.named_parameters()]
+
+    def apply(self, fn):
+        """``fn(module)`` for every sub-module (children first, depth first), then for this module; returns self.
+        The usual use: ``model.apply(init_weights)``."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def add_module(self, name, module):
+        """Register ``module`` (a Module, or None) as the sub-module ``name``, as ``self.<name> = module`` does."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"{type(self).__name__}.add_module: the name must be a non-empty string without dots, "
+                           f"got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.add_module: {type(module).__name__} is not a Module")
+        if module is None:
+            self._modules[name] = None
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, module)
+
+    def register_module(self, name, module):
+        """The same as :meth:`add_module`."""
+        self.add_module(name, module)
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a Parameter, or None) as ``self.<name>``."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise KeyError(f"{type(self).__name__}.register_parameter: the name must be an attribute name, got "
+                           f"{name!r}")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}.register_parameter: {type(param).__name__} is not a Parameter "
+                            f"(wrap an array in minidae.nn.Parameter)")
+        setattr(self, name, param)
+
+    def get_submodule(self, target):
+        """The sub-module at the dotted path ``target`` ("encoder.0"); "" is this module."""
+        module = self
+        for part in target.split(".") if target else []:
+            child = module._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(module).__name__} has no sub-module {part!r} (looking for {target!r})")
+            module = child
+        return module
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` on every parameter (False freezes them: no gradient, no update); returns self."""
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
 
     def register_buffer(self, name, array):
         """Make ``self.<name> = array`` a buffer: state that is saved and moved but not trained, such as a
@@ -349,16 +442,17 @@ class Module:
         if name not in self._buffers:
             self._buffers.append(name)
 
-    def named_buffers(self):
+    def named_buffers(self, remove_duplicate=True):
         """(key, array) pairs of every buffer that is not None, under PyTorch's key names ("bn.running_mean")."""
-        for prefix, module in self.named_modules():
+        for prefix, module in self.named_modules(remove_duplicate=remove_duplicate):
             for name in module._buffers:
                 value = module.__dict__.get(name)
                 if value is not None:
-                    yield prefix + name, value
+                    yield (f"{prefix}.{name}" if prefix else name), value
 
-    def zero_grad(self):
-        """Set every parameter's ``.grad`` to zero, in place (backwards add to it)."""
+    def zero_grad(self, set_to_none=True):
+        """Set every parameter's ``.grad`` to zero, in place (backwards add to it). ``set_to_none`` is accepted
+        for PyTorch's sake: minidae's gradients are always arrays, zeroed."""
         for param in self.parameters():
             param.grad[...] = 0
 
@@ -392,7 +486,7 @@ class Module:
             host = backend.to_numpy(param.data)
             param.data = backend.xp.asarray(host if dtype is None else host.astype(dtype))
             param.grad = backend.xp.zeros_like(param.data)
-        for prefix, module in self.named_modules():
+        for _, module in self.named_modules():
             for name in module._buffers:
                 value = module.__dict__.get(name)
                 if value is not None:
@@ -408,18 +502,20 @@ class Module:
 
     def _state_arrays(self):
         """(key, the live array) of every parameter and buffer, in the state dict's order."""
-        for prefix, module in self.named_modules():
+        for prefix, module in self.named_modules(remove_duplicate=False):
             for key, param in module._params.items():
-                yield prefix + key, param.data
+                if param is not None:
+                    yield (f"{prefix}.{key}" if prefix else key), param.data
             for name in module._buffers:
                 value = module.__dict__.get(name)
                 if value is not None:
-                    yield prefix + name, value
+                    yield (f"{prefix}.{name}" if prefix else name), value
 
     def load_state_dict(self, state):
         """Copy arrays from ``state`` (NumPy, CuPy or anything array-like) into the parameters and buffers,
         keeping each one's dtype and backend; buffers are written in place."""
-        params, buffers = dict(self.named_parameters()), dict(self.named_buffers())
+        params = dict(self.named_parameters(remove_duplicate=False))
+        buffers = dict(self.named_buffers(remove_duplicate=False))
         expected = params.keys() | buffers.keys()
         missing, unexpected = expected - state.keys(), state.keys() - expected
         if missing or unexpected:
@@ -427,7 +523,10 @@ class Module:
                            f"unexpected keys {sorted(unexpected)}")
         values = {}
         for key, current in self._state_arrays():  # every shape checked before anything is written
-            values[key] = numpy.asarray(backend.to_numpy(state[key]))
+            value = state[key]
+            if hasattr(value, "detach"):  # a torch tensor (torch.load, or a PyTorch model's state_dict())
+                value = value.detach().cpu().numpy()
+            values[key] = numpy.asarray(backend.to_numpy(value))
             if values[key].shape != tuple(current.shape):
                 raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {values[key].shape}, "
                                  f"the module expects {tuple(current.shape)}")
@@ -448,9 +547,24 @@ class Module:
 
     def load(self, path):
         """Read parameters and buffers from a safetensors file (one written by :meth:`save`, or by
-        ``safetensors.torch.save_file(torch_model.state_dict(), path)``); returns self."""
+        ``safetensors.torch.save_file(torch_model.state_dict(), path)``); returns self. A PyTorch ``.pt`` file
+        (a pickle) is refused with the way to read it: ``model.load_state_dict(torch.load(path))``."""
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        self.load_state_dict(load_file(str(path)))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError as exc:
+            raise OSError(f"{type(self).__name__}.load: cannot read {path}: {exc.strerror or exc}") from None
+        if head in (b"PK", b"\x80\x02") or str(path).endswith((".pt", ".pth")):
+            raise ValueError(f"{type(self).__name__}.load: {path} looks like a PyTorch file (torch.save's zip or "
+                             f"pickle); load reads safetensors. Read it with PyTorch and pass the arrays: "
+                             f"model.load_state_dict(torch.load({str(path)!r}, map_location='cpu'))")
+        try:
+            state = load_file(str(path))
+        except SafetensorError as exc:
+            raise ValueError(f"{type(self).__name__}.load: {path} is not a safetensors file ({exc})") from None
+        self.load_state_dict(state)
         return self
 
     def extra_repr(self):
@@ -461,45 +575,6 @@ class Module:
         lines = [f"  ({key}): " + repr(module).replace("\n", "\n  ") for key, module in self._modules.items()]
         body = "\n" + "\n".join(lines) + "\n" if lines else ""
         return f"{type(self).__name__}({self.extra_repr()}{body})"
-
-
-class Sequential(Module):
-    """Modules applied in order; backward runs them in reverse. ``Sequential(a, b, c)`` names them "0", "1",
-    "2"; ``Sequential(OrderedDict([("enc", a), ("dec", b)]))`` keeps the names given (as PyTorch)."""
-
-    def __init__(self, *modules):
-        super().__init__()
-        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) else \
-            ((str(index), module) for index, module in enumerate(modules))
-        for name, module in named:
-            if not isinstance(module, Module):
-                raise TypeError(f"Sequential: {type(module).__module__}.{type(module).__qualname__} is not a minidae "
-                                f"Module (element {name!r}); pass Modules as separate arguments: "
-                                f"Sequential(a, b), or Sequential(*layers) for a list")
-            setattr(self, name, module)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[index]))
-        return list(self._modules.values())[index]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def forward(self, ctx, x):
-        """x through every module in order."""
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-    def backprop(self, ctx, grad_out):
-        """The chain rule: dL/dy back through every module's backward in reverse order; returns dL/dx."""
-        for module in reversed(self._modules.values()):
-            grad_out = module.backward(grad_out)
-        return grad_out
 
 
 def _check_gradient(name, grad, shape):

@@ -34,6 +34,7 @@ import cupy
 import numpy
 
 from . import is_disabled, register
+from .flat import FlatAdam
 
 __all__ = ["im2col", "col2im", "matmul", "matmul_add", "adam_step", "zero_grads", "graphed", "GraphedStep",
            "before_each_replay", "graph_kernel_count", "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward"]
@@ -227,95 +228,57 @@ def matmul_add(out, a, b):
 
 
 # -------------------------------------------------------------------------------------------------
-# Adam over flat buffers.
+# Adam over flat buffers (minidae.speed.flat.FlatAdam), one kernel per parameter group.
 
-class _FlatAdam:
-    """One flat buffer each for the parameters, their gradients and Adam's two moments.
-
-    Every ``p.data``, ``p.grad``, ``exp_avg[i]`` and ``exp_avg_sq[i]`` becomes a view into
-    them; ``matches`` tells whether that still holds (a user may reassign any of them, and
-    ``Module.to`` or ``load_state_dict`` do), and the optimiser re-packs when it does not.
-    """
-
-    def __init__(self, optimizer):
-        params = optimizer.params
-        dtype = params[0].data.dtype
-        sizes = [p.data.size for p in params]
-        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).tolist()
-        self.total = offsets[-1]
-        self.buffers = {}
-        for key in ("data", "grad", "exp_avg", "exp_avg_sq"):
-            flat = self.buffers[key] = cupy.empty(self.total, dtype=dtype)
-            for index, p in enumerate(params):
-                view = flat[offsets[index]:offsets[index + 1]].reshape(p.data.shape)
-                if key in ("data", "grad"):
-                    view[...] = getattr(p, key)
-                    setattr(p, key, view)
-                else:
-                    state = optimizer.state[key][index]
-                    view[...] = 0 if state is None else state
-                    optimizer.state[key][index] = view
-        self.views = self._current(optimizer)
-        self.hyper = cupy.zeros(5, dtype=numpy.float64)  # lr, beta1, beta2, eps, weight_decay, on the device
-        self.host_hyper = None  # the values last written there
-
-    def write_hyperparameters(self, optimizer):
-        """Copy the optimiser's hyperparameters to the device array the kernel reads, where they changed."""
-        d = optimizer.defaults
-        values = (d["lr"], d["betas"][0], d["betas"][1], d["eps"], d["weight_decay"])
-        if values != self.host_hyper:
-            if cupy.cuda.get_current_stream().is_capturing():
-                raise RuntimeError("Adam: the hyperparameters changed while a CUDA graph was being captured")
-            self.hyper.set(numpy.array(values, dtype=numpy.float64))
-            self.host_hyper = values
-
-    @staticmethod
-    def _current(optimizer):
-        return [(p.data, p.grad, m, v) for p, m, v in
-                zip(optimizer.params, optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"])]
-
-    def matches(self, optimizer):
-        current = self._current(optimizer)
-        return len(current) == len(self.views) and all(a is b for now, then in zip(current, self.views)
-                                                       for a, b in zip(now, then))
-
-    @staticmethod
-    def possible(optimizer):
-        dtypes = {p.data.dtype for p in optimizer.params} | {p.grad.dtype for p in optimizer.params}
-        return (len(dtypes) == 1 and supports(dtypes.pop())
-                and all(isinstance(p.data, cupy.ndarray) and isinstance(p.grad, cupy.ndarray)
-                        for p in optimizer.params))
+def _hyperparameters(optimizer, flat):
+    """Write each group's lr, betas, eps, weight decay and AdamW flag into the device array the kernel reads,
+    where they changed since the last write (run before every replay of a captured step)."""
+    values = [(g["lr"], *g["betas"], g["eps"], g["weight_decay"], float(g["decoupled_weight_decay"]))
+              for g, *_ in flat.groups]
+    if values != getattr(flat, "host_hyper", None):
+        if cupy.cuda.get_current_stream().is_capturing():
+            raise RuntimeError("Adam: the hyperparameters changed while a CUDA graph was being captured")
+        flat.hyper.set(numpy.array(values, dtype=numpy.float64))
+        flat.host_hyper = values
 
 
 def adam_step(optimizer):
-    """optim.adam_step as one kernel over flat buffers, reading the step count and the hyperparameters from
-    device memory (so that a captured CUDA graph uses the current ones at every replay).
+    """optim.adam_step as one kernel per parameter group over flat device buffers (FlatAdam), reading each
+    group's step count and hyperparameters from device memory, which a captured CUDA graph thus reads at every
+    replay (the hyperparameters are refreshed before each: ``before_each_replay``).
 
-    Declined (NotImplemented) when the parameters cannot share one flat buffer (mixed dtypes): the core
-    per-parameter loop runs instead.
+    Declined (NotImplemented) where the parameters cannot share flat buffers (mixed dtypes), or a group's
+    parameters have taken different numbers of steps: the core per-parameter loop runs instead.
     """
     flat = optimizer.__dict__.get("_flat")
-    if flat is None or not flat.matches(optimizer):
-        if not _FlatAdam.possible(optimizer):
-            return NotImplemented
+    if flat is None or flat.xp is not cupy or not FlatAdam._same(FlatAdam.snapshot(optimizer), flat.views):
         if cupy.cuda.get_current_stream().is_capturing():
             raise RuntimeError("Adam: the parameters were re-packed while a CUDA graph was being captured; "
                                "run one step eagerly before capturing")
-        flat = optimizer._flat = _FlatAdam(optimizer)
-    before_each_replay(lambda: flat.write_hyperparameters(optimizer))
-    buffers = flat.buffers
-    _launch("adam", buffers["data"].dtype, flat.total, (buffers["data"], buffers["grad"], buffers["exp_avg"],
-                                                       buffers["exp_avg_sq"], optimizer._steps, flat.hyper,
-                                                       numpy.int64(flat.total)))
+        flat = FlatAdam.current(optimizer, cupy)
+        if flat is None:
+            return NotImplemented
+        flat.equal_steps = None not in flat.group_steps()  # read once, here; the kernel keeps them together
+        flat.hyper = cupy.zeros((len(flat.groups), 6), dtype=numpy.float64)
+    if not flat.equal_steps or not supports(flat.arrays["data"].dtype):
+        return NotImplemented
+    before_each_replay(lambda: _hyperparameters(optimizer, flat))
+    a = flat.arrays
+    for index, (group, start, end, first, last) in enumerate(flat.groups):
+        flat.steps[first:last] += 1
+        _launch("adam", a["data"].dtype, end - start, (a["data"][start:end], a["grad"][start:end],
+                                                       a["exp_avg"][start:end], a["exp_avg_sq"][start:end],
+                                                       flat.steps[first:], flat.hyper[index],
+                                                       numpy.int64(end - start)))
     return None
 
 
 def zero_grads(optimizer):
     """optim.zero_grads as one fill, where the gradients share Adam's flat buffer; declined otherwise."""
-    flat = optimizer.__dict__.get("_flat")
-    if flat is None or not flat.matches(optimizer):
+    flat = FlatAdam.current(optimizer, cupy, pack=False)
+    if flat is None:
         return NotImplemented
-    flat.buffers["grad"].fill(0)
+    flat.zero_grads(optimizer)
     return None
 
 

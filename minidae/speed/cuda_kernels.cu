@@ -61,7 +61,7 @@ __device__ void col2im_impl(const T* cols, T* dx, int N, int C, int H, int W, in
 
 // ---------------------------------------------------------------------------------------
 // Adam over flat buffers: minidae.optim.adam, operation for operation, in NumPy's float rounding:
-//   g = grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + ((1 - b2) g) g
+//   (AdamW: p = p (1 - lr wd));  g = grad + wd p (Adam's L2);  m = b1 m + (1 - b1) g;  v = b2 v + ((1 - b2) g) g
 //   m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p -= (lr m_hat) / (sqrt(v_hat) + eps)
 // NumPy casts each Python float (b1, 1 - b1, 1 - b1^t, lr, ...) to the arrays' dtype before using it, so
 // the kernel does too. The step count t and the hyperparameters (lr, b1, b2, eps, wd) are read from device
@@ -81,11 +81,14 @@ template <typename T>
 __device__ void adam_impl(T* p, const T* grad, T* m, T* v, const i64* step, const double* hyper, i64 total) {
     double t = (double)step[0];
     double lr = hyper[0], b1 = hyper[1], b2 = hyper[2], eps = hyper[3], wd = hyper[4];
+    bool decoupled = hyper[5] != 0.0;  // AdamW: p *= 1 - lr wd, and no L2 term in g
     T b1_t = (T)b1, b2_t = (T)b2, one_minus_b1 = (T)(1.0 - b1), one_minus_b2 = (T)(1.0 - b2);
     T bias1 = (T)(1.0 - pow(b1, t)), bias2 = (T)(1.0 - pow(b2, t)), lr_t = (T)lr, eps_t = (T)eps, wd_t = (T)wd;
+    T decay = (T)(1.0 - lr * wd);
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
         T pi = p[i], g = grad[i];
-        if (wd != 0.0) g = add_rn(g, mul_rn(wd_t, pi));
+        if (wd != 0.0 && decoupled) pi = mul_rn(pi, decay);
+        if (wd != 0.0 && !decoupled) g = add_rn(g, mul_rn(wd_t, pi));
         T mi = add_rn(mul_rn(b1_t, m[i]), mul_rn(one_minus_b1, g));
         T vi = add_rn(mul_rn(b2_t, v[i]), mul_rn(mul_rn(one_minus_b2, g), g));
         T m_hat = div_rn(mi, bias1), v_hat = div_rn(vi, bias2);
