@@ -459,3 +459,16 @@ def test_errors_point_to_the_fix(tmp_path):
         optim.SGD()
     with pytest.raises(ValueError, match="appear in more than one parameter group"):
         optim.Adam([{"params": [layer.weight]}, {"params": [layer.weight]}])
+
+
+def test_the_classifier_example_learns_digits(mnist_root, capsys):
+    """examples/train_classifier.py, a PyTorch user's classification loop in minidae, on a small slice of MNIST."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_classifier", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_classifier.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(["--epochs", "1", "--train-samples", "3200", "--test-samples", "500", "--data-dir",
+                         mnist_root]) == 0
+    accuracy = float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])
+    assert accuracy > 0.75  # a tenth of an epoch of MNIST; chance is 0.1
