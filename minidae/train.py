@@ -28,7 +28,7 @@ import numpy
 from . import __version__, backend, metrics, models, nn, optim
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
-from .data.batches import epoch_seed, unit_images
+from .data.loader import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
 from .nn.module import evaluating
 from .presets import PRESETS
