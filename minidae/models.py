@@ -21,15 +21,34 @@ class Chain(nn.Module):
 
     The layers with parameters are also attributes (``conv1``, ``fc1``, ...), so state_dict keys read
     like the reference's PyTorch code; activations and pooling may appear several times in the list,
-    even as one shared object.
+    even as one shared object. The first ``code_after`` layers are the encoder: ``encode(x)`` is their output,
+    the code (the bottleneck), and ``decode(z)`` runs the rest; ``forward(x)`` is ``decode(encode(x))``.
     """
 
-    def forward(self, ctx, x):
-        """(N, 1, 28, 28) images through every layer in order."""
+    code_after = None  # layers in the encoder; each model sets it
+
+    def encode(self, x):
+        """The code of images x (N, 1, 28, 28): the output of the encoder's last layer (``code_after``)."""
+        self._check_images(x)
+        for layer in self.layers[:self.code_after]:
+            x = layer(x)
+        return x
+
+    def decode(self, z):
+        """Images (N, 1, 28, 28) from codes z (as :meth:`encode` gives them): the decoder's layers."""
+        for layer in self.layers[self.code_after:]:
+            z = layer(z)
+        return z
+
+    def _check_images(self, x):
         if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"{type(self).__name__}: expected images of shape (N, 1, 28, 28), got "
                              f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 grayscale images: "
                              f"resize yours first (as `minidae denoise` does) and add the batch and channel axes")
+
+    def forward(self, ctx, x):
+        """(N, 1, 28, 28) images through every layer in order."""
+        self._check_images(x)
         for layer in self.layers:
             x = layer(x)
         return x
@@ -76,6 +95,7 @@ class ConvDAE(Chain):
         self.conv4 = nn.ConvTranspose2d(64, 32, 3, stride=3, padding=2)
         self.conv5 = nn.ConvTranspose2d(32, 16, 3, stride=3, padding=4)
         self.conv6 = nn.ConvTranspose2d(16, 1, 3, stride=2, padding=3, output_padding=1)
+        self.code_after = 8  # through l1: the 256 numbers of the linear bottleneck
         self.layers = [self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), self.conv3, nn.ReLU(), nn.Flatten(),
                        self.l1, self.l2, nn.Unflatten((64, 4, 4)), self.conv4, nn.ReLU(), self.conv5, nn.ReLU(),
                        self.conv6, nn.Sigmoid()]
@@ -96,6 +116,7 @@ class _Dense(Chain):
             setattr(self, name, nn.Linear(n_in, n_out))
             self.layers += [getattr(self, name), nn.ReLU() if index < len(names) - 1 else nn.Sigmoid()]
         self.layers.append(nn.Unflatten((1, 28, 28)))
+        self.code_after = 1 + 2 * (len(names) // 2)  # through the middle layer and its ReLU
 
 
 def fc_dae():
@@ -197,6 +218,7 @@ class ConvAEPool(Chain):
         self.conv4 = nn.Conv2d(64, 32, 3, padding=1)
         self.conv5 = nn.Conv2d(32, 1, 3, padding=1)
         self.pool, self.up = nn.MaxPool2d(2), nn.Upsample(scale_factor=2)
+        self.code_after = 6  # through the second pooling: (N, 64, 7, 7)
         self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool,
                        self.conv3, nn.ReLU(), self.up, self.conv4, nn.ReLU(), self.up, self.conv5, nn.Sigmoid()]
 
@@ -239,6 +261,8 @@ class ConvDenoiser(Chain):
         self.t_conv2 = nn.ConvTranspose2d(8, 16, 2, stride=2)
         self.t_conv3 = nn.ConvTranspose2d(16, 32, 2, stride=2)
         self.conv_out = nn.Conv2d(32, 1, 3, padding=1)
+        self.code_after = 6  # through the second pooling: (N, 64, 7, 7)
+        self.code_after = 9  # through the third pooling: (N, 8, 3, 3)
         self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool, self.conv3, nn.ReLU(),
                        self.pool, self.t_conv1, nn.ReLU(), self.t_conv2, nn.ReLU(), self.t_conv3, nn.ReLU(),
                        self.conv_out, nn.Sigmoid()]
