@@ -215,6 +215,7 @@ class Module:
         object.__setattr__(self, "_buffers", [])  # names of the attributes that are buffers (module docstring)
         object.__setattr__(self, "_waiting", [])  # forwards waiting for their backward, newest last
         object.__setattr__(self, "_last_back", -1)  # the call id of the forward most recently gone back through
+        object.__setattr__(self, "_forward_hooks", [])
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, key, value):
@@ -244,7 +245,15 @@ class Module:
         output = self.forward(ctx, *inputs, **kwargs)
         if _GRAD_ENABLED[0] and self.training:
             self._waiting.append(_Waiting(ctx, first, next(_CALL_IDS), output))
+        for hook in self._forward_hooks:
+            hook(self, inputs, output)
         return output
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward of this module (as PyTorch's); returns a
+        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none."""
+        self._forward_hooks.append(hook)
+        return _HookHandle(self._forward_hooks, hook)
 
     def backward(self, grad_out=None):
         """Given dL/dy, shaped like the output, add dL/dparam into each parameter's ``.grad`` and return dL/dx:
@@ -575,6 +584,18 @@ class Module:
         lines = [f"  ({key}): " + repr(module).replace("\n", "\n  ") for key, module in self._modules.items()]
         body = "\n" + "\n".join(lines) + "\n" if lines else ""
         return f"{type(self).__name__}({self.extra_repr()}{body})"
+
+
+class _HookHandle:
+    """What register_forward_hook returns: ``remove()`` takes the hook away."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        """Take the hook away (again: nothing)."""
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
 
 
 def _check_gradient(name, grad, shape):

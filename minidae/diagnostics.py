@@ -1,0 +1,140 @@
+"""Per-layer training diagnostics: what backprop is doing inside the network, recorded as it trains.
+
+Every ``every`` iterations (25 by default: the trainer reads the losses back at that cadence anyway) a
+:class:`Diagnostics` records
+
+* for every parameter tensor, the norm of its gradient and the update-to-weight ratio ‖Δw‖ / ‖w‖ of the step
+  just taken (from a copy of the weights made before that step);
+* for every layer, the mean, the standard deviation and the fraction of exact zeros of its output (dead ReLU
+  units show as zeros near 1), from a forward of the batch just trained, run again in eval mode under
+  ``no_grad`` (so that no dropout mask is drawn and no running statistic changes), with forward hooks.
+
+All of it happens outside the training step, so on a GPU the captured step stays one CUDA graph and the
+statistics are read outside it; the cost is one copy of the weights and one forward every ``every`` steps.
+``as_dict()`` is what metrics.json keeps under ``layers``; :func:`plot_layers` draws layers.png.
+docs/backprop.md ("Reading the diagnostics") says what healthy and unhealthy runs look like.
+"""
+import math
+
+import numpy
+from matplotlib.figure import Figure
+
+from . import backend, nn
+from .nn.module import evaluating
+
+__all__ = ["Diagnostics", "plot_layers"]
+
+
+def _norm(a):
+    return float(backend.array_module(a).sqrt((a.astype("float64") ** 2).sum()))
+
+
+class Diagnostics:
+    """Records the statistics above for ``model`` every ``every`` iterations (module docstring)."""
+
+    def __init__(self, model, every=25):
+        self.model, self.every = model, int(every)
+        self.parameters = list(model.named_parameters())
+        self.layers = self._layers(model)
+        self.iterations, self._before = [], None
+        self.gradient_norm = {name: [] for name, _ in self.parameters}
+        self.update_ratio = {name: [] for name, _ in self.parameters}
+        self.output = {name: {"mean": [], "std": [], "zeros": []} for name, _ in self.layers}
+
+    @staticmethod
+    def _layers(model):
+        """(name, module) of the layers whose outputs are recorded: a Chain's ``layers`` in order (named by
+        attribute, else "<position>.<class>"; a layer object used several times, at its first use), else every
+        module without sub-modules; reshaping layers (Flatten, Unflatten) left out."""
+        names = {id(m): name for name, m in model.named_modules() if name}
+        chain = getattr(model, "layers", None)
+        reshape = (nn.Flatten, nn.Unflatten)  # their outputs are their inputs, rearranged: nothing to add
+        if chain is None:
+            return [(name, m) for name, m in model.named_modules() if name and not m.children()
+                    and not isinstance(m, reshape)]
+        return [(names.get(id(m), f"{i}.{type(m).__name__}"), m) for i, m in enumerate(chain)
+                if not any(earlier is m for earlier in chain[:i]) and not isinstance(m, reshape)]
+
+    def due(self, iteration):
+        """True when iteration ``iteration`` (counted from 0 over the whole run) is recorded."""
+        return self.every > 0 and iteration % self.every == 0
+
+    def before_step(self, iteration):
+        """Keep a copy of the weights, when this iteration is recorded (call just before the step)."""
+        self._before = [p.data.copy() for _, p in self.parameters] if self.due(iteration) else None
+
+    def after_step(self, iteration, batch):
+        """Record the statistics of the step just taken on ``batch`` (its input), when this iteration is recorded."""
+        if self._before is None:
+            return
+        self.iterations.append(int(iteration))
+        for (name, p), before in zip(self.parameters, self._before):
+            self.gradient_norm[name].append(_norm(p.grad))
+            self.update_ratio[name].append(_norm(p.data - before) / max(_norm(before), 1e-30))
+        self._before = None
+        calls = {}
+
+        def hook(name):
+            def record(module, inputs, output):
+                if calls.get(name):  # a layer object used several times: its first use in the forward
+                    return
+                calls[name] = True
+                out = output[0] if isinstance(output, tuple) else output
+                stats = self.output[name]
+                stats["mean"].append(float(out.mean()))
+                stats["std"].append(float(out.std()))
+                stats["zeros"].append(float((out == 0).mean()))
+            return record
+        handles = [module.register_forward_hook(hook(name)) for name, module in self.layers]
+        try:
+            with evaluating(self.model):
+                self.model(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for name, _ in self.layers:  # a layer the forward did not reach: a gap
+            for values in self.output[name].values():
+                if len(values) < len(self.iterations):
+                    values.append(None)
+
+    def as_dict(self):
+        """The records as metrics.json keeps them (JSON: non-finite values become None)."""
+        clean = lambda values: [v if v is not None and math.isfinite(v) else None for v in values]  # noqa: E731
+        return {"every": self.every, "iterations": self.iterations,
+                "gradient_norm": {k: clean(v) for k, v in self.gradient_norm.items()},
+                "update_ratio": {k: clean(v) for k, v in self.update_ratio.items()},
+                "output": {k: {s: clean(v) for s, v in stats.items()} for k, stats in self.output.items()}}
+
+
+def plot_layers(path, record, title=""):
+    """layers.png: one panel per statistic (gradient norm, update ratio, and the outputs' mean, standard
+    deviation and fraction of zeros), one line per parameter tensor or layer, log scales where the values span
+    decades; the update ratio's usual level, 1e-3, is dotted."""
+    iterations = numpy.asarray(record["iterations"])
+    figure = Figure(figsize=(13, 11), dpi=100)
+    panels = figure.subplots(3, 2).flat
+    outputs = record["output"]
+    series = [(record["gradient_norm"], "gradient norm ‖dL/dw‖", "log"),
+              (record["update_ratio"], "update ratio ‖Δw‖ / ‖w‖", "log"),
+              ({k: v["mean"] for k, v in outputs.items()}, "output mean", "linear"),
+              ({k: v["std"] for k, v in outputs.items()}, "output standard deviation", "log"),
+              ({k: v["zeros"] for k, v in outputs.items()}, "output: fraction of exact zeros", "linear")]
+    for axes, (lines, label, scale) in zip(panels, series):
+        for index, (name, values) in enumerate(lines.items()):
+            values = numpy.array([numpy.nan if v is None else v for v in values], dtype=numpy.float64)
+            if scale == "log":
+                values = numpy.where(values > 0, values, numpy.nan)
+            if numpy.isfinite(values).any():
+                axes.plot(iterations[:len(values)], values, label=name, color=f"C{index % 10}",
+                          linestyle=("-", "--", ":")[index // 10 % 3], linewidth=1.2)
+        axes.set(xlabel="iteration", title=label, yscale=scale)
+        axes.grid(True, which="both", alpha=0.3)
+    panels[1].axhline(1e-3, color="gray", linewidth=0.8, linestyle=":")
+    legend = panels[5]
+    legend.axis("off")
+    for source, heading, where in ((panels[0], "parameters", "upper left"), (panels[2], "layer outputs", "upper right")):
+        handles, labels = source.get_legend_handles_labels()
+        legend.add_artist(legend.legend(handles, labels, title=heading, fontsize="x-small", ncol=2, loc=where))
+    figure.suptitle(title or "Per-layer diagnostics")
+    figure.tight_layout()
+    figure.savefig(path)

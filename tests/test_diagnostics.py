@@ -1,0 +1,76 @@
+"""Per-layer diagnostics (minidae.diagnostics) and the forward hooks they use."""
+import json
+
+import numpy as np
+import pytest
+
+from minidae import backend, models, nn, optim
+from minidae.diagnostics import Diagnostics, plot_layers
+
+
+def test_forward_hooks_see_every_call_and_can_be_removed(xp):
+    layer, seen = nn.ReLU(), []
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append((module, inputs[0], output)))
+    x = xp.asarray(np.array([-1.0, 2.0]))
+    y = layer(x)
+    assert len(seen) == 1 and seen[0][0] is layer and seen[0][1] is x and seen[0][2] is y
+    handle.remove()
+    handle.remove()
+    layer(x)
+    assert len(seen) == 1
+
+
+def train(model, steps, every, x, diagnostics=True, lr=1e-3):
+    backend.seed(0)
+    opt, loss = optim.Adam(model.parameters(), lr=lr), nn.MSELoss()
+    recorder = Diagnostics(model, every=every) if diagnostics else None
+    for iteration in range(steps):
+        if recorder:
+            recorder.before_step(iteration)
+        opt.zero_grad()
+        loss(model(x), x)
+        model.backward(loss.backward())
+        opt.step()
+        if recorder:
+            recorder.after_step(iteration, x)
+    return recorder
+
+
+def test_records_every_k_iterations_and_changes_no_number(xp, tmp_path):
+    x = xp.asarray(np.random.default_rng(0).uniform(size=(8, 1, 28, 28)), dtype=np.float32)
+    backend.seed(1)
+    watched = models.build("conv_denoiser")
+    backend.seed(1)
+    plain = models.build("conv_denoiser")
+    record = train(watched, 12, 5, x).as_dict()
+    train(plain, 12, 5, x, diagnostics=False)
+    for key, value in plain.state_dict().items():  # the recording changed nothing in training
+        assert np.array_equal(backend.to_numpy(watched.state_dict()[key]), value), key
+    assert record["iterations"] == [0, 5, 10] and record["every"] == 5
+    assert list(record["gradient_norm"]) == [name for name, _ in watched.named_parameters()]
+    outputs = record["output"]
+    assert list(outputs)[:3] == ["conv1", "1.ReLU", "pool"] and "Flatten" not in " ".join(outputs)
+    relu = outputs["1.ReLU"]
+    assert all(0 < z < 1 for z in relu["zeros"]) and all(s > 0 for s in relu["std"])
+    assert all(r > 0 for r in record["update_ratio"]["conv1.weight"])
+    (tmp_path / "m.json").write_text(json.dumps(record, allow_nan=False))
+    plot_layers(tmp_path / "layers.png", record)
+    assert (tmp_path / "layers.png").stat().st_size > 10000
+
+
+def test_dead_units_and_exploding_updates_show(xp):
+    """The signs docs/backprop.md describes: a ReLU whose inputs are all negative is all zeros; a huge learning
+    rate gives update ratios far above 1e-3."""
+    x = xp.asarray(np.random.default_rng(2).uniform(size=(4, 1, 28, 28)), dtype=np.float32)
+    backend.seed(3)
+    model = models.build("conv_dae")
+    model.conv1.bias.data[...] = -100  # every pre-activation negative: conv1's ReLU is dead
+    record = train(model, 1, 1, x, lr=1e-1).as_dict()
+    assert record["output"]["1.ReLU"]["zeros"][0] == 1.0
+    assert max(v[0] for v in record["update_ratio"].values()) > 1e-2
+
+
+def test_a_model_without_layers_list_records_its_leaf_modules(xp):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 4))
+    record = train(model, 2, 1, xp.asarray(np.ones((2, 4)), dtype=np.float32)).as_dict()
+    assert list(record["output"]) == ["1", "2", "3"]
