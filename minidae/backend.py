@@ -21,7 +21,7 @@ from .speed import replaceable
 
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
            "seed", "rng", "rng_state", "set_rng_state", "init_rng", "available", "library_of", "capturing", "check",
-           "matmul", "matmul_add", "graphed", "tune_host_allocator"]
+           "matmul", "matmul_add", "add_row_sums", "graphed", "tune_host_allocator"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -194,6 +194,13 @@ def matmul_add(out, a, b):
     """``out += a @ b``, where ``out`` holds the (M, N) product's elements in row-major order (any shape: a
     conv weight gradient is (O, C, KH, KW)). On a GPU the GEMM writes the sum straight into ``out``."""
     out += matmul(a, b).reshape(out.shape)
+
+
+@replaceable
+def add_row_sums(out, a):
+    """``out += a.sum(axis=1)``: the sum of each row of ``a`` (M, L) added into ``out`` (M,), as a bias gradient
+    is (the sum of dL/dy over a channel's positions). On a GPU, one GEMM with a column of ones writes it."""
+    out += a.sum(axis=1)
 
 
 @replaceable(on=lambda step, params: params[0].data if params else None)

@@ -91,9 +91,28 @@ def test_matmul_rejects_mismatched_shapes(cp):
 
 
 def test_every_cupy_replacement_is_tested_here(cp):
-    assert set(speed.registered("cupy")) == {"im2col", "col2im", "matmul", "matmul_add", "adam_step", "zero_grads",
-                                             "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward",
-                                             "graphed"}
+    assert set(speed.registered("cupy")) == {"im2col", "col2im", "matmul", "matmul_add", "add_row_sums", "adam_step",
+                                             "zero_grads", "relu", "sigmoid", "sigmoid_backward", "mse_loss",
+                                             "mse_loss_backward", "graphed"}
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+def test_row_sums_and_the_two_pass_mse_match_their_core_functions(cp, dtype, rtol):
+    from minidae.speed import cuda
+    rng = np.random.default_rng(8)
+    for rows, length in ((16, 14400), (256, 64), (1, 5), (3, 0)):
+        a, out = rng.normal(size=(rows, length)).astype(dtype), rng.normal(size=rows).astype(dtype)
+        expected = out.copy()
+        backend.add_row_sums.core(expected, a)
+        device = cp.asarray(out)
+        assert cuda.add_row_sums(device, cp.asarray(a)) is None
+        np.testing.assert_allclose(device.get(), expected, rtol=rtol, atol=rtol * (1 + np.abs(a).sum(axis=1).max(initial=0)))
+        assert cuda.add_row_sums(device, cp.asarray(a).T.copy().T) is None  # a column-major view: read in place
+    for size in (1, 255, 256 * 128 + 3, 64 * 784):
+        p, t = rng.uniform(size=size).astype(dtype), rng.uniform(size=size).astype(dtype)
+        got = cuda.mse_loss(cp.asarray(p), cp.asarray(t))
+        assert got.shape == () and got.dtype == dtype
+        np.testing.assert_allclose(float(got), float(F.mse_loss.core(p, t)), rtol=rtol)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])

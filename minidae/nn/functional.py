@@ -58,7 +58,7 @@ def linear_backward(dy, x, weight, weight_grad=None, bias_grad=None):
     if weight_grad is not None:
         backend.matmul_add(weight_grad, dy.T, x)
     if bias_grad is not None:
-        bias_grad += dy.sum(axis=0)
+        backend.add_row_sums(bias_grad, dy.T)  # bias_grad += sum_n dy[n]
     return backend.matmul(dy, weight)
 
 
@@ -98,7 +98,7 @@ def conv2d_backward(dy, X, weight, x_shape, stride, padding, dilation, groups, w
     if weight_grad is not None:
         grouped_matmul_add(weight_grad, dY, X, groups)
     if bias_grad is not None:
-        bias_grad += dY.sum(axis=1)
+        backend.add_row_sums(bias_grad, dY)  # bias_grad += the sum of each row of dY
     return correlate_transpose(dY, weight, dy.shape[2:], x_shape, stride, padding[::2], dilation, groups)
 
 
@@ -122,7 +122,7 @@ def conv_transpose2d_backward(dy, X, weight, x_hw, stride, padding, dilation, gr
     if weight_grad is not None:
         grouped_matmul_add(weight_grad, X, dcols, groups)
     if bias_grad is not None:
-        bias_grad += dy.sum(axis=(0, 2, 3))
+        backend.add_row_sums(bias_grad, nchw_to_rows(dy))
     return rows_to_nchw(dX, dy.shape[0], *x_hw)
 
 

@@ -36,7 +36,7 @@ import numpy
 from . import is_disabled, register
 from .flat import FlatAdam
 
-__all__ = ["im2col", "col2im", "matmul", "matmul_add", "adam_step", "zero_grads", "graphed", "GraphedStep",
+__all__ = ["im2col", "col2im", "matmul", "matmul_add", "add_row_sums", "adam_step", "zero_grads", "graphed", "GraphedStep",
            "before_each_replay", "graph_kernel_count", "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward"]
 
 _BLOCK = 256
@@ -215,6 +215,18 @@ def matmul(a, b):
     return _cublas().gemm(a, b)
 
 
+_ONES = {}  # (length, dtype, device) -> a column of ones, made once (outside a capture: its first use is eager)
+
+
+def add_row_sums(out, a):
+    """``out += a.sum(axis=1)`` as one GEMM, a @ ones (L, 1), written into ``out`` with beta = 1: one cuBLAS
+    kernel where a reduction and an add would be two. Declined where matmul_add would be."""
+    key = (a.shape[1], a.dtype.str, cupy.cuda.Device().id)
+    if key not in _ONES:
+        _ONES[key] = cupy.ones((a.shape[1], 1), dtype=a.dtype)
+    return matmul_add(out.reshape(-1, 1) if out.flags.c_contiguous else out, a, _ONES[key])
+
+
 def matmul_add(out, a, b):
     """``out += a @ b`` with the product written straight into ``out`` (cuBLAS's beta = 1: no
     temporary, no separate add). ``out`` may have any shape holding the (M, N) product in
@@ -290,8 +302,7 @@ _relu = cupy.ElementwiseKernel("T x", "T y, bool positive", "positive = x > (T)0
 _sigmoid = cupy.ElementwiseKernel("T x", "T y", "T e = exp(-fabs(x)); y = (x >= (T)0 ? (T)1 : e) / ((T)1 + e)",
                                   "minidae_sigmoid")
 _sigmoid_backward = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_backward")
-_mse = cupy.ReductionKernel("T p, T t", "T loss", "(p - t) * (p - t)", "a + b",
-                            "loss = a / (T)(_in_ind.size() / _out_ind.size())", "0", "minidae_mse")
+_MSE_BLOCKS = 128  # partial sums of the two-pass MSE: one per block, then one block adds them up
 _mse_backward = cupy.ElementwiseKernel("T p, T t, T scale", "T g", "g = (p - t) * scale", "minidae_mse_backward")
 
 
@@ -315,10 +326,20 @@ def sigmoid_backward(dy, y):
 
 
 def mse_loss(pred, target):
-    """mean((pred - target)^2) as one reduction kernel."""
-    if not _same_float(pred, target) or pred.shape != target.shape:
+    """mean((pred - target)^2) in two kernels: 128 blocks each sum a strided share of the squared differences,
+    then one block adds the 128 partial sums and divides (a single-block reduction took 22 us on an H100)."""
+    if not _same_float(pred, target) or pred.shape != target.shape or not pred.flags.c_contiguous \
+            or not target.flags.c_contiguous:
         return NotImplemented
-    return _mse(pred, target)
+    partial = cupy.empty(_MSE_BLOCKS, dtype=pred.dtype)
+    loss = cupy.empty((), dtype=pred.dtype)
+    function = _module().get_function
+    name = _CTYPE[numpy.dtype(pred.dtype)]
+    function(f"squared_error_partial_{name}")((_MSE_BLOCKS,), (_BLOCK,), (pred, target, partial,
+                                                                         numpy.int64(pred.size)))
+    function(f"mean_of_partials_{name}")((1,), (_BLOCK,), (partial, loss, numpy.int32(_MSE_BLOCKS),
+                                                           numpy.int64(pred.size)))
+    return loss
 
 
 def mse_loss_backward(pred, target, scale):
@@ -462,6 +483,7 @@ def graphed(step, params):
 
 
 for _name, _function in (("im2col", im2col), ("col2im", col2im), ("matmul", matmul), ("matmul_add", matmul_add),
+                         ("add_row_sums", add_row_sums),
                          ("adam_step", adam_step), ("zero_grads", zero_grads), ("relu", relu), ("sigmoid", sigmoid),
                          ("sigmoid_backward", sigmoid_backward), ("mse_loss", mse_loss),
                          ("mse_loss_backward", mse_loss_backward), ("graphed", graphed)):
