@@ -1,7 +1,9 @@
 """Checkpoints as plain ``.npz`` files (loadable with ``numpy.load(path, allow_pickle=False)``).
 
 Keys: ``model.<key>`` (the model's state dict: weights, and buffers such as BatchNorm2d's running
-statistics and its int64 ``num_batches_tracked``), ``optim.<buffer>`` (optimiser state), ``epoch`` and
+statistics and its int64 ``num_batches_tracked``), ``optim.state.<index>.<entry>`` and ``optim.param_groups``
+(the optimiser's state dict, flattened by ``minidae.optim.flat_state_dict``; the older flat keys
+``optim.step``, ``optim.exp_avg.<index>`` still load), ``epoch`` and
 ``iteration`` (where training stopped: completed epochs, iterations into the next; with the
 seed in ``config`` they fix every epoch's shuffling and noise, which come from a generator seeded
 by (seed, epoch)),

@@ -1,8 +1,9 @@
 """The CuPy speed devices (minidae/speed/cuda.py) against the core functions they replace. Needs a CUDA GPU.
 
-Each must compute what the core function computes on NumPy: im2col exactly, col2im and Adam to the
-last bit where the order of operations is the same, GEMMs to float rounding, and a training
-step replayed as a CUDA graph exactly as the same step run eagerly.
+Each must compute what the core function computes on NumPy: im2col exactly, col2im to the last bit (the same
+sums in the same order), Adam to float rounding (the same operations, but 1 - b^t from the device's pow), GEMMs
+and reductions to float rounding, and a training step replayed as a CUDA graph exactly as the same step run
+eagerly.
 """
 import numpy as np
 import pytest

@@ -298,7 +298,7 @@ def test_optim_page_quotes_adams_statements_as_they_are():
     table = page.split("| statements in `optim.adam` |", 1)[1].split("\n\n", 1)[0]
     quoted = [code for row in table.splitlines()[2:] for code in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
     source = [line.strip() for line in inspect.getsource(optim.adam).splitlines()]
-    assert len(quoted) == 6, quoted
+    assert len(quoted) == 8, quoted
     positions = [source.index(code) if code in source else None for code in quoted]
     assert None not in positions, (f"not in optim.adam ({inspect.getsourcefile(optim.adam)}): "
                                    f"{[c for c, p in zip(quoted, positions) if p is None]}")
