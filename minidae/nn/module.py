@@ -57,6 +57,7 @@ import contextlib
 import inspect
 import itertools
 import warnings
+import weakref
 from collections import OrderedDict
 
 import numpy
@@ -68,6 +69,7 @@ __all__ = ["Context", "Parameter", "Module", "no_grad", "is_grad_enabled", "eval
 
 _GRAD_ENABLED = [True]
 _CALL_IDS = itertools.count()  # numbers every module call in order, so that a call's sub-calls can be found
+_HOLDERS = weakref.WeakSet()  # the modules holding waiting contexts (registered as sub-modules or not)
 
 
 @contextlib.contextmanager
@@ -245,6 +247,7 @@ class Module:
         output = self.forward(ctx, *inputs, **kwargs)
         if _GRAD_ENABLED[0] and self.training:
             self._waiting.append(_Waiting(ctx, first, next(_CALL_IDS), output))
+            _HOLDERS.add(self)
         for hook in self._forward_hooks:
             hook(self, inputs, output)
         return output
@@ -310,10 +313,11 @@ class Module:
             self._drop(waiting[:1])
 
     def _drop(self, entries):
-        """Forget these waiting forwards, and what the sub-modules kept during those calls."""
+        """Forget these waiting forwards, and what the modules they called kept during those calls (sub-modules
+        or not: a model's layer list may hold modules that are not attributes)."""
         for entry in entries:
             self._waiting.remove(entry)
-            for _, module in self.named_modules():
+            for module in list(_HOLDERS):
                 module._waiting[:] = [w for w in module._waiting if not entry.first < w.first < entry.last]
 
     def _check_input(self, x):

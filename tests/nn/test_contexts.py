@@ -198,3 +198,19 @@ def test_a_layer_keeps_nothing_on_itself_between_calls(xp):
         after = {k: v for k, v in vars(layer).items() if k not in ("_waiting", "_last_back")}
         assert before.keys() == after.keys() and all(before[k] is after[k] for k in before), type(layer).__name__
         assert len(layer._waiting) == 1 and vars(layer._waiting[0].ctx)
+
+
+def test_a_zoo_models_unregistered_layers_are_dropped_with_it(xp):
+    """A Chain keeps its activations in a plain list (not sub-modules): a passed-over forward of the model still
+    takes their contexts with it, and the warning comes once, from the model."""
+    from minidae import models
+    model = models.build("conv_dae")
+    x = xp.asarray(np.random.default_rng(0).uniform(size=(2, 1, 28, 28)), dtype=np.float32)
+    model(x)
+    model(x)  # a logging forward in training mode
+    model.backward(xp.ones((2, 1, 28, 28), dtype=np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(x)
+    assert [str(w.message).split(":")[0] for w in caught] == ["ConvDAE"]
+    assert all(len(layer._waiting) == 1 for layer in model.layers)  # only the new forward's, everywhere
