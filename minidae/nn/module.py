@@ -19,22 +19,27 @@ belong to which call.
 
 Which forward a backward belongs to
 -----------------------------------
-A module keeps the contexts of its training-mode forwards that are still waiting for their backward, newest
-last, and ``backward`` takes the newest. So every backward pairs with its own forward whenever the backwards
-come in the reverse order of the forwards: a layer used at several places inside one forward (one ReLU
-object for every activation), a hand-written chain reusing a layer at top level, and siamese or triplet
-calls (``z1 = net(x1); z2 = net(x2)``, then ``net.backward(g2)`` and ``net.backward(g1)``). Furthermore:
+A module keeps the contexts of its forwards that are still waiting for their backward, newest last, and
+``backward`` takes the newest. So every backward pairs with its own forward whenever the backwards come in the
+reverse order of the forwards: a layer used at several places inside one forward (one ReLU object for every
+activation), a hand-written chain reusing a layer at top level, and siamese or triplet calls
+(``z1 = net(x1); z2 = net(x2)``, then ``net.backward(g2)`` and ``net.backward(g1)``). Backwards in any other
+order pair with the wrong forwards, and nothing can tell. Furthermore:
 
-* a forward in eval mode (``model.eval()``) or inside ``with minidae.no_grad():`` keeps nothing: use one for
-  anything whose backward will not come (metrics, logging, inference);
+* a forward inside ``with minidae.no_grad():`` keeps nothing: use it (or ``minidae.evaluating(model)``, which
+  also switches to eval mode) for anything whose backward will not come (metrics, logging, inference). Eval
+  mode alone changes what BatchNorm2d and Dropout compute, not whether a call keeps its context, as in
+  PyTorch: a BatchNorm2d frozen with ``bn.eval()`` inside a training model still has its backward;
 * ``backward`` with no forward waiting raises, naming the layer (a second backward for one forward too, as
-  in PyTorch), and so does a gradient of the wrong shape; a backward that raises leaves its forward's
-  context in place, so the corrected call works;
-* a training-mode forward whose backward never comes is found and dropped, with a RuntimeWarning that names
-  the fix, in two ways: when a newer forward was gone back through while it waited (``y = net(x);
-  logged = net(x_log); net.backward(g)`` pairs ``g`` with ``x_log``'s forward, and the next call of ``net``
-  says so), and when more than ``max_pending`` (32) forwards wait at once (the oldest goes). Memory stays
-  bounded. Dropping a module's context drops those its sub-modules made during that call too.
+  in PyTorch), and so does a gradient of the wrong shape; a backward that raises, at any depth of a model,
+  puts every context it had taken back in place, so the corrected call works (the gradients it had added before
+  the error stay, as in PyTorch: zero them before trying again);
+* a forward whose backward never comes is found and dropped, with a RuntimeWarning that names the fix, in two
+  ways: when, at a module's call, one of its forwards has waited while a later one was gone back through
+  (``y = net(x); logged = net(x_log); net.backward(g)`` pairs ``g`` with ``x_log``'s forward, and the next
+  call of ``net`` says so; a forward kept waiting on purpose across a later one's backward and a new call is
+  dropped too), and when more than ``max_pending`` (32) forwards wait at once (the oldest goes). Memory stays
+  bounded. Dropping a call's context drops what every module it called kept during that call.
 
 A module with parameters (or floating buffers) refuses an input of another floating dtype (PyTorch does too):
 convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``).
@@ -70,6 +75,7 @@ __all__ = ["Context", "Parameter", "Module", "no_grad", "is_grad_enabled", "eval
 _GRAD_ENABLED = [True]
 _CALL_IDS = itertools.count()  # numbers every module call in order, so that a call's sub-calls can be found
 _HOLDERS = weakref.WeakSet()  # the modules holding waiting contexts (registered as sub-modules or not)
+_TAKEN = []  # while a backward runs: (module, its context, its previous _last_back) for each context it took
 
 
 @contextlib.contextmanager
@@ -245,7 +251,7 @@ class Module:
         self._drop_forgotten()
         ctx, first = Context(), next(_CALL_IDS)
         output = self.forward(ctx, *inputs, **kwargs)
-        if _GRAD_ENABLED[0] and self.training:
+        if _GRAD_ENABLED[0]:
             self._waiting.append(_Waiting(ctx, first, next(_CALL_IDS), output))
             _HOLDERS.add(self)
         for hook in self._forward_hooks:
@@ -265,18 +271,27 @@ class Module:
         name = type(self).__name__
         if not self._waiting:
             raise RuntimeError(f"{name}.backward: no forward is waiting for its backward. Call the module "
-                               f"({name.lower()}(x)) before each backward: each forward is gone back through once "
-                               f"(a second backward is refused, as in PyTorch), and a forward in eval mode or "
-                               f"under no_grad() keeps nothing")
+                               f"(y = module(x)) before each backward: each forward is gone back through once "
+                               f"(a second backward is refused, as in PyTorch), and a forward under no_grad() "
+                               f"keeps nothing")
         waiting = self._waiting[-1]
         _check_gradient(name, grad_out, waiting.shape)
+        outermost = not _TAKEN
         self._waiting.pop()
+        _TAKEN.append((self, waiting, self._last_back))
+        object.__setattr__(self, "_last_back", waiting.first)
         try:
             grad_in = self.backprop(waiting.ctx, grad_out)
         except BaseException:
-            self._waiting.append(waiting)  # a failed backward leaves its forward ready for the corrected call
+            if outermost:  # put back every context this backward took, the sub-modules' too
+                for module, taken, last_back in reversed(_TAKEN):
+                    module._waiting.append(taken)
+                    module._waiting.sort(key=lambda w: w.first)
+                    object.__setattr__(module, "_last_back", last_back)
             raise
-        object.__setattr__(self, "_last_back", waiting.first)
+        finally:
+            if outermost:
+                _TAKEN.clear()
         return grad_in
 
     def forward(self, ctx, x):
@@ -297,19 +312,19 @@ class Module:
         name = type(self).__name__
         passed_over = [w for w in waiting if w.first < self._last_back]
         if passed_over:
-            warnings.warn(f"{name}: {len(passed_over)} forward(s) in training mode never got their backward: a "
-                          f"later forward was gone back through while they waited. If a forward for logging or "
-                          f"metrics came between a forward and its backward, that backward paired with it and "
-                          f"its gradients were wrong. Run forwards whose backward will not come under `with "
-                          f"minidae.no_grad():` or in eval mode (model.eval()). Their saved values are dropped.",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(f"{name}: {len(passed_over)} forward(s) never got their backward: a later forward was "
+                          f"gone back through while they waited. If a forward for logging or metrics came between "
+                          f"a forward and its backward, that backward paired with it and its gradients were wrong. "
+                          f"Run forwards whose backward will not come under `with minidae.no_grad():` (or `with "
+                          f"minidae.evaluating(model):`). Their saved values are dropped.", RuntimeWarning,
+                          stacklevel=3)
             self._drop(passed_over)
         elif len(waiting) >= self.max_pending:
-            warnings.warn(f"{name}: {len(waiting)} forwards in training mode are waiting for their backward (at most "
-                          f"max_pending = {self.max_pending}); dropping the oldest. Run forwards whose backward "
-                          f"will not come (evaluation, logging) under `with minidae.no_grad():` or in eval mode "
-                          f"(model.eval()); a module that is called more often per backward can raise its "
-                          f"max_pending.", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"{name}: {len(waiting)} forwards are waiting for their backward (at most max_pending = "
+                          f"{self.max_pending}); dropping the oldest. Run forwards whose backward will not come "
+                          f"(evaluation, logging) under `with minidae.no_grad():` (or `with "
+                          f"minidae.evaluating(model):`); a module that is called more often per backward can "
+                          f"raise its max_pending.", RuntimeWarning, stacklevel=3)
             self._drop(waiting[:1])
 
     def _drop(self, entries):
@@ -470,14 +485,15 @@ class Module:
             param.grad[...] = 0
 
     def train(self, mode=True):
-        """Set ``training`` on this module and every sub-module (False: calls keep nothing for a backward);
-        returns self."""
+        """Set ``training`` on this module and every sub-module (False: eval mode, where BatchNorm2d uses its
+        running statistics and Dropout is the identity); returns self."""
         for _, module in self.named_modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self):
-        """``train(False)``: forwards keep nothing for a backward (metrics, inference); returns self."""
+        """``train(False)``: eval mode (for inference, with :func:`no_grad`, or :func:`evaluating` for both);
+        returns self."""
         return self.train(False)
 
     def to(self, dtype=None):

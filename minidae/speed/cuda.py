@@ -17,8 +17,11 @@ that overhead; tests/test_cuda.py checks each against the core function it stand
     optim.adam as one kernel over flat parameter, gradient and moment buffers (the parameters'
     ``.data``, ``.grad`` and the optimiser's state become views into them, so the layers write their
     gradients straight into them); the step count and the hyperparameters live in device memory.
-``relu``, ``sigmoid``, ``sigmoid_backward``, ``mse_loss``, ``mse_loss_backward``
-    the formulas of minidae.nn.functional, each as one kernel instead of one per operation.
+``relu``, ``sigmoid``, ``sigmoid_backward``, ``mse_loss_backward``
+    the formulas of minidae.nn.functional, each as one kernel instead of one per operation; ``mse_loss`` as two
+    (128 blocks of partial sums, then one block that adds them).
+``add_row_sums``
+    a bias gradient (the sum of each row of dY) as one GEMM against a column of ones, written into the gradient.
 ``graphed`` (``GraphedStep``)
     a training step (forward, backward, optimiser) captured once as a CUDA graph and replayed
     for every batch: one launch instead of hundreds.

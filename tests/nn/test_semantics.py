@@ -73,24 +73,37 @@ def test_gradcheck_passes_with_shared_layers(xp):
     assert result, str(result)
 
 
-@pytest.mark.parametrize("metrics", ["no_grad", "eval"])
+@pytest.mark.parametrize("metrics", ["no_grad", "evaluating"])
 def test_a_metrics_forward_between_forward_and_backward_changes_nothing(xp, metrics):
     layer = nn.Linear(3, 2)
     y = layer(xp.ones((4, 3), dtype=np.float32))
-    if metrics == "no_grad":
-        with minidae.no_grad():
-            layer(xp.zeros((4, 3), dtype=np.float32))
-    else:
-        layer.eval()
+    with minidae.no_grad() if metrics == "no_grad" else minidae.evaluating(layer):
         layer(xp.zeros((4, 3), dtype=np.float32))
-        layer.train()
     layer.backward(xp.ones_like(y))
     assert bool((layer.weight.grad == 4).all())  # from the ones, not zeros from the metrics pass
+    assert layer.training
+
+
+def test_eval_mode_alone_keeps_the_context_as_pytorch_does(xp, torch_parity):
+    """Eval mode changes what BatchNorm2d computes, not whether the call can be gone back through: a BatchNorm2d
+    frozen with .eval() inside a training model (PyTorch's way of freezing its statistics) has its backward."""
+    import torch
+
+    def frozen(module):
+        model = module.Sequential(module.Conv2d(2, 3, 3, padding=1), module.BatchNorm2d(3), module.ReLU())
+        model[1].eval()
+        return model
+    x = np.random.default_rng(4).normal(size=(2, 2, 5, 5))
+    ours, theirs = frozen(nn), frozen(torch.nn)
+    ours[1].running_mean[...] = 0.3  # statistics that are not the batch's: the evaluation formula must be used
+    theirs[1].running_mean.fill_(0.3)
+    torch_parity(ours, theirs, x, np.float64, label="BatchNorm2d frozen with eval()")
+    assert float(ours[1].running_mean[0]) == float(np.float32(0.3))  # and nothing updated them
 
 
 def test_backward_twice_and_before_forward_raise_naming_the_layer(xp):
     with pytest.raises(RuntimeError, match=r"Sigmoid.backward: no forward is waiting for its backward. Call the "
-                                           r"module \(sigmoid\(x\)\) before each backward"):
+                                           r"module \(y = module\(x\)\) before each backward"):
         nn.Sigmoid().backward(xp.ones(3))
     net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
     y = net(xp.ones((1, 3), dtype=np.float32))
@@ -104,10 +117,11 @@ def test_backward_twice_and_before_forward_raise_naming_the_layer(xp):
         criterion.backward()
 
 
-def test_forward_in_eval_or_no_grad_leaves_nothing_to_go_back_through(xp):
-    layer = nn.ReLU().eval()
-    layer(xp.ones(3))
-    with pytest.raises(RuntimeError, match="eval mode or under no_grad"):
+def test_a_forward_under_no_grad_leaves_nothing_to_go_back_through(xp):
+    layer = nn.ReLU()
+    with minidae.no_grad():
+        layer(xp.ones(3))
+    with pytest.raises(RuntimeError, match="under no_grad"):
         layer.backward(xp.ones(3))
 
 
