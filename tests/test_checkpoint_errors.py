@@ -162,6 +162,131 @@ def test_resuming_from_a_damaged_checkpoint_is_refused_with_its_name(tmp_path, c
     assert f"error: {checkpoint}: its weights do not fit the model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda a: [a.pop(k) for k in list(a) if k.startswith("optim.")],
+     r"its optimiser state does not fit the adam optimiser \(KeyError: 'step'\), so the run cannot be resumed"),
+    (lambda a: a.update(config=np.array(json.dumps(dict(CONFIG, lr=-1.0)))),
+     r"its recipe cannot be run \(lr must be a positive number"),
+], ids=["no optimiser state", "a negative lr"])
+def test_resuming_a_hand_built_checkpoint_is_refused_with_its_name(tmp_path, checkpoint, capsys, offline, change,
+                                                                    message):
+    rewrite(checkpoint, change)
+    assert cli.main(["train", "--resume", str(checkpoint), "--no-progress", "--data-dir", str(tmp_path)]) == 1
+    err = one_line(capsys)
+    assert err.startswith(f"error: {checkpoint}: ") and re.search(message, err), err
+
+
+# ------------------------------------------------------------------------------------------ export, eval, denoise
+
+def test_export_never_writes_over_a_checkpoint(tmp_path, checkpoint, capsys):
+    before = checkpoint.read_bytes()
+    other = tmp_path / "other.npz"
+    shutil.copy(checkpoint, other)
+    for out, what in ((checkpoint, "the input file"), (other, "a minidae checkpoint")):
+        assert cli.main(["export", str(checkpoint), str(out)]) == 1
+        assert one_line(capsys).startswith(f"error: {out}: that is {what}")
+    assert checkpoint.read_bytes() == before and other.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["full disk", "read-only directory", "missing directory"])
+def test_export_disk_errors_are_one_line(tmp_path, checkpoint, capsys, monkeypatch, case):
+    import tempfile
+    import safetensors.numpy
+    from safetensors import SafetensorError
+    out = tmp_path / ("missing" if case == "missing directory" else "") / "weights.safetensors"
+    if case == "full disk":
+        def full(*args, **kwargs):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    if case == "read-only directory":  # as one answers; root, which runs the tests, ignores chmod
+        def read_only(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert cli.main(["export", str(checkpoint), str(out)]) == 1
+    hint = {"full disk": r"could not write it \(.*os error 28\)\); free some disk space",
+            "read-only directory": "Permission denied; choose a location you may write to",
+            "missing directory": r"No such file or directory; check the path"}[case]
+    assert re.search(f"^error: {re.escape(str(out))}: {hint}", one_line(capsys))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]  # no half file, no temporary
+
+
+def test_eval_reads_the_data_from_data_dir_or_minidae_data_never_the_checkpoints(tmp_path, checkpoint, mnist_root,
+                                                                                 monkeypatch, offline):
+    elsewhere = tmp_path / "data written in the checkpoint"
+    rewrite(checkpoint, lambda a: a.update(config=np.array(json.dumps(dict(CONFIG, data_dir=str(elsewhere))))))
+    monkeypatch.setenv("MINIDAE_DATA", mnist_root)
+    assert cli.main(["eval", str(checkpoint), "--noises", "mask", "--test-samples", "8"]) == 0
+    assert not elsewhere.exists() and json.loads((tmp_path / "eval.json").read_text())["test_images"] == 8
+
+
+def test_ctrl_c_during_eval_is_one_line(tmp_path, checkpoint, mnist_root, capsys, monkeypatch):
+    from minidae import train as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "evaluate", interrupted)
+    assert cli.main(["eval", str(checkpoint), "--test-samples", "8", "--data-dir", mnist_root]) == 130
+    assert one_line(capsys) == "interrupted: eval wrote nothing"
+    assert not (tmp_path / "eval.json").exists()
+
+
+def denoise(tmp_path, checkpoint, image, *options):
+    out = tmp_path / "out.png"
+    assert cli.main(["denoise", str(checkpoint), str(image), str(out), *options]) == 0
+    from PIL import Image
+    with Image.open(out) as result:
+        return np.asarray(result, dtype=int)
+
+
+def stroke():
+    ink = np.zeros((28, 28))
+    ink[4:24, 12:16] = 1
+    return ink
+
+
+def test_denoise_composites_a_drawing_on_a_transparent_background(tmp_path, checkpoint):
+    from PIL import Image
+    ink = stroke()
+    drawing = np.zeros((28, 28, 4), np.uint8)  # black ink, transparent (black) everywhere else
+    drawing[..., 3] = ink * 255
+    Image.fromarray(drawing).save(tmp_path / "drawing.png")
+    Image.fromarray(((1 - ink) * 255).astype(np.uint8)).save(tmp_path / "on-paper.png")
+    assert np.array_equal(denoise(tmp_path, checkpoint, tmp_path / "drawing.png", "--invert"),
+                          denoise(tmp_path, checkpoint, tmp_path / "on-paper.png", "--invert"))
+
+
+def test_denoise_reads_a_float_tiff_in_0_1_as_such(tmp_path, checkpoint):
+    from PIL import Image
+    Image.fromarray(stroke().astype(np.float32), mode="F").save(tmp_path / "digit.tif")
+    Image.fromarray((stroke() * 255).astype(np.uint8)).save(tmp_path / "digit.png")
+    assert np.array_equal(denoise(tmp_path, checkpoint, tmp_path / "digit.tif"),
+                          denoise(tmp_path, checkpoint, tmp_path / "digit.png"))
+
+
+def test_denoise_never_writes_over_its_input_or_the_checkpoint(tmp_path, checkpoint, capsys):
+    from PIL import Image
+    image = tmp_path / "digit.png"
+    Image.fromarray((stroke() * 255).astype(np.uint8)).save(image)
+    before = image.read_bytes(), checkpoint.read_bytes()
+    for out in (image, checkpoint):
+        assert cli.main(["denoise", str(checkpoint), str(image), str(out)]) == 1
+        assert one_line(capsys).startswith(f"error: {out}: that is the input file")
+    assert (image.read_bytes(), checkpoint.read_bytes()) == before
+
+
+def test_denoise_refuses_a_decompression_bomb_in_one_line(tmp_path, checkpoint, capsys):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"  # a PNG declaring 20000 x 20000 pixels
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert cli.main(["denoise", str(checkpoint), str(bomb), str(tmp_path / "out.png")]) == 1
+    assert re.search(f"^error: {re.escape(str(bomb))}: refused: Image size \\(400000000 pixels\\) exceeds limit",
+                     one_line(capsys))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--lr", "nan"], "lr must be a positive number"),
     (["train", "--lr", "inf"], "lr must be a positive number"),
