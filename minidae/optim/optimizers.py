@@ -134,6 +134,9 @@ class Optimizer:
         name = type(self).__name__
         if "state" not in state_dict and "step" in state_dict:
             state_dict = _from_flat_layout(state_dict, len(self.params))
+        elif "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: no optimiser state here (neither 'state' and 'param_groups', "
+                             f"as state_dict() gives, nor the older 'step'); got keys {sorted(state_dict)[:6]}")
         saved_groups = state_dict.get("param_groups")
         if saved_groups is not None:
             if len(saved_groups) != len(self.param_groups):

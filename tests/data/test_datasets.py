@@ -94,6 +94,55 @@ def test_corrupted_cache_file_is_replaced(fake_mnist):
     np.testing.assert_array_equal(images, fake_mnist["arrays"]["t10k-images-idx3-ubyte"])
 
 
+def test_a_cache_file_that_fails_its_check_is_set_aside_not_deleted(fake_mnist, capsys):
+    load_mnist("test", root=fake_mnist["source"], download=False)
+    cached = fake_mnist["source"] / "mnist" / "t10k-images-idx3-ubyte"
+    theirs = cached.read_bytes()[:-1] + b"\x00"  # say, a file the user put there
+    cached.write_bytes(theirs)
+    load_mnist("test", root=fake_mnist["source"], download=False)
+    aside = cached.with_name("t10k-images-idx3-ubyte.wrong-sha256")
+    assert aside.read_bytes() == theirs
+    assert f"{cached} does not match its SHA-256; moved it aside to {aside.name}" in capsys.readouterr().err
+
+
+def test_a_cache_file_that_never_ends_cannot_hang_loading(fake_mnist):
+    import threading
+    load_mnist("test", root=fake_mnist["source"], download=False)
+    cached = fake_mnist["source"] / "mnist" / "t10k-images-idx3-ubyte"
+    cached.unlink()
+    cached.symlink_to("/dev/zero")
+    result = {}
+    loader = threading.Thread(target=lambda: result.update(images=load_mnist("test", root=fake_mnist["source"],
+                                                                              download=False)[0]), daemon=True)
+    loader.start()
+    loader.join(timeout=30)
+    assert not loader.is_alive(), "reading a link to /dev/zero did not end"
+    np.testing.assert_array_equal(result["images"], fake_mnist["arrays"]["t10k-images-idx3-ubyte"])
+
+
+@pytest.mark.parametrize("case", ["a file", "a read-only directory"])
+def test_fetch_into_a_root_it_cannot_write_is_one_line(fake_mnist, monkeypatch, capsys, case):
+    import errno
+    import tempfile
+    from minidae.data.__main__ import main
+    spec = dataclasses.replace(fake_mnist["spec"], mirrors=(fake_mnist["mirror"].as_uri() + "/",))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    root = fake_mnist["root"]
+    if case == "a file":
+        root.write_text("not a directory")
+    else:  # as a read-only directory answers (root, which runs the tests, ignores chmod)
+        root.mkdir()
+
+        def read_only(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(["fetch", "mnist", "--root", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {root / 'mnist'}: cannot store the mnist files "
+                                                         f"there (")
+    assert "choose a data directory you may write to" in err
+
+
 def test_interrupted_download_leaves_no_file(fake_mnist, monkeypatch):
     spec = dataclasses.replace(fake_mnist["spec"], mirrors=(fake_mnist["mirror"].as_uri() + "/",))
     monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
