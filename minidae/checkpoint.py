@@ -9,7 +9,7 @@ seed in ``config`` they fix every epoch's shuffling and noise, which come from a
 by (seed, epoch)),
 ``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text), and
 ``rng_state`` (the NumPy backend generator's state as JSON text, which only run-time draws such as
-Dropout's masks use; absent for CuPy runs).
+Dropout's masks use; absent for CuPy runs) and ``diagnostics`` (the per-layer records so far, JSON text).
 Writes go to a temporary file that is renamed over the old checkpoint (minidae.files.atomic_path), so an
 interrupted or failed write never leaves a broken checkpoint behind; weights or optimiser state that are
 not finite are never written.
@@ -60,7 +60,8 @@ def _nonfinite_key(arrays, dtype=None):
     return None
 
 
-def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config, rng_state=None):
+def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config, rng_state=None,
+                    diagnostics=None):
     """Write the model's and the optimiser's state dicts, the position, the history and (if given) the state
     of the backend's generator (``backend.rng_state()``) to ``path`` atomically.
 
@@ -76,6 +77,8 @@ def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test
                   config=numpy.array(json.dumps(config, sort_keys=True)))
     if rng_state is not None:
         arrays["rng_state"] = numpy.array(json.dumps(rng_state))
+    if diagnostics is not None:  # the per-layer records so far (minidae.diagnostics), as JSON text
+        arrays["diagnostics"] = numpy.array(json.dumps(diagnostics, allow_nan=False))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
@@ -91,8 +94,10 @@ CONFIG_TYPES = {"dataset": _TEXT, "seed": _WHOLE, "noise": _TEXT, "noise_level":
                 "lr": _NUMBER, "weight_decay": _NUMBER, "epochs": _WHOLE, "model": _TEXT, "optimizer": _TEXT,
                 "momentum": _NUMBER, "loss": _TEXT, "clip": _FLAG, "preset": _TEXT, "backend": _TEXT,
                 "train_samples": ((int, type(None)), "a whole number or null"),
-                "test_samples": ((int, type(None)), "a whole number or null")}
-FIXED_MEMBERS = ("epoch", "iteration", "config", "train_losses", "test_losses", "rng_state")
+                "test_samples": ((int, type(None)), "a whole number or null"),
+                "data": ((str, type(None)), "a path or null"), "test_data": ((str, type(None)), "a path or null"),
+                "test_fraction": ((int, float, type(None)), "a number or null"), "image_size": _WHOLE}
+FIXED_MEMBERS = ("epoch", "iteration", "config", "train_losses", "test_losses", "rng_state", "diagnostics")
 # Arrays may declare at most this much more than the file's size on disk (numpy.savez stores them
 # uncompressed, so a checkpoint minidae wrote declares exactly what it holds).
 SLACK_BYTES = 16 << 20
@@ -238,7 +243,8 @@ def load_checkpoint(path):
     return {"model": model, "optim": nested_state_dict(optim),
             "epoch": _whole_number(arrays, "epoch", path), "iteration": _whole_number(arrays, "iteration", path),
             "train_losses": _history(arrays, "train_losses", path), "test_losses": _history(arrays, "test_losses", path),
-            "config": config, "rng_state": _rng_state(arrays, path)}
+            "config": config, "rng_state": _rng_state(arrays, path),
+            "diagnostics": _text(arrays, "diagnostics", path) if "diagnostics" in arrays else None}
 
 
 def _rng_state(arrays, path):

@@ -9,6 +9,7 @@ import sys
 import numpy
 
 from . import backend
+from .nn.module import evaluating as minidae_evaluating
 
 __all__ = ["main", "add_train_arguments", "config_from_args"]
 
@@ -32,7 +33,10 @@ def add_train_arguments(parser):
                         f"{'' if row['clip'] else ' unclipped'} ({row['source']})" for name, row in PRESETS.items())
     add("--preset", choices=list(PRESETS), default=None,
         help=f"a reference's whole recipe (default: {DEFAULT_PRESET}); flags below override it. Presets: {presets}")
-    add("--model", choices=list(MODELS), default=None, help="the network (default: the preset's)")
+    add("--model", default=None, metavar="MODEL",
+        help=f"the network: one of {', '.join(MODELS)} (default: the preset's), or a model of one's own as "
+             f"FILE.py:FACTORY or package.module:factory, a function that returns a minidae Module; the checkpoint "
+             f"records it, and eval, denoise, export and --resume rebuild it from there")
     add("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (default: %(default)s)")
     add("--epochs", type=int, default=None,
         help="passes over the training set (default: the preset's; with --resume, the checkpoint's)")
@@ -54,6 +58,17 @@ def add_train_arguments(parser):
     add("--train-samples", type=int, default=None, metavar="N", help="train on the first N images only (quick runs)")
     add("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
     add("--dataset", choices=sorted(LOADERS), default=None, help="data set (default: mnist)")
+    add("--data", default=None, metavar="PATH",
+        help="train on images of one's own instead: a folder of PNG/JPEG/BMP/TIFF/GIF files (sub-folders as "
+             "classes), a .npy/.npz array (N, H, W) or (N, 1, H, W) of uint8 or floats in [0, 1], or an IDX file; "
+             "pictures become grayscale, centre-cropped and resized to --image-size")
+    add("--test-data", default=None, metavar="PATH", help="the test images for --data (default: a held-out fraction)")
+    add("--test-fraction", type=float, default=None, metavar="F",
+        help="the fraction of --data held out for testing, chosen by the seed (default: 0.1)")
+    add("--image-size", type=int, default=None, metavar="S",
+        help="bring pictures to S x S pixels (default: 28); the model must be built for that size")
+    add("--no-diagnostics", action="store_true",
+        help="no per-layer statistics (layers.png, metrics.json's 'layers'; they cost one forward every 25 steps)")
     add("--data-dir", default=None, metavar="DIR",
         help="data root, or a directory holding the four IDX files (default: $MINIDAE_DATA or the user cache)")
     add("--out", default=None, metavar="DIR", help="output directory (default: a new runs/<timestamp>, or the "
@@ -73,7 +88,8 @@ def add_train_arguments(parser):
 RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "loss", "noise",
                 "noise_level", "clip")
 # Flags a resumed run takes from its checkpoint instead (minidae.train.RECIPE), and their defaults.
-RESUME_FLAGS = {"preset": None, "seed": 0, "train_samples": None, "test_samples": None, "dataset": "mnist"}
+RESUME_FLAGS = {"preset": None, "seed": 0, "train_samples": None, "test_samples": None, "dataset": "mnist",
+                "data": None, "test_data": None, "test_fraction": None, "image_size": 28}
 
 
 def config_from_args(args):
@@ -84,7 +100,8 @@ def config_from_args(args):
     overrides.update({k: default if getattr(args, k) is None else getattr(args, k)
                       for k, default in RESUME_FLAGS.items() if k != "preset"})
     overrides.update(backend=args.backend, data_dir=args.data_dir, out=args.out, force=args.force,
-                     resume=args.resume, progress=not args.no_progress, cuda_graph=not args.no_cuda_graph)
+                     resume=args.resume, progress=not args.no_progress, cuda_graph=not args.no_cuda_graph,
+                     diagnostics=not args.no_diagnostics)
     if args.resume and args.epochs is None:
         overrides["epochs"] = None  # the checkpoint's
     return TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
@@ -98,6 +115,11 @@ def check_resume_flags(args):
     differ = []
     for key in [k for k in RECIPE_FLAGS if k != "epochs"] + list(RESUME_FLAGS):
         given = getattr(args, key)
+        if key in ("data", "test_data") and given is not None:
+            given = os.path.abspath(given)  # the checkpoint holds absolute paths
+        if key == "model" and given is not None:
+            from .models import resolve_spec
+            given = resolve_spec(given)
         if given is not None and key in saved and given != saved[key]:
             flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
             differ.append(f"{flag} (the checkpoint's: {saved[key]})")
@@ -147,25 +169,41 @@ def run_train(args):
 
 
 def _load_model(path):
-    """(the checkpoint's model, rebuilt by name with its weights, its config); CheckpointError if it cannot be."""
+    """(the checkpoint's model, rebuilt by name or by its factory with its weights, its config); CheckpointError
+    if it cannot be."""
     from . import models
     from .checkpoint import CheckpointError, load_checkpoint, load_weights
     state = load_checkpoint(path)
     name = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
-    if name not in models.MODELS:
+    if not models.is_factory_spec(name) and name not in models.MODELS:
         raise CheckpointError(f"{path}: it holds an unknown model {name!r} (this minidae knows "
                               f"{', '.join(models.MODELS)})")
-    return load_weights(models.build(name), state["model"], path), state["config"]
+    try:
+        model = models.build(name)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its model cannot be rebuilt ({exc})") from None
+    return load_weights(model, state["model"], path), state["config"]
+
+
+def _test_images(config, args):
+    """(training images, labels, test images, labels, sources) of a checkpoint's run (minidae.train.load_data): its
+    own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint)."""
+    from .train import TrainConfig, load_data
+    run = TrainConfig(dataset=config["dataset"], data_dir=args.data_dir, data=config.get("data"),
+                      test_data=config.get("test_data"), test_fraction=config.get("test_fraction"),
+                      image_size=config.get("image_size", 28), seed=config["seed"],
+                      train_samples=getattr(args, "train_samples", None), test_samples=args.test_samples)
+    return load_data(run, progress=False)
 
 
 def run_eval(args):
     from . import plots
     from .files import atomic_path, write_json
-    from .train import evaluate, load_split
+    from .train import evaluate
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    images, _ = load_split(config["dataset"], "test", args.data_dir, args.test_samples)  # never the checkpoint's
+    _, _, images, _, _ = _test_images(config, args)
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
           f"{'SSIM noisy':>12}{'SSIM denoised':>15}")
@@ -248,14 +286,16 @@ def run_denoise(args):
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
-    model, _ = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint)
     model.eval()  # inference: BatchNorm2d's running statistics, no dropout
-    gray = read_gray(args.input).resize((28, 28), Image.Resampling.LANCZOS)
+    size = config.get("image_size", 28)
+    gray = read_gray(args.input).resize((size, size), Image.Resampling.LANCZOS)
     pixels = numpy.asarray(gray, dtype=numpy.float32)
     pixels = numpy.clip(pixels, 0, 1) if gray.mode == "F" else pixels / 255
     if args.invert:
         pixels = 1 - pixels
-    output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
+    with minidae_evaluating(model):
+        output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
     if args.invert:
         output = 1 - output
     result = Image.fromarray(numpy.round(output * 255).astype(numpy.uint8), mode="L")
@@ -277,10 +317,44 @@ def run_models(args):
 
 
 def run_summary(args):
+    """The per-layer table of a preset, a factory of one's own (FILE.py:FACTORY) or a checkpoint's model."""
     from . import models
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    print(models.format_summary(args.model, args.batch_size))
+    if args.model.endswith(".npz") and os.path.isfile(args.model):
+        model, config = _load_model(args.model)
+        size = config.get("image_size", 28)
+    elif models.is_factory_spec(args.model) or args.model in models.MODELS:
+        model, size = models.build(args.model), 28
+    else:
+        raise ValueError(f"summary {args.model}: not a preset ({', '.join(models.MODELS)}), a FILE.py:FACTORY or a "
+                         f"checkpoint .npz")
+    shape = tuple(args.input_shape) if args.input_shape else (1, size, size)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--input-shape takes C H W, three positive numbers, got {' '.join(map(str, shape))}")
+    print(models.format_summary(args.model, args.batch_size, shape, model=model))
+    return 0
+
+
+def run_inspect(args):
+    """``minidae inspect``: latent.png, interpolation.png, filters.png, feature_maps.png and inspect.json."""
+    from . import inspection
+    from .files import write_json
+    backend.use(args.backend, seed_value=0)
+    model, config = _load_model(args.checkpoint)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    train, train_labels, test, labels, sources = _test_images(config, args)
+    os.makedirs(out, exist_ok=True)
+    result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
+                                      probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes")
+    result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
+    write_json(os.path.join(out, "inspect.json"), result)
+    if "probe_accuracy_code" in result:
+        print(f"linear probe (a linear classifier on the codes): test accuracy {result['probe_accuracy_code']:.4f} "
+              f"from the {result['code_size']}-number code, {result['probe_accuracy_pixels']:.4f} from the raw pixels")
+    for what, why in result["skipped"].items():
+        print(f"no {what}: {why}")
+    print(f"wrote {out}/: {', '.join(result['written'])}, inspect.json")
     return 0
 
 
@@ -358,7 +432,10 @@ def main(argv=None):
                                                   "multiply-adds)",
                                   description="Runs a batch of zeros through the model and prints each layer's "
                                               "output shape, parameter count and forward multiply-adds.")
-    summary.add_argument("model", choices=list(MODELS), help="the model")
+    summary.add_argument("model", help=f"a preset ({', '.join(MODELS)}), a model of one's own as FILE.py:FACTORY "
+                                       f"or package.module:factory, or a checkpoint .npz")
+    summary.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                         help="one input's shape (default: 1 28 28, or the checkpoint's image size)")
     summary.add_argument("--batch-size", type=int, default=1, help="the batch the shapes and counts are for "
                                                                     "(default: %(default)s)")
     export = commands.add_parser("export", help="write a checkpoint's weights as safetensors (for PyTorch)",
@@ -380,6 +457,22 @@ def main(argv=None):
     denoise.add_argument("--invert", action="store_true", help="invert before and after (dark-on-light images)")
     denoise.add_argument("--size", type=int, default=None, help="enlarge the output to SIZE x SIZE pixels")
     denoise.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    inspect = commands.add_parser("inspect", help="look inside a trained model: its code, interpolations, filters",
+                                  description="Writes latent.png (the test set's codes, PCA to 2-D, by digit), "
+                                              "interpolation.png (decoded between two digits' codes), filters.png, "
+                                              "feature_maps.png and inspect.json (the linear-probe accuracy of the "
+                                              "codes beside the raw pixels').")
+    inspect.add_argument("checkpoint", help="a checkpoint.npz written by training")
+    inspect.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's directory")
+    inspect.add_argument("--data-dir", default=None, metavar="DIR",
+                         help="data root (default: $MINIDAE_DATA or the user cache)")
+    inspect.add_argument("--train-samples", type=int, default=None, metavar="N",
+                         help="train the probe on the first N training images (default: all 60,000)")
+    inspect.add_argument("--test-samples", type=int, default=None, metavar="N",
+                         help="test it, and plot, on the first N test images (default: all 10,000)")
+    inspect.add_argument("--pairs", type=int, default=4, help="interpolation rows (default: %(default)s)")
+    inspect.add_argument("--probe-epochs", type=int, default=10, help="the probe's epochs (default: %(default)s)")
+    inspect.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     check = commands.add_parser("gradcheck", help="finite-difference checks of every layer, as a table")
     check.add_argument("--max-elements", type=int, default=20, help="elements checked per tensor (default: 20)")
     check.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
@@ -387,7 +480,8 @@ def main(argv=None):
     from .data import DatasetUnavailable
     try:
         return {"train": run_train, "eval": run_eval, "denoise": run_denoise, "gradcheck": run_gradcheck,
-                "export": run_export, "models": run_models, "summary": run_summary}[args.command](args)
+                "export": run_export, "models": run_models, "summary": run_summary,
+                "inspect": run_inspect}[args.command](args)
     except (backend.BackendUnavailable, DatasetUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

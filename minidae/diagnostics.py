@@ -97,6 +97,17 @@ class Diagnostics:
                 if len(values) < len(self.iterations):
                     values.append(None)
 
+    def restore(self, record):
+        """Take up the records of ``record`` (what :meth:`as_dict` gave, as a resumed run's checkpoint keeps it),
+        where they are of this model's parameters and layers; otherwise start afresh."""
+        if (not record or set(record.get("gradient_norm", {})) != set(self.gradient_norm)
+                or set(record.get("output", {})) != set(self.output)):
+            return
+        self.iterations = list(record["iterations"])
+        self.gradient_norm = {k: list(v) for k, v in record["gradient_norm"].items()}
+        self.update_ratio = {k: list(v) for k, v in record["update_ratio"].items()}
+        self.output = {k: {s: list(v) for s, v in stats.items()} for k, stats in record["output"].items()}
+
     def as_dict(self):
         """The records as metrics.json keeps them (JSON: non-finite values become None)."""
         clean = lambda values: [v if v is not None and math.isfinite(v) else None for v in values]  # noqa: E731

@@ -150,15 +150,17 @@ def feature_maps_plot(path, model, image, limit=16):
     if not convolutions:
         raise ValueError(f"{type(model).__name__} has no conv layer whose feature maps could be shown")
     outputs, names = {}, {id(m): name for name, m in model.named_modules() if name}
-    layers = getattr(model, "layers", None)
-    with evaluating(model):
-        x = unit_images(image[None])
-        if layers is None:
-            raise ValueError(f"{type(model).__name__}: feature maps need the model's layers in order (a Chain)")
-        for layer in layers:
-            x = layer(x)
-            if layer in convolutions and id(layer) not in outputs:
-                outputs[id(layer)] = (names.get(id(layer), type(layer).__name__), backend.to_numpy(x)[0])
+
+    def keep(layer, inputs, output):  # a forward hook: each conv layer's first output, in the order of the calls
+        if id(layer) not in outputs:
+            outputs[id(layer)] = (names.get(id(layer), type(layer).__name__), backend.to_numpy(output)[0])
+    handles = [layer.register_forward_hook(keep) for layer in convolutions]
+    try:
+        with evaluating(model):
+            model(unit_images(image[None]))
+    finally:
+        for handle in handles:
+            handle.remove()
     maps = list(outputs.values())
     columns = min(limit, max(m.shape[0] for _, m in maps))
     figure = Figure(figsize=(0.9 * columns + 1.2, 0.95 * len(maps) + 0.6), dpi=100)
@@ -178,15 +180,20 @@ def feature_maps_plot(path, model, image, limit=16):
 
 
 def _interpolations(model, test_images, test_labels, pairs, steps):
-    """(label_a, label_b, decoded images) along the straight line between two test digits' codes."""
-    labels = numpy.asarray(test_labels)
-    firsts = {int(c): int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)}
-    classes = sorted(firsts)
+    """(label_a, label_b, decoded images) along the straight line between two test digits' codes: the first
+    of two classes at a time, or, without labels, test images 0 and 1, 2 and 3, ... (labelled by index)."""
+    if test_labels is None:
+        ends = [(2 * k, 2 * k + 1, 2 * k, 2 * k + 1) for k in range(min(pairs, len(test_images) // 2))]
+    else:
+        labels = numpy.asarray(test_labels)
+        firsts = {int(c): int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)}
+        classes = sorted(firsts)
+        ends = [(classes[2 * k], classes[2 * k + 1], firsts[classes[2 * k]], firsts[classes[2 * k + 1]])
+                for k in range(min(pairs, len(classes) // 2))]
     rows = []
     with evaluating(model):
-        for k in range(min(pairs, len(classes) // 2)):
-            a, b = classes[2 * k], classes[2 * k + 1]
-            z = model.encode(unit_images(test_images[[firsts[a], firsts[b]]]))
+        for a, b, first, second in ends:
+            z = model.encode(unit_images(test_images[[first, second]]))
             weights = backend.xp.linspace(0, 1, steps, dtype=z.dtype).reshape((steps,) + (1,) * (z.ndim - 1))
             line = z[:1] * (1 - weights) + z[1:] * weights
             rows.append((a, b, backend.to_numpy(model.decode(line))[:, 0]))
@@ -195,26 +202,40 @@ def _interpolations(model, test_images, test_labels, pairs, steps):
 
 def inspect_model(model, train, test, out, pairs=4, steps=9, probe_epochs=10, title=""):
     """Write latent.png, interpolation.png, filters.png and feature_maps.png into ``out`` and return what
-    inspect.json holds (the probe accuracies, the PCA's explained variance). ``train`` and ``test`` are
-    (uint8 images (N, H, W), labels (N,))."""
+    inspect.json holds (the probe accuracies, the PCA's explained variance, the files written and, for each
+    left out, why). ``train`` and ``test`` are (uint8 images (N, H, W), labels (N,) or None). Without
+    encode/decode only the filters and feature maps can be drawn; without labels there is no latent plot or
+    probe (they are by class), and interpolations run between test images 0 and 1, 2 and 3, ..."""
     import os
     (train_images, train_labels), (test_images, test_labels) = train, test
-    train_codes, test_codes = codes(model, train_images), codes(model, test_images)
-    points, explained = pca(test_codes)
-    latent_plot(os.path.join(out, "latent.png"), points, numpy.asarray(test_labels), explained, title)
-    interpolation_plot(os.path.join(out, "interpolation.png"),
-                       _interpolations(model, test_images, test_labels, pairs, steps), steps)
-    filters_plot(os.path.join(out, "filters.png"), model)
-    written = ["latent.png", "interpolation.png", "filters.png"]
-    try:
-        feature_maps_plot(os.path.join(out, "feature_maps.png"), model, test_images[0])
-        written.append("feature_maps.png")
-    except ValueError:  # a model without conv layers (the dense presets) has no feature maps to show
-        pass
-    pixels = lambda images: images.reshape(len(images), -1).astype(numpy.float64) / 255  # noqa: E731
-    return {"code_size": int(train_codes.shape[1]), "train_images": int(len(train_images)),
-            "test_images": int(len(test_images)),
-            "probe_accuracy_code": linear_probe(train_codes, train_labels, test_codes, test_labels, probe_epochs),
-            "probe_accuracy_pixels": linear_probe(pixels(train_images), train_labels, pixels(test_images),
-                                                  test_labels, probe_epochs),
-            "pca_explained_variance": [float(v) for v in explained], "written": written}
+    result, written, skipped = {"train_images": int(len(train_images)), "test_images": int(len(test_images))}, [], {}
+    if hasattr(model, "encode") and hasattr(model, "decode"):
+        test_codes = codes(model, test_images)
+        result["code_size"] = int(test_codes.shape[1])
+        interpolation_plot(os.path.join(out, "interpolation.png"),
+                           _interpolations(model, test_images, test_labels, pairs, steps), steps)
+        written.append("interpolation.png")
+        if test_labels is not None and train_labels is not None:
+            points, explained = pca(test_codes)
+            latent_plot(os.path.join(out, "latent.png"), points, numpy.asarray(test_labels), explained, title)
+            written.append("latent.png")
+            pixels = lambda images: images.reshape(len(images), -1).astype(numpy.float64) / 255  # noqa: E731
+            result.update(
+                probe_accuracy_code=linear_probe(codes(model, train_images), train_labels, test_codes, test_labels,
+                                                 probe_epochs),
+                probe_accuracy_pixels=linear_probe(pixels(train_images), train_labels, pixels(test_images),
+                                                   test_labels, probe_epochs),
+                pca_explained_variance=[float(v) for v in explained])
+        else:
+            skipped["latent.png"] = skipped["probe"] = "the images have no labels (the plot and the probe are by class)"
+    else:
+        skipped["latent.png"] = skipped["interpolation.png"] = skipped["probe"] = (
+            f"{type(model).__name__} has no encode(x) / decode(z) saying where its code is")
+    for name, draw in (("filters.png", lambda path: filters_plot(path, model)),
+                       ("feature_maps.png", lambda path: feature_maps_plot(path, model, test_images[0]))):
+        try:
+            draw(os.path.join(out, name))
+            written.append(name)
+        except ValueError as exc:  # no weighted first layer to show; no conv layers (the dense presets) to map
+            skipped[name] = str(exc)
+    return {**result, "written": written, "skipped": skipped}

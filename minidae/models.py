@@ -5,7 +5,10 @@ and unflatten inside. ``MODELS`` maps each name to its builder; ``minidae models
 and ``minidae summary NAME`` prints the per-layer table that each docstring shows. Where a
 reference leaves something open, the docstring says what minidae chose (docs/results.md too).
 """
+import importlib
+import importlib.util
 import math
+import os
 
 import numpy
 
@@ -13,7 +16,7 @@ from . import nn
 from .nn.module import evaluating
 
 __all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser", "MODELS",
-           "build", "parameter_count", "summary", "format_summary"]
+           "build", "load_factory", "is_factory_spec", "resolve_spec", "parameter_count", "summary", "format_summary"]
 
 
 class Chain(nn.Module):
@@ -277,10 +280,64 @@ MODELS = {"conv_dae": conv_dae, "fc_dae": fc_dae, "dense_ae": dense_ae, "fc_ae":
           "conv_denoiser": conv_denoiser}
 
 
+def is_factory_spec(name):
+    """True for a model given as ``FILE.py:FACTORY`` or ``package.module:factory`` rather than by name."""
+    return isinstance(name, str) and ":" in name and name not in MODELS
+
+
+def resolve_spec(name):
+    """``name`` with a factory file's path made absolute (what a checkpoint records, so that eval, denoise,
+    export and --resume find the file from any directory); a preset name as it is."""
+    if not is_factory_spec(name):
+        return name
+    where, _, factory = name.rpartition(":")
+    return f"{os.path.abspath(where)}:{factory}" if where.endswith(".py") else name
+
+
+def load_factory(spec):
+    """The function ``spec`` names: ``FILE.py:FACTORY`` (a Python file, imported under a name of its own) or
+    ``package.module:factory`` (an importable module). ValueError, in one line, where it cannot be found."""
+    where, _, attribute = spec.rpartition(":")
+    if not where or not attribute.isidentifier():
+        raise ValueError(f"--model {spec!r}: expected a preset name ({', '.join(MODELS)}) or FILE.py:FACTORY or "
+                         f"package.module:factory")
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise ValueError(f"--model {spec}: no such file {where}")
+            module_spec = importlib.util.spec_from_file_location(f"minidae_user_model_{abs(hash(where))}", where)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ValueError:
+        raise
+    except Exception as exc:  # an error in the user's file, or a module that is not there
+        raise ValueError(f"--model {spec}: importing {where} failed ({type(exc).__name__}: {exc})") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        defined = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise ValueError(f"--model {spec}: {where} defines no function {attribute!r} (it defines: "
+                         f"{', '.join(defined) or 'none'})")
+    return factory
+
+
 def build(name):
-    """A freshly initialised model by name (one of MODELS)."""
+    """A freshly initialised model: a preset by name (one of MODELS), or what a factory of one's own returns
+    (``FILE.py:FACTORY`` or ``package.module:factory``: a function taking no argument and returning a minidae
+    Module)."""
+    if is_factory_spec(name):
+        try:
+            model = load_factory(name)()
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"--model {name}: the factory raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a minidae Module")
+        return model
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}, or give FILE.py:FACTORY")
     return MODELS[name]()
 
 
@@ -300,32 +357,51 @@ def multiply_adds(layer, x, y):
     return 0
 
 
-def summary(model, batch_size=1):
-    """[(layer name, output shape, parameters, multiply-adds)] of a Chain model (or its name) at ``batch_size``.
+def summary(model, batch_size=1, input_shape=(1, 28, 28)):
+    """[(layer name, output shape, parameters, multiply-adds)] of a model (or its name or factory) at
+    ``batch_size``, for inputs of ``input_shape`` (C, H, W), as torchinfo's summary.
 
-    A layer registered as an attribute is named by it (conv1, pool); others by their class (ReLU).
-    Computed by running zeros through the layers in eval mode (running statistics and dropout untouched),
-    like torchinfo's summary.
+    A Chain's layers are listed in their order, one row per call; any other model's layers (its modules
+    without sub-modules) in the order its forward calls them, seen through forward hooks. A layer registered
+    as an attribute is named by it (conv1, pool, 0); others by their class (ReLU). Computed by running zeros
+    through the model in eval mode (running statistics and dropout untouched).
     """
     model = build(model) if isinstance(model, str) else model
     names = {id(module): name for name, module in model.named_modules() if name}
-    x = numpy.zeros((batch_size, 1, 28, 28), dtype=numpy.float32)
+    x = numpy.zeros((batch_size, *input_shape), dtype=numpy.float32)
     rows = []
+
+    def row(layer, x, y):
+        y = y[0] if isinstance(y, tuple) else y
+        params = sum(math.prod(p.data.shape) for p in layer.parameters())
+        name = names.get(id(layer))
+        name = type(layer).__name__ if name is None else name if not name.split(".")[-1].isdigit() else \
+            f"{name} {type(layer).__name__}"
+        rows.append((name, tuple(y.shape), params, multiply_adds(layer, x, y)))
     with evaluating(model):
-        for layer in model.layers:
-            y = layer(x)
-            params = sum(math.prod(p.data.shape) for p in layer.parameters())
-            rows.append((names.get(id(layer), type(layer).__name__).rstrip("."), tuple(y.shape), params,
-                         multiply_adds(layer, x, y)))
-            x = y
+        if hasattr(model, "layers"):
+            for layer in model.layers:
+                y = layer(x)
+                row(layer, x, y)
+                x = y
+        else:
+            leaves = [m for m in model.modules() if not m.children()] or [model]
+            handles = [m.register_forward_hook(lambda m, inputs, output: row(m, inputs[0], output)) for m in leaves]
+            try:
+                model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
     return rows
 
 
-def format_summary(name, batch_size=1):
-    """The table ``minidae summary NAME`` prints."""
-    rows = summary(name, batch_size)
-    lines = [f"{name} (batch {batch_size})", f"{'layer':<12}{'output shape':<22}{'parameters':>12}{'multiply-adds':>16}"]
+def format_summary(name, batch_size=1, input_shape=(1, 28, 28), model=None):
+    """The table ``minidae summary`` prints for a preset name, a factory, or a given ``model`` (named ``name``)."""
+    rows = summary(name if model is None else model, batch_size, input_shape)
+    width = max([12] + [len(r[0]) + 2 for r in rows])
+    lines = [f"{name} (batch {batch_size}, input {tuple(input_shape)})",
+             f"{'layer':<{width}}{'output shape':<22}{'parameters':>12}{'multiply-adds':>16}"]
     for layer, shape, params, macs in rows:
-        lines.append(f"{layer:<12}{str(shape):<22}{params:>12,}{macs:>16,}")
-    lines.append(f"{'total':<12}{'':<22}{sum(r[2] for r in rows):>12,}{sum(r[3] for r in rows):>16,}")
+        lines.append(f"{layer:<{width}}{str(shape):<22}{params:>12,}{macs:>16,}")
+    lines.append(f"{'total':<{width}}{'':<22}{sum(r[2] for r in rows):>12,}{sum(r[3] for r in rows):>16,}")
     return "\n".join(lines)

@@ -30,7 +30,8 @@ import numpy
 from . import __version__, backend, metrics, models, nn, optim
 from .checkpoint import (CheckpointError, NonFiniteState, check_optimizer_state, load_checkpoint, load_weights,
                          save_checkpoint)
-from .data import NoisyBatches, load_fashion_mnist, load_mnist
+from .data import NoisyBatches, load_fashion_mnist, load_images, load_mnist
+from .diagnostics import Diagnostics, plot_layers
 from .data.loader import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
 from .files import atomic_path, remove_temporaries, write_json
@@ -68,6 +69,11 @@ class TrainConfig:
     test_samples: int = None
     dataset: str = "mnist"
     data_dir: str = None
+    data: str = None  # images of one's own (a folder of pictures, a .npy/.npz or an IDX file) instead of the dataset
+    test_data: str = None  # their test images; without it, a fraction of ``data`` is held out
+    test_fraction: float = None  # the fraction of ``data`` held out for testing (0.1 unless given), fixed by the seed
+    image_size: int = 28  # pictures are brought to image_size x image_size (minidae.data.images states the rule)
+    diagnostics: bool = True  # per-layer statistics every CHECK_EVERY iterations (metrics.json "layers", layers.png)
     out: str = None
     resume: str = None
     force: bool = False  # a new run may replace the run in ``out`` (its files go when it saves its first checkpoint)
@@ -84,8 +90,23 @@ class TrainConfig:
 
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
-        if self.model not in models.MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose from {', '.join(models.MODELS)}")
+        if models.is_factory_spec(self.model):
+            models.load_factory(self.model)  # a factory that cannot be found is refused now, in one line
+        elif self.model not in models.MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose from {', '.join(models.MODELS)}, or give "
+                             f"FILE.py:FACTORY or package.module:factory (a function returning a minidae Module)")
+        for name in ("data", "test_data"):
+            path = getattr(self, name)
+            if path is not None and not os.path.exists(path):
+                raise ValueError(f"--{name.replace('_', '-')} {path}: no such file or folder")
+        if self.test_data is not None and self.data is None:
+            raise ValueError("--test-data needs --data (the training images of one's own)")
+        if self.test_fraction is not None and (self.data is None or self.test_data is not None
+                                               or not 0 < self.test_fraction < 1):
+            raise ValueError(f"--test-fraction {self.test_fraction}: a fraction in (0, 1) of --data's images, held out "
+                             f"when no --test-data is given")
+        if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 1024:
+            raise ValueError(f"--image-size must be a whole number of pixels in 8..1024, got {self.image_size!r}")
         if self.optimizer not in OPTIMIZERS or self.loss not in LOSSES:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} and loss one of {', '.join(LOSSES)}, "
                              f"got {self.optimizer!r} and {self.loss!r}")
@@ -112,7 +133,8 @@ class TrainConfig:
 
 # Settings a resumed run takes from its checkpoint: changing them would make it another run.
 RECIPE = ("model", "optimizer", "momentum", "loss", "clip", "preset", "batch_size", "lr", "weight_decay", "noise",
-          "noise_level", "seed", "train_samples", "test_samples", "dataset")
+          "noise_level", "seed", "train_samples", "test_samples", "dataset", "data", "test_data", "test_fraction",
+          "image_size")
 LOSSES = {"mse": nn.MSELoss, "bce": nn.BCELoss}
 OPTIMIZERS = ("adam", "sgd")
 
@@ -140,6 +162,53 @@ def load_split(dataset, split, data_dir=None, samples=None, progress=True):
     return images, labels
 
 
+def load_data(config, progress=True):
+    """(training images, their labels, test images, their labels, {"train": ..., "test": ...} saying where they
+    came from); labels are None where the data has none. The data set's splits, or ``config.data`` (and
+    ``config.test_data``, or a held-out fraction chosen by the seed), each cut to ``train_samples`` /
+    ``test_samples`` where given."""
+    if config.data is None:
+        train, train_labels = load_split(config.dataset, "train", config.data_dir, config.train_samples, progress)
+        test, labels = load_split(config.dataset, "test", config.data_dir, config.test_samples, progress)
+        name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}[config.dataset]
+        return train, train_labels, test, labels, {"train": f"the {name} training set", "test": f"the {name} test set"}
+    found = load_images(config.data, config.image_size, progress)
+    if config.test_data is not None:
+        train, test = found, load_images(config.test_data, config.image_size, progress)
+    else:
+        fraction = 0.1 if config.test_fraction is None else config.test_fraction
+        count = max(1, round(len(found) * fraction))
+        if count >= len(found):
+            raise ValueError(f"--data {config.data}: {len(found)} images are too few to hold out a fraction of "
+                             f"{fraction:g} for testing; add images, or give --test-data")
+        order = numpy.random.default_rng(config.seed).permutation(len(found))
+        test = found.subset(order[:count], f"held out of them: test fraction {fraction:g}, seed {config.seed}")
+        train = found.subset(order[count:], f"{found.source}, less {count} held out")
+    parts = []
+    for part, samples in ((train, config.train_samples), (test, config.test_samples)):
+        parts.append(part if samples is None else
+                     part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
+    train, test = parts
+    return train.images, train.labels, test.images, test.labels, {"train": train.source, "test": test.source}
+
+
+def check_fits(model, image_shape, name):
+    """ValueError, in one line, unless ``model`` maps a batch of images of ``image_shape`` (H, W) to one of the
+    same shape, as a denoiser must: checked on two blank images before any training."""
+    x = backend.xp.zeros((2, 1, *image_shape), dtype=model.parameters()[0].data.dtype if model.parameters()
+                         else numpy.float32)
+    try:
+        with evaluating(model):
+            y = model(x)
+    except Exception as exc:
+        raise ValueError(f"the model {name} cannot take {image_shape[0]}x{image_shape[1]} images "
+                         f"({type(exc).__name__}: {exc}); build it for that size, or give --image-size") from None
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"the model {name} maps images of shape {tuple(x.shape[1:])} to {tuple(y.shape[1:])}; a "
+                         f"denoiser must give back the shape it takes (build it for {image_shape[0]}x"
+                         f"{image_shape[1]} images, or give --image-size)")
+
+
 def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     """Mean MSE / PSNR / SSIM of noisy and denoised test images against clean ones, in eval mode.
 
@@ -160,9 +229,13 @@ def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
 
 
 def denoise_examples(model, images, labels, noise, level, seed, clip=True):
-    """(noisy, denoised, clean) host arrays for the first test image of each class, in class order (eval mode)."""
-    labels = numpy.asarray(labels)
-    index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)]
+    """(noisy, denoised, clean) host arrays for the first test image of each class, in class order, or for the
+    first ten test images where there are no labels (eval mode)."""
+    if labels is None:
+        index = list(range(min(10, len(images))))
+    else:
+        labels = numpy.asarray(labels)
+        index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)][:20]
     clean = unit_images(images[index])
     noisy = apply_noise(noise, clean, level, seed=seed, clip=clip)
     with evaluating(model):
@@ -218,7 +291,8 @@ def _signals():
 
 
 # The files a run writes into --out, and those `minidae eval` adds beside its checkpoint.
-RUN_FILES = ("checkpoint.npz", "metrics.json", "loss_vs_iters.png", "denoising.png", "eval.json", "psnr_vs_noise.png")
+RUN_FILES = ("checkpoint.npz", "metrics.json", "loss_vs_iters.png", "denoising.png", "layers.png", "eval.json",
+             "psnr_vs_noise.png")
 
 
 def _make_dirs(path):
@@ -340,12 +414,15 @@ class _Run:
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
             if os.path.abspath(config.resume) == os.path.abspath(self.checkpoint_path):
                 self.saved = (self.epoch, self.iteration)
-        self.train_images, _ = load_split(config.dataset, "train", config.data_dir, config.train_samples,
-                                          config.progress)
-        self.test_images, self.test_labels = load_split(config.dataset, "test", config.data_dir,
-                                                        config.test_samples, config.progress)
+        self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config, config.progress)
+        check_fits(self.model, self.train_images.shape[1:], config.model)
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
                                     seed=config.seed, clip=config.clip)
+        self.diagnostics = Diagnostics(self.model, CHECK_EVERY) if config.diagnostics else None
+        if self.diagnostics is not None and state:
+            self.diagnostics.restore(state["diagnostics"])
+        print(f"training on {len(self.train_images)} images ({self.sources['train']}), testing on "
+              f"{len(self.test_images)} ({self.sources['test']})", flush=True)
 
     def last_good(self):
         """Where the run can be taken up again: a sentence naming a checkpoint that exists, or saying none does."""
@@ -362,7 +439,8 @@ class _Run:
         recipe = dataclasses.asdict(self.config)
         try:
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
-                            self.train_losses, self.test_losses, recipe, backend.rng_state())
+                            self.train_losses, self.test_losses, recipe, backend.rng_state(),
+                            None if self.diagnostics is None else self.diagnostics.as_dict())
         except NonFiniteState as exc:
             epoch = self.epoch if self.iteration == 0 else self.epoch + 1
             raise TrainingDiverged(f"the weights or optimiser state became nan or inf in epoch {epoch} ({exc.key}); "
@@ -398,7 +476,12 @@ class _Run:
             for index, (noisy, clean) in enumerate(self.batches.epoch(self.epoch)):
                 if index < self.iteration:
                     continue  # resumed inside this epoch: replay the shuffling and noise up to here
+                iteration = self.epoch * len(self.batches) + index  # counted over the whole run
+                if self.diagnostics is not None:
+                    self.diagnostics.before_step(iteration)
                 pending.append(self.step(noisy, clean))
+                if self.diagnostics is not None:  # outside the step: on a GPU the captured graph stays one
+                    self.diagnostics.after_step(iteration, noisy)
                 if len(pending) == CHECK_EVERY or index == len(self.batches) - 1 or signals.pending:
                     self._flush(pending, index)
                     bar.update(len(pending))
@@ -432,6 +515,9 @@ def train(config=None, **overrides):
     A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.check()
+    config.model = models.resolve_spec(config.model)  # a factory file's absolute path: found from anywhere later
+    config.data, config.test_data = (None if path is None else os.path.abspath(path)
+                                     for path in (config.data, config.test_data))  # likewise the data's paths
     out, created, replaced = _prepare_out(config)
     try:
         # A diverging run overflows: it is reported as such (TrainingDiverged), not as NumPy's warnings.
@@ -497,7 +583,10 @@ def _finish(run, wall_seconds, signals):
                                                                               (e + 1) * len(run.batches)])),
                               "test_loss": run.test_losses[e]} for e in range(len(run.test_losses))],
                   "epoch_seconds": run.epoch_seconds, "wall_seconds": wall_seconds,
-                  "test_images": len(run.test_images), "test": final}
+                  "train_images": len(run.train_images), "test_images": len(run.test_images), "data": run.sources,
+                  "test": final}
+        if run.diagnostics is not None:
+            result["layers"] = run.diagnostics.as_dict()
         write_json(os.path.join(run.out, "metrics.json"), result)
         written.append("metrics.json")
         with atomic_path(os.path.join(run.out, "loss_vs_iters.png")) as temporary:
@@ -511,13 +600,19 @@ def _finish(run, wall_seconds, signals):
                                                               else f"{config.noise} noise, level {config.noise_level}"
                                                               + ("" if config.clip else ", unclipped")))
         written.append("denoising.png")
+        if run.diagnostics is not None and run.diagnostics.iterations:
+            with atomic_path(os.path.join(run.out, "layers.png")) as temporary:
+                plot_layers(temporary, result["layers"], title=f"{config.model}: per-layer diagnostics, every "
+                                                                f"{CHECK_EVERY} iterations")
+            written.append("layers.png")
     except KeyboardInterrupt:
-        missing = [name for name in ("metrics.json", "loss_vs_iters.png", "denoising.png") if name not in written]
+        missing = [name for name in ("metrics.json", "loss_vs_iters.png", "denoising.png", "layers.png")
+                   if name not in written]
         raise signals.stop(f"while writing the results: {run.out} holds {', '.join(written)} (training is "
                            f"complete); {', '.join(missing)} not written: --resume {run.checkpoint_path} writes "
                            f"them") from None
     print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "
           f"{final['mse_denoised']:.5f}, PSNR {final['psnr_noisy']:.2f} -> {final['psnr_denoised']:.2f} dB, "
           f"SSIM {final['ssim_noisy']:.3f} -> {final['ssim_denoised']:.3f}", flush=True)
-    print(f"wrote {run.out}/: loss_vs_iters.png, denoising.png, metrics.json, checkpoint.npz", flush=True)
+    print(f"wrote {run.out}/: {', '.join(written)}", flush=True)
     return result

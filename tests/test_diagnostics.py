@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from minidae import backend, models, nn, optim
 from minidae.diagnostics import Diagnostics, plot_layers

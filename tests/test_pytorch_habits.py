@@ -7,9 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-import minidae
-from minidae import backend, gradcheck, nn, optim
-from minidae.nn import functional as F
+from minidae import gradcheck, nn, optim
 from parity import relative_error
 
 torch = pytest.importorskip("torch", reason="these idioms are compared with PyTorch: pip install -e .[test]")

@@ -316,7 +316,7 @@ WHERE = {
                      r"interrupted while loading the data; nothing was saved$"),
     "final plotting": (lambda patch: patch.setattr(plots, "denoising_grid", ctrl_c),
                        r"interrupted while writing the results: .* holds checkpoint.npz, metrics.json, "
-                       r"loss_vs_iters.png \(training is complete\); denoising.png not written: --resume "
+                       r"loss_vs_iters.png \(training is complete\); denoising.png, layers.png not written: --resume "
                        r".*checkpoint.npz writes them$"),
 }
 

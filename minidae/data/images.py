@@ -47,10 +47,9 @@ class ImageSet:
     def __len__(self):
         return len(self.images)
 
-    def subset(self, index, what):
-        """The images (and labels) at ``index``, described as ``what`` of this set."""
-        return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.classes,
-                        f"{what} of {self.source}")
+    def subset(self, index, source):
+        """The images (and labels) at ``index``, with ``source`` saying where they came from."""
+        return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.classes, source)
 
 
 def picture_to_array(image, size):
@@ -83,7 +82,7 @@ def _read_picture(path, size):
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); remove it or convert it") from None
 
 
-def _folder(root, size):
+def _folder(root, size, progress=False):
     files, skipped = [], 0
     for directory, subdirectories, names in os.walk(root):
         subdirectories.sort()
@@ -99,11 +98,13 @@ def _folder(root, size):
     top = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files]
     classes = sorted({t for t in top if t is not None})
     labelled = len(classes) >= 1 and all(t is not None for t in top)
-    images = numpy.stack([_read_picture(p, size) for p in files])
+    from tqdm import tqdm
+    images = numpy.stack([_read_picture(p, size) for p in tqdm(files, desc=f"reading {root}", unit="image",
+                                                                 disable=not progress or len(files) < 1000)])
     labels = numpy.array([classes.index(t) for t in top], dtype=numpy.int64) if labelled else None
     what = f"{len(files)} images from the folder {root}" + (f" ({len(classes)} classes)" if labelled else "")
     return ImageSet(images, labels, classes if labelled else None,
-                    what + (f", {skipped} non-image files skipped" if skipped else ""))
+                    what + (f", {skipped} non-image file{'s' * (skipped != 1)} skipped" if skipped else ""))
 
 
 def _as_images(array, path, size):
@@ -178,14 +179,14 @@ def _idx_file(path, size):
                     + (f" with labels from {sibling.name}" if labels is not None else ""))
 
 
-def load_images(path, image_size=28):
+def load_images(path, image_size=28, progress=False):
     """The images at ``path`` (a folder, a .npy/.npz file or an IDX file) as an :class:`ImageSet` (module
     docstring); DataError, naming the path, where it holds no usable image."""
     path = pathlib.Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _folder(path, image_size)
+        return _folder(path, image_size, progress)
     name = path.name.lower()
     if name.endswith((".npy", ".npz")):
         return _array_file(path, image_size)

@@ -36,7 +36,7 @@ def test_a_folder_of_colour_pictures_of_another_size(tmp_path):
     assert found.images.shape == (3, 28, 28) and found.images.dtype == np.uint8 and found.labels is None
     for got, array in zip(found.images, arrays):
         assert np.array_equal(got, expected(array))
-    assert "3 images from the folder" in found.source and "1 non-image files skipped" in found.source
+    assert "3 images from the folder" in found.source and "1 non-image file skipped" in found.source
     assert load_images(tmp_path / "pictures", image_size=16).images.shape == (3, 16, 16)
 
 
