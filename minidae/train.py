@@ -594,16 +594,17 @@ def _finish(run, wall_seconds, signals):
         written.append("loss_vs_iters.png")
         examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
                                     config.seed, clip=config.clip)
+        name = os.path.basename(config.model)  # a factory of one's own by its file's name, not its whole path
         with atomic_path(os.path.join(run.out, "denoising.png")) as temporary:
             plots.denoising_grid(temporary, *examples,
-                                 title=f"{config.model}: " + ("no noise (a plain autoencoder)" if config.noise == "none"
-                                                              else f"{config.noise} noise, level {config.noise_level}"
-                                                              + ("" if config.clip else ", unclipped")))
+                                 title=f"{name}: " + ("no noise (a plain autoencoder)" if config.noise == "none"
+                                                      else f"{config.noise} noise, level {config.noise_level}"
+                                                      + ("" if config.clip else ", unclipped")))
         written.append("denoising.png")
         if run.diagnostics is not None and run.diagnostics.iterations:
             with atomic_path(os.path.join(run.out, "layers.png")) as temporary:
-                plot_layers(temporary, result["layers"], title=f"{config.model}: per-layer diagnostics, every "
-                                                                f"{CHECK_EVERY} iterations")
+                plot_layers(temporary, result["layers"],
+                            title=f"{name}: per-layer diagnostics, every {CHECK_EVERY} iterations")
             written.append("layers.png")
     except KeyboardInterrupt:
         missing = [name for name in ("metrics.json", "loss_vs_iters.png", "denoising.png", "layers.png")

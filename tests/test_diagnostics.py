@@ -73,3 +73,40 @@ def test_a_model_without_layers_list_records_its_leaf_modules(xp):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 4))
     record = train(model, 2, 1, xp.asarray(np.ones((2, 4)), dtype=np.float32)).as_dict()
     assert list(record["output"]) == ["1", "2", "3"]
+
+
+def test_the_trainer_records_them_resumes_them_and_can_leave_them_out(tmp_path, mnist_root):
+    """metrics.json's ``layers`` and layers.png from a run; a resumed run carries the records on from its
+    checkpoint; --no-diagnostics writes neither and trains to the same weights."""
+    from minidae import cli
+    from minidae.checkpoint import load_checkpoint
+    common = ["train", "--train-samples", "640", "--test-samples", "64", "--data-dir", mnist_root, "--no-progress"]
+    assert cli.main(common + ["--epochs", "1", "--out", str(tmp_path / "on")]) == 0
+    first = json.loads((tmp_path / "on" / "metrics.json").read_text())["layers"]
+    assert first["iterations"] == [0] and (tmp_path / "on" / "layers.png").stat().st_size > 10000
+    assert cli.main(["train", "--resume", str(tmp_path / "on" / "checkpoint.npz"), "--epochs", "3",
+                     "--data-dir", mnist_root, "--no-progress"]) == 0
+    resumed = json.loads((tmp_path / "on" / "metrics.json").read_text())["layers"]
+    assert resumed["iterations"] == [0, 25] and resumed["gradient_norm"]["conv1.weight"][0] == \
+        first["gradient_norm"]["conv1.weight"][0], "the records before the resume are kept"
+    assert cli.main(common + ["--epochs", "3", "--no-diagnostics", "--out", str(tmp_path / "off")]) == 0
+    assert "layers" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert not (tmp_path / "off" / "layers.png").exists()
+    on, off = (load_checkpoint(tmp_path / d / "checkpoint.npz")["model"] for d in ("on", "off"))
+    for key in off:
+        np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+
+
+def test_minidae_inspect_on_a_trained_checkpoint(tmp_path, mnist_root, capsys):
+    from minidae import cli
+    assert cli.main(["train", "--train-samples", "640", "--test-samples", "64", "--data-dir", mnist_root,
+                     "--epochs", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["inspect", str(tmp_path / "checkpoint.npz"), "--data-dir", mnist_root, "--train-samples",
+                     "500", "--test-samples", "200", "--probe-epochs", "2", "--out", str(tmp_path / "look")]) == 0
+    out = capsys.readouterr().out
+    assert "linear probe" in out and "from the 256-number code" in out
+    report = json.loads((tmp_path / "look" / "inspect.json").read_text())
+    assert (report["train_images"], report["test_images"], report["code_size"]) == (500, 200, 256)
+    assert 0.1 < report["probe_accuracy_code"] <= 1 and report["skipped"] == {}
+    for name in ("latent.png", "interpolation.png", "filters.png", "feature_maps.png"):
+        assert (tmp_path / "look" / name).stat().st_size > 1000, name

@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples" / "
 
 
 def test_there_are_three_notebooks_committed_without_outputs():
-    assert len(NOTEBOOKS) >= 2
+    assert len(NOTEBOOKS) == 3
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
         assert not any(cell.get("outputs") or cell.get("execution_count") for cell in notebook.cells
