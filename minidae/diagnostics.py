@@ -6,11 +6,13 @@ Every ``every`` iterations (25 by default: the trainer reads the losses back at 
 * for every parameter tensor, the norm of its gradient and the update-to-weight ratio ‖Δw‖ / ‖w‖ of the step
   just taken (from a copy of the weights made before that step);
 * for every layer, the mean, the standard deviation and the fraction of exact zeros of its output (dead ReLU
-  units show as zeros near 1), from a forward of the batch just trained, run again in eval mode under
-  ``no_grad`` (so that no dropout mask is drawn and no running statistic changes), with forward hooks.
+  units show as zeros near 1), from a forward of the first 16 images of the batch just trained, run again in
+  eval mode under ``no_grad`` (so that no dropout mask is drawn and no running statistic changes), with
+  forward hooks.
 
 All of it happens outside the training step, so on a GPU the captured step stays one CUDA graph and the
-statistics are read outside it; the cost is one copy of the weights and one forward every ``every`` steps.
+statistics are read outside it; the cost is one copy of the weights, the norms and one forward of 16 images every ``every`` steps
+(``python benchmarks/diagnostics_cost.py`` measures it).
 ``as_dict()`` is what metrics.json keeps under ``layers``; :func:`plot_layers` draws layers.png.
 docs/backprop.md ("Reading the diagnostics") says what healthy and unhealthy runs look like.
 """
@@ -26,14 +28,21 @@ __all__ = ["Diagnostics", "plot_layers"]
 
 
 def _norm(a):
-    return float(backend.array_module(a).sqrt((a.astype("float64") ** 2).sum()))
+    """The 2-norm of an array as a float: a dot product in the array's dtype, or in float64 where that overflows."""
+    xp = backend.array_module(a)
+    flat = a.reshape(-1)
+    square = float(xp.dot(flat, flat))
+    if not math.isfinite(square) and bool(xp.isfinite(a).all()):
+        square = float(xp.dot(flat.astype("float64"), flat.astype("float64")))
+    return math.sqrt(square)
 
 
 class Diagnostics:
-    """Records the statistics above for ``model`` every ``every`` iterations (module docstring)."""
+    """Records the statistics above for ``model`` every ``every`` iterations (module docstring), the output
+    statistics from the first ``sample`` images of the batch."""
 
-    def __init__(self, model, every=25):
-        self.model, self.every = model, int(every)
+    def __init__(self, model, every=25, sample=16):
+        self.model, self.every, self.sample = model, int(every), int(sample)
         self.parameters = list(model.named_parameters())
         self.layers = self._layers(model)
         self.iterations, self._before = [], None
@@ -88,7 +97,7 @@ class Diagnostics:
         handles = [module.register_forward_hook(hook(name)) for name, module in self.layers]
         try:
             with evaluating(self.model):
-                self.model(batch)
+                self.model(batch[:self.sample])
         finally:
             for handle in handles:
                 handle.remove()
