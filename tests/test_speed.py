@@ -93,8 +93,9 @@ def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():
     results = []
     for fast in (True, False):
         rng = np.random.default_rng(3)
-        params = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((4, 3), (6,), (2, 2, 3, 3))]
-        opt = optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+        params = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((4, 3), (6,), (2, 2, 3, 3),
+                                                                             (3, cpu.BLOCK - 5))]  # blocks cut it
+        opt = optim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-2}], lr=3e-3, weight_decay=1e-4)
         for step in range(3):
             for p in params:
                 p.grad += rng.normal(size=p.shape).astype(np.float32)

@@ -33,6 +33,7 @@ __all__ = ["replaceable", "register", "registered", "replacement", "disabled", "
 _REPLACEMENTS = {}  # (hook name, "numpy" or "cupy") -> the faster function
 _OFF = set()        # hook names switched off (disabled()); "*" switches all off
 _LOADED = set()     # libraries whose replacements have been imported
+_CACHE = {}         # (hook name, array type) -> what replacement() answers; emptied whenever the above change
 
 
 def library(array):
@@ -54,12 +55,14 @@ def _load(name):
 
 def replacement(hook, array):
     """The function registered for ``hook`` and ``array``'s library, or None (disabled, or none registered)."""
+    key = (hook, type(array))
+    if key in _CACHE:  # the answer for this hook and array type (a core function is called often)
+        return _CACHE[key]
     lib = library(array)
     if lib not in _LOADED:
         _load(lib)
-    if hook in _OFF or "*" in _OFF:
-        return None
-    return _REPLACEMENTS.get((hook, lib))
+    _CACHE[key] = None if hook in _OFF or "*" in _OFF else _REPLACEMENTS.get((hook, lib))
+    return _CACHE[key]
 
 
 def replaceable(core=None, *, on=None):
@@ -87,6 +90,7 @@ def replaceable(core=None, *, on=None):
 def register(hook, lib, function):
     """Make ``function`` the replacement of the core function named ``hook`` for arrays of library ``lib``."""
     _REPLACEMENTS[(hook, lib)] = function
+    _CACHE.clear()
     return function
 
 
@@ -108,10 +112,12 @@ def disabled(*hooks):
     names = set(hooks) or {"*"}
     added = names - _OFF
     _OFF.update(added)
+    _CACHE.clear()
     try:
         yield
     finally:
         _OFF.difference_update(added)
+        _CACHE.clear()
 
 
 def set_disabled(*hooks):
@@ -119,3 +125,4 @@ def set_disabled(*hooks):
     alternate settings between rounds; :func:`disabled` is the block form."""
     _OFF.clear()
     _OFF.update(hooks)
+    _CACHE.clear()

