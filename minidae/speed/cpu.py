@@ -114,7 +114,8 @@ def matmul(a, b):
 
 # Adam's lines run over the flat arrays a block of this many elements at a time: the block's six arrays
 # (parameters, gradients, two moments, two scratch arrays; 768 KB in float32) stay in the core's cache across the
-# 17 passes instead of coming from memory for each (spec network: 2.5 -> 1.8 ms; fc_dae: 4.9 -> 3.7 ms).
+# 17 passes instead of coming from memory for each (spec network: 2.5 -> 1.8 ms; fc_dae: 5.0 -> 3.6 ms;
+# python benchmarks/adam_blocks.py).
 BLOCK = 32768
 
 
