@@ -25,7 +25,7 @@ import numpy
 
 from ..nn.im2col import padded_extent
 from . import register
-from .flat import FlatAdam
+from .flat import FlatAdam, zero_grads_for
 
 __all__ = ["im2col", "col2im", "first_maximum", "matmul", "adam_step", "zero_grads"]
 
@@ -156,13 +156,7 @@ def _adam(p, grad, m, v, t, lr, betas, eps, weight_decay, decoupled, s1, s2):
     p -= numpy.divide(numpy.multiply(lr, m_hat, out=s2), denominator, out=s2)      # p -= lr m_hat / (...)
 
 
-def zero_grads(optimizer):
-    """optim.zero_grads as one fill of the flat gradient array, where the gradients share one."""
-    flat = FlatAdam.current(optimizer, numpy, pack=False)
-    if flat is None:
-        return NotImplemented
-    flat.zero_grads(optimizer)
-    return None
+zero_grads = zero_grads_for(numpy)  # one fill of the flat gradients (minidae.speed.flat)
 
 
 for _name, _function in (("im2col", im2col), ("col2im", col2im), ("max_winners", first_maximum),

@@ -37,7 +37,7 @@ import cupy
 import numpy
 
 from . import is_disabled, register
-from .flat import FlatAdam
+from .flat import FlatAdam, zero_grads_for
 
 __all__ = ["im2col", "col2im", "matmul", "matmul_add", "add_row_sums", "adam_step", "zero_grads", "graphed", "GraphedStep",
            "before_each_replay", "graph_kernel_count", "relu", "sigmoid", "sigmoid_backward", "mse_loss", "mse_loss_backward"]
@@ -288,13 +288,7 @@ def adam_step(optimizer):
     return None
 
 
-def zero_grads(optimizer):
-    """optim.zero_grads as one fill, where the gradients share Adam's flat buffer; declined otherwise."""
-    flat = FlatAdam.current(optimizer, cupy, pack=False)
-    if flat is None:
-        return NotImplemented
-    flat.zero_grads(optimizer)
-    return None
+zero_grads = zero_grads_for(cupy)  # one fill of the flat gradients (minidae.speed.flat)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 data, gradient, moments and step count as views into one array per kind, so one pass (one kernel) updates them
 all. The values are the optimiser's own; only where they are stored changes."""
 
-__all__ = ["FlatAdam"]
+__all__ = ["FlatAdam", "zero_grads_for"]
 
 
 class FlatAdam:
@@ -90,3 +90,16 @@ class FlatAdam:
         for p in optimizer.params:
             if not p.requires_grad:
                 p.grad[...] = 0
+
+
+def zero_grads_for(xp):
+    """The replacement of optim.zero_grads for library ``xp`` (numpy or cupy): one fill of the flat gradient
+    array where the gradients share Adam's flat arrays; declined (NotImplemented) otherwise."""
+    def zero_grads(optimizer):
+        """optim.zero_grads as one fill of the flat gradient array, where the gradients share one."""
+        flat = FlatAdam.current(optimizer, xp, pack=False)
+        if flat is None:
+            return NotImplemented
+        flat.zero_grads(optimizer)
+        return None
+    return zero_grads
