@@ -11,8 +11,8 @@ Every ``every`` iterations (25 by default: the trainer reads the losses back at 
   forward hooks.
 
 All of it happens outside the training step, so on a GPU the captured step stays one CUDA graph and the
-statistics are read outside it; the cost is one copy of the weights, the norms and one forward of 16 images every ``every`` steps
-(``python benchmarks/diagnostics_cost.py`` measures it).
+statistics are read outside it; the cost is one copy of the weights, the norms and one forward of 16 images
+every ``every`` steps (``python benchmarks/diagnostics_cost.py`` measures it).
 ``as_dict()`` is what metrics.json keeps under ``layers``; :func:`plot_layers` draws layers.png.
 docs/backprop.md ("Reading the diagnostics") says what healthy and unhealthy runs look like.
 """

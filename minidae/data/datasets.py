@@ -316,7 +316,7 @@ def _ensure(spec, names, root, download_allowed, progress):
         if target.exists() and _idx_sha256(target) != spec.sha256[name]:
             aside = _set_aside(target)
             failures.append(f"{target}: wrong SHA-256, moved aside to {aside.name}")
-        local = [pathlib.Path(d) / f for d in (base, *spec.system_dirs) for f in (name, name + ".gz")]
+        local = [pathlib.Path(d) / f for d in (base, cache, *spec.system_dirs) for f in (name, name + ".gz")]
         for candidate in local:
             if target.exists():
                 break

@@ -199,7 +199,8 @@ class _ClassLoss(_Loss):
         xp = backend.array_module(ctx.q)
         if self.reduction == "none":
             return grad
-        factor = 1 / ctx.divisor if self.reduction == "mean" else xp.ones((), ctx.q.dtype)
+        # an array, not a Python number (the divisor is one for class probabilities): CuPy broadcasts arrays only
+        factor = xp.asarray(1 / ctx.divisor) if self.reduction == "mean" else xp.ones((), ctx.q.dtype)
         return xp.broadcast_to(factor if grad is None else factor * grad, terms_shape).astype(ctx.q.dtype)
 
     def extra_repr(self):

@@ -54,6 +54,18 @@ def test_user_directory_raw_and_gzip(fake_mnist, tmp_path):
         assert (folder / "mnist" / "t10k-images-idx3-ubyte").exists()  # cached, verified, raw
 
 
+def test_gzip_files_in_the_cache_folder_itself_are_used(fake_mnist, tmp_path):
+    """<root>/mnist/*.gz (the layout the cache has, compressed) is read, verified and unpacked beside them."""
+    root = tmp_path / "gz-root"
+    (root / "mnist").mkdir(parents=True)
+    for name in FILES:
+        (root / "mnist" / (name + ".gz")).write_bytes((fake_mnist["mirror"] / (name + ".gz")).read_bytes())
+    images, _ = load_mnist("train", root=root, download=False)
+    np.testing.assert_array_equal(images, fake_mnist["arrays"]["train-images-idx3-ubyte"])
+    unpacked = root / "mnist" / "train-images-idx3-ubyte"
+    assert unpacked.exists() and unpacked.with_name(unpacked.name + ".gz").exists()
+
+
 def test_root_from_environment(fake_mnist, monkeypatch):
     monkeypatch.setenv("MINIDAE_DATA", str(fake_mnist["source"]))
     assert datasets.data_root() == fake_mnist["source"]
