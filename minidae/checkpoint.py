@@ -162,6 +162,7 @@ def _read_arrays(path):
             return {info.filename[:-4]: _read_member(archive, info, path) for info in members}
     except CheckpointError:
         raise
+    # NotImplementedError is zipfile's answer to a member compressed by a method it does not know
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: not a readable minidae checkpoint (damaged or not an .npz file: "
                               f"{type(exc).__name__}: {exc})") from None

@@ -287,14 +287,13 @@ def run_denoise(args):
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint)
-    model.eval()  # inference: BatchNorm2d's running statistics, no dropout
     size = config.get("image_size", 28)
     gray = read_gray(args.input).resize((size, size), Image.Resampling.LANCZOS)
     pixels = numpy.asarray(gray, dtype=numpy.float32)
     pixels = numpy.clip(pixels, 0, 1) if gray.mode == "F" else pixels / 255
     if args.invert:
         pixels = 1 - pixels
-    with minidae_evaluating(model):
+    with minidae_evaluating(model):  # inference: BatchNorm2d's running statistics, no dropout, nothing kept
         output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
     if args.invert:
         output = 1 - output

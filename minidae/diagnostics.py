@@ -22,6 +22,7 @@ import numpy
 from matplotlib.figure import Figure
 
 from . import backend, nn
+from .files import json_safe
 from .nn.module import evaluating
 
 __all__ = ["Diagnostics", "plot_layers"]
@@ -119,11 +120,8 @@ class Diagnostics:
 
     def as_dict(self):
         """The records as metrics.json keeps them (JSON: non-finite values become None)."""
-        clean = lambda values: [v if v is not None and math.isfinite(v) else None for v in values]  # noqa: E731
-        return {"every": self.every, "iterations": self.iterations,
-                "gradient_norm": {k: clean(v) for k, v in self.gradient_norm.items()},
-                "update_ratio": {k: clean(v) for k, v in self.update_ratio.items()},
-                "output": {k: {s: clean(v) for s, v in stats.items()} for k, stats in self.output.items()}}
+        return json_safe({"every": self.every, "iterations": self.iterations, "gradient_norm": self.gradient_norm,
+                          "update_ratio": self.update_ratio, "output": self.output})
 
 
 def plot_layers(path, record, title=""):

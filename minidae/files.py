@@ -1,7 +1,7 @@
 """Writing a run's files so that a failure never leaves a half file or destroys the previous one.
 
 Every file (checkpoint, metrics, plots, exported weights) is written to a hidden temporary beside its
-target, ``.<stem>-XXXXXXXX<suffix>``, and renamed over the target only once complete: a full disk, a
+target, ``.<stem>-<random letters><suffix>``, and renamed over the target only once complete: a full disk, a
 kill or Ctrl-C leaves the previous file as it was. ``remove_temporaries`` clears those a kill left.
 """
 import contextlib

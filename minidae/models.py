@@ -264,7 +264,6 @@ class ConvDenoiser(Chain):
         self.t_conv2 = nn.ConvTranspose2d(8, 16, 2, stride=2)
         self.t_conv3 = nn.ConvTranspose2d(16, 32, 2, stride=2)
         self.conv_out = nn.Conv2d(32, 1, 3, padding=1)
-        self.code_after = 6  # through the second pooling: (N, 64, 7, 7)
         self.code_after = 9  # through the third pooling: (N, 8, 3, 3)
         self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool, self.conv3, nn.ReLU(),
                        self.pool, self.t_conv1, nn.ReLU(), self.t_conv2, nn.ReLU(), self.t_conv3, nn.ReLU(),

@@ -39,6 +39,7 @@ class _Loss(Module):
             raise ValueError(f"{name}: prediction shape {tuple(pred.shape)} and target shape "
                              f"{tuple(getattr(target, 'shape', ()))} differ")
         ctx.pred, ctx.target = pred, backend.array_module(pred).asarray(target, dtype=pred.dtype)
+        ctx.divisor = max(pred.size, 1)  # "mean" divides by the number of elements
         return ctx.pred, ctx.target
 
     def _reduce(self, terms):
@@ -47,11 +48,12 @@ class _Loss(Module):
         return terms.sum() if self.reduction == "sum" else terms.mean()
 
     def _factor(self, ctx, grad):
-        """dL/dl_i, the factor of each term's own derivative: 1 / M for "mean", 1 for "sum" (times ``grad`` if
-        given), or the upstream gradient itself for "none"."""
+        """dL/dl_i, the factor of each term's own derivative: 1 / ``ctx.divisor`` for "mean" (the number of
+        elements, or what a class loss divides by), 1 for "sum" (times ``grad`` if given), or the upstream
+        gradient itself for "none"."""
         if self.reduction == "none":
             return grad
-        factor = 1.0 / max(ctx.pred.size, 1) if self.reduction == "mean" else 1.0
+        factor = 1 / ctx.divisor if self.reduction == "mean" else 1.0
         return factor if grad is None else grad * factor
 
     def extra_repr(self):
@@ -196,12 +198,10 @@ class _ClassLoss(_Loss):
 
     def _upstream(self, ctx, grad, terms_shape):
         """dL/dl_n for every term: 1 / divisor for "mean", 1 for "sum" (times ``grad``), ``grad`` for "none"."""
-        xp = backend.array_module(ctx.q)
         if self.reduction == "none":
             return grad
-        # an array, not a Python number (the divisor is one for class probabilities): CuPy broadcasts arrays only
-        factor = xp.asarray(1 / ctx.divisor) if self.reduction == "mean" else xp.ones((), ctx.q.dtype)
-        return xp.broadcast_to(factor if grad is None else factor * grad, terms_shape).astype(ctx.q.dtype)
+        xp = backend.array_module(ctx.q)  # an array, not a Python number, to broadcast: CuPy broadcasts arrays only
+        return xp.broadcast_to(xp.asarray(self._factor(ctx, grad)), terms_shape).astype(ctx.q.dtype)
 
     def extra_repr(self):
         return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -14,21 +14,17 @@ step, a parameter's ``.data`` and ``.grad`` are views into such arrays (hold the
 from it before training).
 """
 import json
-import numbers
 
 import numpy
 
 from .. import backend
+from ..nn.arguments import is_real
 from ..speed import replaceable
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "adam", "adam_step", "sgd", "zero_grads", "flat_state_dict",
            "nested_state_dict"]
 
 _IGNORED = ("foreach", "fused", "capturable", "differentiable")  # PyTorch's implementation choices: no effect here
-
-
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class Optimizer:
@@ -81,9 +77,9 @@ class Optimizer:
     def _check_hyperparameters(self, group, where):
         name = type(self).__name__
         for key in ("lr", "eps", "weight_decay", "momentum", "dampening"):
-            if key in group and (not _real(group[key]) or not group[key] >= 0):
+            if key in group and (not is_real(group[key]) or not group[key] >= 0):
                 raise ValueError(f"{name}: {key} must be a non-negative number{where}, got {group[key]!r}"
-                                 + (f" (a {type(group[key]).__name__})" if not _real(group[key]) else ""))
+                                 + (f" (a {type(group[key]).__name__})" if not is_real(group[key]) else ""))
 
     @property
     def params(self):
@@ -268,7 +264,8 @@ class Adam(Optimizer):
                  maximize=False, decoupled_weight_decay=False, **ignored):
         name = type(self).__name__
         _refuse(name, amsgrad=amsgrad, maximize=maximize, **ignored)
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_real(b) and 0 <= b < 1 for b in betas)):
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(is_real(b) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {betas!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=bool(decoupled_weight_decay)))
@@ -320,7 +317,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, **ignored):
         _refuse("SGD", maximize=maximize, **ignored)
-        if nesterov and (not _real(momentum) or momentum <= 0 or dampening != 0):
+        if nesterov and (not is_real(momentum) or momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=bool(nesterov)))
