@@ -8,9 +8,11 @@
 >>> y.shape, layer.backward(np.ones_like(y)).shape
 ((2, 4, 14, 14), (2, 1, 28, 28))
 """
-from . import backend, models, nn, optim
+from . import backend, models, nn, optim, speed
 from .gradcheck import GradcheckResult, gradcheck
 from .nn.module import evaluating, no_grad
+from .speed import plain_maths
 
 __version__ = "0.1.0"
-__all__ = ["backend", "nn", "optim", "models", "gradcheck", "GradcheckResult", "no_grad", "evaluating"]
+__all__ = ["backend", "nn", "optim", "models", "speed", "gradcheck", "GradcheckResult", "no_grad", "evaluating",
+           "plain_maths"]

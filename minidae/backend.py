@@ -3,7 +3,9 @@
 Layers never ask which backend is active: they take the array module from
 ``minidae.backend.xp`` (or from their input via :func:`array_module`), so the same
 code runs on both. What runs faster on one of them (GPU kernels, CUDA graphs, CPU memory
-layouts) replaces a core function through :mod:`minidae.speed`.
+layouts) takes the place of a core function marked :func:`replaceable`: :mod:`minidae.speed`
+binds the active backend's versions whenever :func:`use` switches (this module imports
+nothing of minidae's; the speed devices listen through :func:`on_use`).
 
 >>> from minidae import backend
 >>> backend.use("numpy")
@@ -16,12 +18,31 @@ import os
 
 import numpy
 
-from .speed import library as library_of
-from .speed import replaceable
-
 __all__ = ["BackendUnavailable", "use", "xp", "name", "to_numpy", "asarray", "array_module",
            "seed", "rng", "rng_state", "set_rng_state", "init_rng", "available", "library_of", "capturing", "check",
-           "matmul", "matmul_add", "add_row_sums", "graphed", "tune_host_allocator"]
+           "matmul", "matmul_add", "add_row_sums", "graphed", "tune_host_allocator", "replaceable", "CORE", "on_use"]
+
+CORE = {}       # name -> the core function marked replaceable under that name (the plain maths)
+_ON_USE = []    # functions called with the backend's name whenever use() makes one active (minidae.speed.bind)
+
+
+def replaceable(core):
+    """Mark ``core`` as a function a speed device may stand in for (minidae.speed): it is recorded in ``CORE``
+    under its name and returned unchanged. Which function runs is settled when a backend is chosen, never per
+    call: the speed devices put their version in its place, under the same name."""
+    CORE[core.__name__] = core
+    return core
+
+
+def on_use(listener):
+    """Call ``listener(name)`` now and whenever :func:`use` makes a backend active (how the speed devices bind)."""
+    _ON_USE.append(listener)
+    listener(name)
+
+
+def library_of(array):
+    """"numpy", "cupy" (or another top-level package name) for an array: the library that owns it."""
+    return type(array).__module__.partition(".")[0]
 
 
 class BackendUnavailable(RuntimeError):
@@ -84,6 +105,8 @@ def use(backend_name, seed_value=None):
         seed(seed_value)
     else:
         _rng = module.random.default_rng()
+    for listener in _ON_USE:
+        listener(backend_name)
 
 
 def tune_host_allocator():
@@ -203,7 +226,7 @@ def add_row_sums(out, a):
     out += a.sum(axis=1)
 
 
-@replaceable(on=lambda step, params: params[0].data if params else None)
+@replaceable
 def graphed(step, params):
     """``step`` itself; on CuPy a faster equal replacement, minidae.speed.cuda.GraphedStep, captures it as a
     CUDA graph after its first call and replays that graph for every later batch of the same shape.

@@ -53,8 +53,8 @@ class Diagnostics:
 
     @staticmethod
     def _layers(model):
-        """(name, module) of the layers whose outputs are recorded: a Chain's ``layers`` in order (named by
-        attribute, else "<position>.<class>"; a layer object used several times, at its first use), else every
+        """(name, module) of the layers whose outputs are recorded: a Chain's ``layers`` in order (named as the
+        model registers them, else "<position>.<class>"; a layer object used several times, at its first use), else every
         module without sub-modules; reshaping layers (Flatten, Unflatten) left out."""
         names = {id(m): name for name, m in model.named_modules() if name}
         chain = getattr(model, "layers", None)
@@ -79,7 +79,7 @@ class Diagnostics:
             return
         self.iterations.append(int(iteration))
         for (name, p), before in zip(self.parameters, self._before):
-            self.gradient_norm[name].append(_norm(p.grad))
+            self.gradient_norm[name].append(math.nan if p.grad is None else _norm(p.grad))  # nan: no backward reached it
             self.update_ratio[name].append(_norm(p.data - before) / max(_norm(before), 1e-30))
         self._before = None
         calls = {}

@@ -1,8 +1,9 @@
 """Finite-difference gradient checks for any Module (or loss), in float64.
 
 The module's output y is reduced to a scalar with fixed random weights R,
-L = sum(R * y), so every output element takes part. The analytic gradient is
-``backward(R)`` (input) and the accumulated ``.grad`` (parameters); the numeric one is the
+L = sum(R * y) (summed over the outputs, for a module that returns several), so every output element takes
+part. The analytic gradient is ``backward(R)`` (each input) and the accumulated ``.grad`` (parameters); the
+numeric one is the
 central difference (L(v + eps) - L(v - eps)) / (2 eps) for each checked element v. An
 element passes when |analytic - numeric| <= atol + rtol * |numeric|.
 
@@ -75,46 +76,62 @@ class _LossOnTarget(Module):
         return self.criterion.backward() * grad_out
 
 
+def _outputs(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
 def gradcheck(module, x, target=None, eps=1e-6, atol=1e-6, rtol=1e-5, max_elements=None, seed=0):
     """Compare ``module``'s analytic gradients with central differences, in float64.
 
-    module: a Module, or a loss (MSELoss, BCELoss) when ``target`` is given.
-    x: the input (any array-like); it and a copy of the module are cast to float64 on
-       the active backend, so the caller's module is left untouched.
+    module: a Module (one that takes several inputs or returns several outputs too), or a loss (MSELoss,
+       BCELoss) when ``target`` is given.
+    x: the input (any array-like), or a tuple of them for a module that takes several; they and a copy of the
+       module are cast to float64 on the active backend, so the caller's module is left untouched.
     max_elements: check at most this many randomly chosen elements per tensor (None: all).
-    Returns a :class:`GradcheckResult`.
+    Returns a :class:`GradcheckResult`; the inputs are named "input" (or "input 0", "input 1", ...).
     """
     xp = backend.xp
-    x = xp.asarray(x, dtype=xp.float64).copy()
+    inputs = [xp.asarray(a, dtype=xp.float64).copy() for a in (x if isinstance(x, (tuple, list)) else [x])]
+    names = ["input"] if len(inputs) == 1 else [f"input {i}" for i in range(len(inputs))]
     if target is not None:  # class indices stay integers; anything else is compared in float64
         target = xp.asarray(target)
         module = _LossOnTarget(module, target if target.dtype.kind in "iu" else target.astype(xp.float64))
     module = copy.deepcopy(module).to(numpy.float64)
+    rng = numpy.random.default_rng(seed)
     with no_grad():
-        weights = xp.asarray(numpy.random.default_rng(seed).normal(size=module(x).shape))
+        weights = tuple(xp.asarray(rng.normal(size=y.shape)) for y in _outputs(module(*inputs)))
+    upstream = weights if len(weights) > 1 else weights[0]
 
     def loss():
         with no_grad():  # forwards without a backward: nothing to keep
-            return float((weights * module(x)).sum())
+            return float(sum((w * y).sum() for w, y in zip(weights, _outputs(module(*inputs)))))
 
     module.zero_grad()
     problems = []
-    y = module(x)
-    if y.dtype != x.dtype:
-        problems.append(f"the output is {y.dtype} for a {x.dtype} input: a layer must keep its input's dtype")
-    analytic = {"input": module.backward(weights)}
-    analytic.update((name, p.grad.copy()) for name, p in module.named_parameters())
+    for number, y in enumerate(_outputs(module(*inputs))):
+        if y.dtype != inputs[0].dtype:
+            which = "the output" if len(weights) == 1 else f"output {number}"
+            problems.append(f"{which} is {y.dtype} for a {inputs[0].dtype} input: a layer must keep its input's dtype")
+    grads = module.backward(upstream)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    if len(grads) != len(inputs):
+        problems.append(f"backward returned {len(grads)} gradients for {len(inputs)} inputs: one per input")
+    analytic = {name: xp.zeros_like(a) if g is None else g for name, a, g in zip(names, inputs, grads)}
+    analytic.update((name, xp.zeros_like(p.data) if p.grad is None else p.grad.copy())
+                    for name, p in module.named_parameters())
     # The classic mistake of a hand-written layer: assigning p.grad instead of adding to it. Two
     # forward/backward rounds must give twice the gradient of one.
-    module(x)
-    module.backward(weights)
+    module(*inputs)
+    module.backward(upstream)
     for name, p in module.named_parameters():
+        if p.grad is None:
+            continue
         once, twice = backend.to_numpy(analytic[name]), backend.to_numpy(p.grad)
         if not numpy.allclose(twice, 2 * once, rtol=1e-9, atol=1e-12):
             problems.append(f"{name}.grad does not accumulate: two backwards gave {numpy.abs(twice).sum():.6g} "
                             f"in all where twice one backward is {2 * numpy.abs(once).sum():.6g}; add to the "
                             f"gradient (p.grad += ...) instead of assigning it")
-    tensors = {"input": x}
+    tensors = dict(zip(names, inputs))
     tensors.update((name, p.data) for name, p in module.named_parameters())
 
     chooser = numpy.random.default_rng(seed + 1)

@@ -10,6 +10,8 @@ import importlib.util
 import math
 import os
 
+from collections import Counter, OrderedDict
+
 import numpy
 
 from . import nn
@@ -19,29 +21,49 @@ __all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_
            "build", "load_factory", "is_factory_spec", "resolve_spec", "parameter_count", "summary", "format_summary"]
 
 
-class Chain(nn.Module):
-    """Layers applied in the order of ``self.layers`` (the backward in reverse), for MNIST-sized input.
+class Chain(nn.Sequential):
+    """A Sequential of layers for (N, 1, 28, 28) images whose first ``code_after`` layers are the encoder.
 
-    The layers with parameters are also attributes (``conv1``, ``fc1``, ...), so state_dict keys read
-    like the reference's PyTorch code; activations and pooling may appear several times in the list,
-    even as one shared object. The first ``code_after`` layers are the encoder: ``encode(x)`` is their output,
-    the code (the bottleneck), and ``decode(z)`` runs the rest; ``forward(x)`` is ``decode(encode(x))``.
+    ``layers`` are (name, module) pairs, or modules: a layer with parameters is named as the reference's PyTorch
+    code names it (conv1, fc1, ...), so that state_dict keys read alike; the others get their class's name and
+    place (relu1, relu2, ..., flatten, sigmoid). A module may appear several times (one MaxPool2d for every
+    pooling): its later places are named pool_2, pool_3. Every layer is a registered sub-module, so ``eval()``,
+    ``to()`` and ``apply()`` reach all of them, Dropout included. ``encode(x)`` is the output of the encoder's
+    last layer (the code, the bottleneck) and ``decode(z)`` runs the rest; both are calls of the model, so
+    ``model.backward`` goes back through what they ran. ``model.layers`` lists the layers in order.
     """
 
     code_after = None  # layers in the encoder; each model sets it
 
-    def encode(self, x):
-        """The code of images x (N, 1, 28, 28): the output of the encoder's last layer (``code_after``)."""
-        self._check_images(x)
-        for layer in self.layers[:self.code_after]:
+    def __init__(self, layers, code_after):
+        super().__init__(_named_layers(layers))
+        self.code_after = code_after
+
+    @property
+    def layers(self):
+        """The layers in the order the forward runs them (a shared one at each of its places)."""
+        return list(self._modules.values())
+
+    def forward(self, ctx, x, part=None):
+        """(N, 1, 28, 28) images through every layer in order; ``part="encoder"`` runs the first ``code_after``
+        layers only, ``part="decoder"`` the rest (from a code)."""
+        layers = self.layers
+        if part == "decoder":
+            layers = layers[self.code_after:]
+        else:
+            self._check_images(x)
+            layers = layers[:self.code_after] if part == "encoder" else layers
+        for layer in layers:
             x = layer(x)
         return x
 
+    def encode(self, x):
+        """The code of images x (N, 1, 28, 28): the output of the encoder's last layer (``code_after``)."""
+        return self(x, part="encoder")
+
     def decode(self, z):
         """Images (N, 1, 28, 28) from codes z (as :meth:`encode` gives them): the decoder's layers."""
-        for layer in self.layers[self.code_after:]:
-            z = layer(z)
-        return z
+        return self(z, part="decoder")
 
     def _check_images(self, x):
         if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
@@ -49,18 +71,23 @@ class Chain(nn.Module):
                              f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 grayscale images: "
                              f"resize yours first (as `minidae denoise` does) and add the batch and channel axes")
 
-    def forward(self, ctx, x):
-        """(N, 1, 28, 28) images through every layer in order."""
-        self._check_images(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
-    def backprop(self, ctx, grad_out):
-        """The chain rule: dL/dy back through every layer in reverse order; returns dL/dx."""
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
-        return grad_out
+def _named_layers(layers):
+    """Chain's layers as an OrderedDict: (name, layer) pairs keep their name, a bare layer gets its class's
+    (numbered where the class comes several times: relu1, relu2), and a layer's later places get _2, _3."""
+    unnamed = Counter(type(item).__name__.lower() for item in layers if not isinstance(item, tuple))
+    named, numbers = OrderedDict(), Counter()
+    for item in layers:
+        name, layer = item if isinstance(item, tuple) else (type(item).__name__.lower(), item)
+        if not isinstance(item, tuple) and unnamed[name] > 1:
+            numbers[name] += 1
+            name = f"{name}{numbers[name]}"
+        place, count = name, 1
+        while place in named:
+            count += 1
+            place = f"{name}_{count}"
+        named[place] = layer
+    return named
 
 
 class ConvDAE(Chain):
@@ -89,19 +116,15 @@ class ConvDAE(Chain):
     """
 
     def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, stride=2, padding=2)
-        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
-        self.l1 = nn.Linear(1024, 256)
-        self.l2 = nn.Linear(256, 1024)
-        self.conv4 = nn.ConvTranspose2d(64, 32, 3, stride=3, padding=2)
-        self.conv5 = nn.ConvTranspose2d(32, 16, 3, stride=3, padding=4)
-        self.conv6 = nn.ConvTranspose2d(16, 1, 3, stride=2, padding=3, output_padding=1)
-        self.code_after = 8  # through l1: the 256 numbers of the linear bottleneck
-        self.layers = [self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), self.conv3, nn.ReLU(), nn.Flatten(),
-                       self.l1, self.l2, nn.Unflatten((64, 4, 4)), self.conv4, nn.ReLU(), self.conv5, nn.ReLU(),
-                       self.conv6, nn.Sigmoid()]
+        super().__init__([("conv1", nn.Conv2d(1, 16, 3, stride=2, padding=2)), nn.ReLU(),
+                          ("conv2", nn.Conv2d(16, 32, 3, stride=2, padding=1)), nn.ReLU(),
+                          ("conv3", nn.Conv2d(32, 64, 3, stride=2, padding=1)), nn.ReLU(), nn.Flatten(),
+                          ("l1", nn.Linear(1024, 256)), ("l2", nn.Linear(256, 1024)), nn.Unflatten((64, 4, 4)),
+                          ("conv4", nn.ConvTranspose2d(64, 32, 3, stride=3, padding=2)), nn.ReLU(),
+                          ("conv5", nn.ConvTranspose2d(32, 16, 3, stride=3, padding=4)), nn.ReLU(),
+                          ("conv6", nn.ConvTranspose2d(16, 1, 3, stride=2, padding=3, output_padding=1)),
+                          nn.Sigmoid()],
+                         code_after=8)  # through l1: the 256 numbers of the linear bottleneck
 
 
 def conv_dae():
@@ -113,13 +136,11 @@ class _Dense(Chain):
     """A fully connected autoencoder: Flatten, Linear layers with ReLU between, Sigmoid, Unflatten."""
 
     def __init__(self, names, sizes):
-        super().__init__()
-        self.layers = [nn.Flatten()]
+        layers = [nn.Flatten()]
         for index, (name, (n_in, n_out)) in enumerate(zip(names, zip(sizes, sizes[1:]))):
-            setattr(self, name, nn.Linear(n_in, n_out))
-            self.layers += [getattr(self, name), nn.ReLU() if index < len(names) - 1 else nn.Sigmoid()]
-        self.layers.append(nn.Unflatten((1, 28, 28)))
-        self.code_after = 1 + 2 * (len(names) // 2)  # through the middle layer and its ReLU
+            layers += [(name, nn.Linear(n_in, n_out)), nn.ReLU() if index < len(names) - 1 else nn.Sigmoid()]
+        super().__init__(layers + [nn.Unflatten((1, 28, 28))],
+                         code_after=1 + 2 * (len(names) // 2))  # through the middle layer and its ReLU
 
 
 def fc_dae():
@@ -214,16 +235,13 @@ class ConvAEPool(Chain):
     """
 
     def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
-        self.conv4 = nn.Conv2d(64, 32, 3, padding=1)
-        self.conv5 = nn.Conv2d(32, 1, 3, padding=1)
-        self.pool, self.up = nn.MaxPool2d(2), nn.Upsample(scale_factor=2)
-        self.code_after = 6  # through the second pooling: (N, 64, 7, 7)
-        self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool,
-                       self.conv3, nn.ReLU(), self.up, self.conv4, nn.ReLU(), self.up, self.conv5, nn.Sigmoid()]
+        pool, up = ("pool", nn.MaxPool2d(2)), ("up", nn.Upsample(scale_factor=2))
+        super().__init__([("conv1", nn.Conv2d(1, 32, 3, padding=1)), nn.ReLU(), pool,
+                          ("conv2", nn.Conv2d(32, 64, 3, padding=1)), nn.ReLU(), pool,
+                          ("conv3", nn.Conv2d(64, 64, 3, padding=1)), nn.ReLU(), up,
+                          ("conv4", nn.Conv2d(64, 32, 3, padding=1)), nn.ReLU(), up,
+                          ("conv5", nn.Conv2d(32, 1, 3, padding=1)), nn.Sigmoid()],
+                         code_after=6)  # through the second pooling: (N, 64, 7, 7)
 
 
 def conv_ae_pool():
@@ -255,19 +273,15 @@ class ConvDenoiser(Chain):
     """
 
     def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 16, 3, padding=1)
-        self.conv3 = nn.Conv2d(16, 8, 3, padding=1)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.t_conv1 = nn.ConvTranspose2d(8, 8, 3, stride=2)
-        self.t_conv2 = nn.ConvTranspose2d(8, 16, 2, stride=2)
-        self.t_conv3 = nn.ConvTranspose2d(16, 32, 2, stride=2)
-        self.conv_out = nn.Conv2d(32, 1, 3, padding=1)
-        self.code_after = 9  # through the third pooling: (N, 8, 3, 3)
-        self.layers = [self.conv1, nn.ReLU(), self.pool, self.conv2, nn.ReLU(), self.pool, self.conv3, nn.ReLU(),
-                       self.pool, self.t_conv1, nn.ReLU(), self.t_conv2, nn.ReLU(), self.t_conv3, nn.ReLU(),
-                       self.conv_out, nn.Sigmoid()]
+        pool = ("pool", nn.MaxPool2d(2, 2))
+        super().__init__([("conv1", nn.Conv2d(1, 32, 3, padding=1)), nn.ReLU(), pool,
+                          ("conv2", nn.Conv2d(32, 16, 3, padding=1)), nn.ReLU(), pool,
+                          ("conv3", nn.Conv2d(16, 8, 3, padding=1)), nn.ReLU(), pool,
+                          ("t_conv1", nn.ConvTranspose2d(8, 8, 3, stride=2)), nn.ReLU(),
+                          ("t_conv2", nn.ConvTranspose2d(8, 16, 2, stride=2)), nn.ReLU(),
+                          ("t_conv3", nn.ConvTranspose2d(16, 32, 2, stride=2)), nn.ReLU(),
+                          ("conv_out", nn.Conv2d(32, 1, 3, padding=1)), nn.Sigmoid()],
+                         code_after=9)  # through the third pooling: (N, 8, 3, 3)
 
 
 def conv_denoiser():

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from minidae import backend, models, nn, optim, speed
-from minidae.nn import functional as F
-from minidae.nn import im2col as ops
+from minidae.nn import im2col as ops  # the size rules
 
 pytestmark = pytest.mark.skipif(not backend.available("cupy"), reason="the CuPy fast path needs a CUDA GPU and CuPy")
 
@@ -43,9 +42,9 @@ def test_im2col_and_col2im_kernels_match_the_numpy_loops(cp, shape, kernel, stri
     out_hw = tuple(ops.conv_output_size(s, k, st, p, d)
                    for s, k, st, p, d in zip(shape[2:], kernel, stride, padding, dilation))
     fill = -np.inf if dilation != (1, 1) else 0  # max pooling pads with -inf
-    expected_cols = ops.im2col.core(x, kernel, stride, padding, out_hw, dilation, fill)
+    expected_cols = speed.core("im2col")(x, kernel, stride, padding, out_hw, dilation, fill)
     cols = rng.normal(size=expected_cols.shape).astype(dtype)
-    expected_dx = ops.col2im.core(cols, shape, kernel, stride, padding, out_hw, dilation)
+    expected_dx = speed.core("col2im")(cols, shape, kernel, stride, padding, out_hw, dilation)
     for device_x in layouts(cp, x):
         np.testing.assert_array_equal(cuda.im2col(device_x, kernel, stride, padding, out_hw, dilation, fill).get(),
                                       expected_cols)
@@ -72,7 +71,7 @@ def test_matmul_matches_numpy_for_every_layout(cp, m, k, n, dtype, rtol):
             np.testing.assert_allclose(got.get(), expected, rtol=rtol, atol=rtol * max(1.0, np.abs(expected).max(initial=0)))
 
 
-def test_matmul_add_accumulates_in_place_and_refuses_what_it_cannot(cp):
+def test_matmul_add_accumulates_in_place_and_leaves_what_it_cannot_to_the_core(cp):
     from minidae.speed import cuda
     rng = np.random.default_rng(6)
     a, b = rng.normal(size=(4, 9)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
@@ -80,9 +79,10 @@ def test_matmul_add_accumulates_in_place_and_refuses_what_it_cannot(cp):
     start, before = grad.get(), grad.data.ptr
     assert cuda.matmul_add(grad, cp.asarray(a), cp.asarray(b)) is None and grad.data.ptr == before
     np.testing.assert_allclose(grad.get(), start + (a @ b).reshape(4, 2, 3), rtol=1e-5, atol=1e-5)
-    declined = [cuda.matmul_add(grad.astype(np.float64), cp.asarray(a), cp.asarray(b)),  # mixed dtypes
-                cuda.matmul_add(cp.zeros((6, 4), np.float32).T, cp.asarray(a), cp.asarray(b))]  # not contiguous
-    assert declined == [NotImplemented, NotImplemented]
+    for out in (grad.astype(np.float64), cp.zeros((6, 4), np.float32).T):  # mixed dtypes; not contiguous
+        start = out.get()
+        cuda.matmul_add(out, cp.asarray(a), cp.asarray(b))  # the core function adds the product
+        np.testing.assert_allclose(out.get(), start + (a @ b).reshape(start.shape), rtol=1e-5, atol=1e-5)
 
 
 def test_matmul_rejects_mismatched_shapes(cp):
@@ -98,22 +98,22 @@ def test_every_cupy_replacement_is_tested_here(cp):
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
-def test_row_sums_and_the_two_pass_mse_match_their_core_functions(cp, dtype, rtol):
+def test_row_sums_and_the_mse_terms_match_their_core_functions(cp, dtype, rtol):
     from minidae.speed import cuda
     rng = np.random.default_rng(8)
     for rows, length in ((16, 14400), (256, 64), (1, 5), (3, 0)):
         a, out = rng.normal(size=(rows, length)).astype(dtype), rng.normal(size=rows).astype(dtype)
         expected = out.copy()
-        backend.add_row_sums.core(expected, a)
+        speed.core("add_row_sums")(expected, a)
         device = cp.asarray(out)
         assert cuda.add_row_sums(device, cp.asarray(a)) is None
         np.testing.assert_allclose(device.get(), expected, rtol=rtol, atol=rtol * (1 + np.abs(a).sum(axis=1).max(initial=0)))
         assert cuda.add_row_sums(device, cp.asarray(a).T.copy().T) is None  # a column-major view: read in place
     for size in (1, 255, 256 * 128 + 3, 64 * 784):
         p, t = rng.uniform(size=size).astype(dtype), rng.uniform(size=size).astype(dtype)
-        got = cuda.mse_loss(cp.asarray(p), cp.asarray(t))
-        assert got.shape == () and got.dtype == dtype
-        np.testing.assert_allclose(float(got), float(F.mse_loss.core(p, t)), rtol=rtol)
+        for got, expected in zip(cuda.mse_loss(cp.asarray(p), cp.asarray(t)), speed.core("mse_loss")(p, t)):
+            assert got.shape == (size,) and got.dtype == dtype
+            np.testing.assert_array_equal(got.get(), expected)  # one subtraction and one product: exact
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-14)])
@@ -128,8 +128,8 @@ def test_fused_adam_matches_the_numpy_optimiser(cp, dtype, rtol):
     for step in range(12):
         grads = [rng.normal(size=s).astype(dtype) for s in shapes]
         for p, q, g in zip(device, host, grads):
-            p.grad[...] = cp.asarray(g)  # in place: the gradient stays a view of the flat buffer
-            q.grad[...] = g
+            nn.module.grad_of(p)[...] = cp.asarray(g)  # in place: the gradient stays a view of the flat buffer
+            nn.module.grad_of(q)[...] = g
         if step == 6:
             device[1].data = device[1].data.copy()  # a user replaces .data: the optimiser re-packs
         ours.step()
@@ -229,21 +229,22 @@ def test_fused_elementwise_kernels_match_their_numpy_formulas(cp, dtype):
     with np.errstate(over="ignore"):  # exp(1000) = inf gives the exact limit 0
         y = 1 / (1 + np.exp(-x.astype(np.float64)))  # reference in float64
     close = dict(rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)  # subnormals may flush to zero
-    for ours, reference in zip(cuda.relu(cp.asarray(x)), F.relu.core(x)):
+    for ours, reference in zip(cuda.relu(cp.asarray(x)), speed.core("relu")(x)):
         assert ours.dtype == reference.dtype
         np.testing.assert_array_equal(ours.get(), reference)
     assert bool(cp.isnan(cuda.relu(cp.asarray(np.array([np.nan], dtype)))[0])[0])
-    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), y, **close)
-    np.testing.assert_allclose(cuda.sigmoid(cp.asarray(x)).get(), F.sigmoid.core(x), **close)
+    y_ours, saved = cuda.sigmoid(cp.asarray(x))
+    assert saved is y_ours
+    np.testing.assert_allclose(y_ours.get(), y, **close)
+    np.testing.assert_allclose(y_ours.get(), speed.core("sigmoid")(x)[0], **close)
     np.testing.assert_allclose(cuda.sigmoid_backward(cp.asarray(dy), cp.asarray(y.astype(dtype))).get(),
-                               F.sigmoid_backward.core(dy, y.astype(dtype)), rtol=0, atol=close["atol"])
-    p = y.astype(dtype)
-    np.testing.assert_allclose(float(cuda.mse_loss(cp.asarray(p), cp.asarray(t))), float(F.mse_loss.core(p, t)),
-                               rtol=1e-5 if dtype == np.float32 else 1e-13)
-    assert cuda.mse_loss(cp.asarray(p), cp.asarray(t)).dtype == dtype
-    np.testing.assert_array_equal(cuda.mse_loss_backward(cp.asarray(p), cp.asarray(t), 2.0 / p.size).get(),
-                                  F.mse_loss_backward.core(p, t, 2.0 / p.size))
-    assert cuda.mse_loss_backward(cp.asarray(p), cp.asarray(t), cp.asarray(p)) is NotImplemented  # "none": an array
+                               speed.core("sigmoid_backward")(dy, y.astype(dtype)), rtol=0, atol=close["atol"])
+    diff = (y.astype(dtype) - t).astype(dtype)
+    np.testing.assert_array_equal(cuda.mse_loss_backward(1.0 / diff.size, cp.asarray(diff)).get(),
+                                  speed.core("mse_loss_backward")(1.0 / diff.size, diff))
+    dl = rng.normal(size=diff.shape).astype(dtype)  # reduction "none": an array, the core function's
+    np.testing.assert_array_equal(cuda.mse_loss_backward(cp.asarray(dl), cp.asarray(diff)).get(),
+                                  speed.core("mse_loss_backward")(dl, diff))
 
 
 @pytest.mark.parametrize("name", ["fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser"])

@@ -48,8 +48,8 @@ def test_records_every_k_iterations_and_changes_no_number(xp, tmp_path):
     assert record["iterations"] == [0, 5, 10] and record["every"] == 5
     assert list(record["gradient_norm"]) == [name for name, _ in watched.named_parameters()]
     outputs = record["output"]
-    assert list(outputs)[:3] == ["conv1", "1.ReLU", "pool"] and "Flatten" not in " ".join(outputs)
-    relu = outputs["1.ReLU"]
+    assert list(outputs)[:3] == ["conv1", "relu1", "pool"] and "flatten" not in " ".join(outputs)
+    relu = outputs["relu1"]
     assert all(0 < z < 1 for z in relu["zeros"]) and all(s > 0 for s in relu["std"])
     assert all(r > 0 for r in record["update_ratio"]["conv1.weight"])
     (tmp_path / "m.json").write_text(json.dumps(record, allow_nan=False))
@@ -65,7 +65,7 @@ def test_dead_units_and_exploding_updates_show(xp):
     model = models.build("conv_dae")
     model.conv1.bias.data[...] = -100  # every pre-activation negative: conv1's ReLU is dead
     record = train(model, 1, 1, x, lr=1e-1).as_dict()
-    assert record["output"]["1.ReLU"]["zeros"][0] == 1.0
+    assert record["output"]["relu1"]["zeros"][0] == 1.0
     assert max(v[0] for v in record["update_ratio"].values()) > 1e-2
 
 

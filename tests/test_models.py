@@ -45,14 +45,8 @@ def test_summary_runs_in_eval_mode_and_restores_the_mode():
     dropout masks, and it leaves the model in the mode it found."""
     from minidae import nn
 
-    class Probe(models.Chain):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3, padding=1)
-            self.bn = nn.BatchNorm2d(2)
-            self.layers = [self.conv, self.bn, nn.Dropout(0.5), nn.Conv2d(2, 1, 1)]
-
-    model = Probe()
+    model = models.Chain([("conv", nn.Conv2d(1, 2, 3, padding=1)), ("bn", nn.BatchNorm2d(2)), nn.Dropout(0.5),
+                          nn.Conv2d(2, 1, 1)], code_after=2)
     model.bn.running_mean[...] = 0.25
     before = {k: v.copy() for k, v in model.state_dict().items()}
     rows = models.summary(model)

@@ -109,7 +109,7 @@ def test_adam_flat_arrays_change_no_number(xp):
                 if step == 2:  # as load_state_dict and Module.to do: new arrays, which Adam must pick up
                     for p in params:
                         p.data = p.data * 1
-                opt.zero_grad()
+                opt.zero_grad(set_to_none=False)  # zeros, added to in place: the gradients stay the flat views
                 for p, g in zip(params, gradients(step)):
                     p.grad += xp.asarray(g)
                 opt.step()

@@ -1,13 +1,17 @@
 """Every NumPy speed device (minidae.speed.cpu) against the core function it replaces: the same numbers, bit for
 bit (col2im's assignments keep a -0.0 that the core's 0 + -0.0 makes 0.0; the two compare equal). The CuPy ones
-are checked in tests/test_cuda.py."""
+are checked in tests/test_cuda.py. The binding itself (what runs, and the plain maths) is tested here too."""
 import numpy as np
 import pytest
 
+import minidae
 from minidae import backend, optim, speed
 from minidae.nn import Parameter, functional as F
-from minidae.nn.im2col import col2im, conv_output_size, im2col
+from minidae.nn import im2col as windows
+from minidae.nn.im2col import conv_output_size
 from minidae.speed import cpu
+
+im2col, col2im = speed.core("im2col"), speed.core("col2im")
 
 TESTED = {"im2col", "col2im", "max_winners", "matmul", "adam_step", "zero_grads"}
 
@@ -36,29 +40,71 @@ def test_im2col_and_col2im_equal_their_core_loops(shape, kernel, stride, padding
     out_hw = tuple(conv_output_size(s, k, st, p, d) for s, k, st, p, d in zip(shape[2:], kernel, stride, padding,
                                                                                  dilation))
     for fill in (0, -np.inf):
-        expected = im2col.core(x, kernel, stride, padding, out_hw, dilation, fill)
+        expected = im2col(x, kernel, stride, padding, out_hw, dilation, fill)
         for layout in layouts(x):
             np.testing.assert_array_equal(cpu.im2col(layout, kernel, stride, padding, out_hw, dilation, fill),
                                           expected)
     cols = rng.normal(size=expected.shape).astype(dtype)
     cols[:, ::3] = 0.0
     cols[:1, 1:2] = -0.0  # where the fast col2im assigns, -0.0 stays -0.0 (the core's 0 + -0.0 is 0.0): equal numbers
-    fast, core = (f(cols, shape, kernel, stride, padding, out_hw, dilation) for f in (cpu.col2im, col2im.core))
+    fast, core = (f(cols, shape, kernel, stride, padding, out_hw, dilation) for f in (cpu.col2im, col2im))
     assert fast.shape == core.shape == shape and fast.dtype == core.dtype
     np.testing.assert_array_equal(fast, core)
 
 
 def test_the_fast_path_is_what_runs_and_disabled_runs_the_core():
     x = np.random.default_rng(1).normal(size=(2, 3, 5, 5))
-    cols = im2col(x, (3, 3), (1, 1), (1, 1), (5, 5))
-    dx = col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
+    assert windows.col2im is cpu.col2im and F.col2im is cpu.col2im  # bound where the maths calls it
+    cols = windows.im2col(x, (3, 3), (1, 1), (1, 1), (5, 5))
+    dx = windows.col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
     assert dx.strides[0] == dx.itemsize  # the fast col2im's (C, H, W, N) memory: the batch innermost
     with speed.disabled("col2im"):
-        core = col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
+        assert windows.col2im is col2im and F.col2im is col2im and F.im2col is cpu.im2col
+        core = windows.col2im(cols, x.shape, (3, 3), (1, 1), (1, 1), (5, 5))
         assert core.strides[3] == core.itemsize  # the core's (N, C, H, W) memory
         assert speed.is_disabled("col2im") and not speed.is_disabled("im2col")
-    assert not speed.is_disabled("col2im")
+    assert not speed.is_disabled("col2im") and F.col2im is cpu.col2im
     np.testing.assert_array_equal(dx, core)
+
+
+def test_the_plain_maths_binds_every_core_function_and_back():
+    hooks = sorted(speed.registered("numpy"))
+    assert all(speed.bound(hook) is not speed.core(hook) for hook in hooks)
+    with minidae.plain_maths():
+        assert all(speed.bound(hook) is speed.core(hook) for hook in hooks)
+        assert F.relu is speed.core("relu") and backend.matmul is speed.core("matmul")
+        assert optim.optimizers.adam_step is speed.core("adam_step")
+    assert all(speed.bound(hook) is not speed.core(hook) for hook in hooks)
+    minidae.plain_maths(True)  # the switch, not only a block
+    try:
+        assert backend.matmul is speed.core("matmul")
+    finally:
+        minidae.plain_maths(False)
+    assert backend.matmul is cpu.matmul
+
+
+def test_the_environment_switch_starts_in_the_plain_maths(tmp_path):
+    import os
+    import subprocess
+    import sys
+    code = ("import minidae\nfrom minidae import speed, backend\n"
+            "print(backend.matmul is speed.core('matmul'), minidae.nn.functional.im2col is speed.core('im2col'))")
+    for value, expected in (("1", "True True"), ("", "False False")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "MINIDAE_PLAIN_MATHS": value}).stdout.strip()
+        assert out == expected, value
+
+
+def test_the_maths_imports_nothing_of_the_speed_devices():
+    """The dependencies run one way, speed -> maths -> backend: no import circle through the seam."""
+    import ast
+    import pathlib
+    root = pathlib.Path(minidae.__file__).parent
+    for path in [root / "backend.py", *root.glob("nn/*.py"), *root.glob("optim/*.py")]:
+        tree = ast.parse(path.read_text())
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        assert not [name for name in imported if "speed" in name], path
 
 
 def windows_with_ties_nans_and_infinities(seed=0):
@@ -75,17 +121,18 @@ def windows_with_ties_nans_and_infinities(seed=0):
 def test_first_maximum_equals_the_argmax_rule():
     windows = windows_with_ties_nans_and_infinities()
     best = windows.max(axis=1)
-    expected = F.max_winners.core(windows, best)
+    expected = speed.core("max_winners")(windows, best)
     assert expected.sum(axis=1).tolist() == np.ones((3, 40)).tolist()  # exactly one winner per window
     assert expected[0, 7, 5] and expected[1, 2, 6] and expected[2, 0, 7] and expected[2, 3, 8] and expected[1, 8, 9]
     np.testing.assert_array_equal(cpu.first_maximum(windows.copy(), best), expected)
 
 
-def test_the_outer_product_equals_the_gemm_and_other_shapes_are_declined():
+def test_the_outer_product_equals_the_gemm_and_other_shapes_are_the_gemm():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(7, 1)).astype(np.float32), rng.normal(size=(1, 5)).astype(np.float32)
-    np.testing.assert_array_equal(cpu.matmul(a, b), backend.matmul.core(a, b))
-    assert cpu.matmul(rng.normal(size=(3, 2)), rng.normal(size=(2, 4))) is NotImplemented
+    np.testing.assert_array_equal(cpu.matmul(a, b), speed.core("matmul")(a, b))
+    a, b = rng.normal(size=(3, 2)), rng.normal(size=(2, 4))
+    np.testing.assert_array_equal(cpu.matmul(a, b), a @ b)
 
 
 def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():
@@ -98,24 +145,26 @@ def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():
         opt = optim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-2}], lr=3e-3, weight_decay=1e-4)
         for step in range(3):
             for p in params:
-                p.grad += rng.normal(size=p.shape).astype(np.float32)
+                p.grad = rng.normal(size=p.shape).astype(np.float32) + (0 if p.grad is None else p.grad)
             if fast:
-                assert cpu.adam_step(opt) is None
-                assert cpu.zero_grads(opt) is None
+                assert cpu.adam_step(opt) is None and opt.__dict__.get("_flat") is not None
+                cpu.zero_grads(opt, set_to_none=False)
             else:
-                optim.adam_step.core(opt)
-                optim.zero_grads.core(opt)
+                speed.core("adam_step")(opt)
+                speed.core("zero_grads")(opt, False)
         assert all(not p.grad.any() for p in params)
         results.append([p.data.copy() for p in params])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_declined_replacement_runs_the_core():
-    params = [Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float64))]  # two dtypes: no flat array
+@pytest.mark.parametrize("case", ["two dtypes", "a parameter without a gradient"])
+def test_where_the_flat_arrays_cannot_serve_the_core_function_runs(case):
+    params = [Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float64 if case == "two dtypes" else
+                                                                  np.float32))]
     opt = optim.Adam(params, lr=0.1)
-    assert cpu.adam_step(opt) is NotImplemented
-    for p in params:
-        p.grad += 1
-    opt.step()
-    assert all(np.allclose(p.data, 0.9) for p in params)
+    for p in params[:2 if case == "two dtypes" else 1]:
+        p.grad = np.ones_like(p.data)
+    cpu.adam_step(opt)
+    assert opt.__dict__.get("_flat") is None and np.allclose(params[0].data, 0.9)
+    assert np.allclose(params[1].data, 0.9 if case == "two dtypes" else 1.0)  # no gradient: not moved

@@ -51,8 +51,8 @@ class Tanh(Module):
     """y = tanh(x).   Backward: dL/dx = dL/dy ⊙ (1 - y^2)."""
 
     def forward(self, ctx, x):
-        ctx.y = F.tanh(x)
-        return ctx.y
+        y, ctx.y = F.tanh(x)
+        return y
 
     def backprop(self, ctx, dy):
         return F.tanh_backward(dy, ctx.y)
@@ -66,8 +66,8 @@ class Sigmoid(Module):
     """
 
     def forward(self, ctx, x):
-        ctx.y = F.sigmoid(x)
-        return ctx.y
+        y, ctx.y = F.sigmoid(x)
+        return y
 
     def backprop(self, ctx, dy):
         return F.sigmoid_backward(dy, ctx.y)
@@ -90,8 +90,8 @@ class LogSoftmax(_AlongDim):
     """y = x - log sum_j exp(x_j) along ``dim``.   Backward: dL/dx = dL/dy - softmax(x) sum_j dL/dy_j."""
 
     def forward(self, ctx, x):
-        ctx.y = F.log_softmax(x, self.dim)
-        return ctx.y
+        y, ctx.y = F.log_softmax(x, self.dim)
+        return y
 
     def backprop(self, ctx, dy):
         return F.log_softmax_backward(dy, ctx.y, self.dim)
@@ -101,8 +101,8 @@ class Softmax(_AlongDim):
     """y = exp(x) / sum_j exp(x_j) along ``dim``.   Backward: dL/dx = y ⊙ (dL/dy - sum_j dL/dy_j y_j)."""
 
     def forward(self, ctx, x):
-        ctx.y = F.softmax(x, self.dim)
-        return ctx.y
+        y, ctx.y = F.softmax(x, self.dim)
+        return y
 
     def backprop(self, ctx, dy):
         return F.softmax_backward(dy, ctx.y, self.dim)

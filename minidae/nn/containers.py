@@ -5,7 +5,25 @@ from collections import OrderedDict
 
 from .module import Module
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict", "Identity"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "Identity", "backprop_chain"]
+
+
+def backprop_chain(ctx, dy):
+    """The chain rule: dL/dy back through the calls a chain's forward made (``ctx.calls``), newest first; returns
+    dL/dx. Where nobody needs dL/dx (``ctx.needs_input_grad`` False: a model's input is data), the calls before
+    the first one with trainable parameters are not gone back through at all, and that one skips its own dL/dx
+    (the input gradient of a model's first layer, which PyTorch skips too)."""
+    calls, needs = ctx.calls, ctx.needs_input_grad
+    if not needs:
+        calls = calls[next((i for i, call in enumerate(calls) if _trains(call.module)), len(calls)):]
+    for index in range(len(calls) - 1, -1, -1):
+        dy = calls[index].backward(dy, needs or index > 0)
+    return dy if needs else None
+
+
+def _trains(module):
+    """True where ``module`` has a parameter that is trained."""
+    return any(p.requires_grad for p in module.parameters())
 
 
 def _checked(module, container, where):
@@ -46,16 +64,14 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, ctx, x):
-        """x through every module in order."""
+        """x through every module in order (each call is recorded on ``ctx.calls``)."""
         for module in self._modules.values():
             x = module(x)
         return x
 
-    def backprop(self, ctx, grad_out):
-        """The chain rule: dL/dy back through every module's backward in reverse order; returns dL/dx."""
-        for module in reversed(self._modules.values()):
-            grad_out = module.backward(grad_out)
-        return grad_out
+    def backprop(self, ctx, dy):
+        """The chain rule: dL/dy back through the calls the forward made, newest first; returns dL/dx."""
+        return backprop_chain(ctx, dy)
 
 
 class ModuleList(Module):

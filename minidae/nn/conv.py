@@ -110,14 +110,16 @@ class Conv2d(_ConvBase):
             ctx.padding = (0, 0, 0, 0)
         self._check_kernel_fits(x.shape[2:], ctx.padding, ctx.x_hw)
         ctx.conv_x_shape = x.shape
-        y, ctx.X = F.conv2d(x, self.weight.data, data_of(self.bias), self.stride, ctx.padding, self.dilation,
-                            self.groups)
+        y, ctx.cols = F.conv2d(x, self.weight.data, data_of(self.bias), self.stride, ctx.padding, self.dilation,
+                               self.groups)
         return y[0] if ctx.unbatched else y
 
     def backprop(self, ctx, dy):
-        dx = F.conv2d_backward(dy[None] if ctx.unbatched else dy, ctx.X, self.weight.data, ctx.conv_x_shape,
+        dx = F.conv2d_backward(dy[None] if ctx.unbatched else dy, ctx.cols, self.weight.data, ctx.conv_x_shape,
                                self.stride, ctx.padding, self.dilation, self.groups, grad_of(self.weight),
-                               grad_of(self.bias))
+                               grad_of(self.bias), ctx.needs_input_grad)
+        if dx is None:
+            return None
         if self.padding_mode != "zeros":
             dx = F.pad_backward(dx, ctx.pad_index, ctx.x_hw)
         return dx[0] if ctx.unbatched else dx
@@ -205,15 +207,15 @@ class ConvTranspose2d(_ConvBase):
             raise ValueError(f"ConvTranspose2d: input {tuple(x.shape)} gives a non-positive output size "
                              f"{out_hw} with kernel {self.kernel_size}, stride {self.stride}, padding "
                              f"{self.padding}, output_padding {output_padding}; reduce the padding")
-        y, ctx.X = F.conv_transpose2d(x, self.weight.data, data_of(self.bias), out_hw, self.stride, self.padding,
-                                      self.dilation, self.groups)
+        y, ctx.x_rows = F.conv_transpose2d(x, self.weight.data, data_of(self.bias), out_hw, self.stride,
+                                           self.padding, self.dilation, self.groups)
         return y[0] if ctx.unbatched else y
 
     def backprop(self, ctx, dy):
-        dx = F.conv_transpose2d_backward(dy[None] if ctx.unbatched else dy, ctx.X, self.weight.data, ctx.x_hw,
+        dx = F.conv_transpose2d_backward(dy[None] if ctx.unbatched else dy, ctx.x_rows, self.weight.data, ctx.x_hw,
                                          self.stride, self.padding, self.dilation, self.groups, grad_of(self.weight),
-                                         grad_of(self.bias))
-        return dx[0] if ctx.unbatched else dx
+                                         grad_of(self.bias), ctx.needs_input_grad)
+        return dx if dx is None or not ctx.unbatched else dx[0]
 
     def extra_repr(self):
         return super().extra_repr() + f", output_padding={self.output_padding}"

@@ -1,26 +1,35 @@
 """The maths of every layer: its forward and backward as short functions of arrays (as torch.nn.functional).
 
-Each layer has a pair: ``f(x, ...)`` returns its output (and, where the backward needs more than the
-inputs, what it needs: CS231n's ``out, cache``), and ``f_backward(dy, ...)`` returns dL/dx and *adds*
-dL/dparam into the gradient arrays it is given (``weight_grad``, ``bias_grad``; None skips one). The modules
-of :mod:`minidae.nn` parse PyTorch's arguments, hold the parameters, keep the cache on the call's context,
-and call these. Nothing here parses arguments or checks shapes; nothing here is a speed device: the few
-functions marked ``@replaceable`` (and im2col, col2im and the GEMMs they call) are replaced by faster equal
-versions on NumPy and CuPy (:mod:`minidae.speed`), and what you read is what those compute.
+Each layer has a pair, and every pair keeps one convention (CS231n's ``out, cache``):
 
-Notation as in :mod:`minidae.nn.im2col`: x (N, C, H, W), y (N, O, OH, OW), dy = dL/dy; X, Y, dY the
-GEMM layouts (windows as columns, channels as rows); ⊙ the elementwise product; padding given as
-(top, bottom, left, right).
+* ``f(x, ..., weight, bias, arguments)`` returns ``(y, saved)``: the output, and what the backward needs from
+  this forward (an array, a tuple, or None where it needs nothing but the parameters and arguments);
+* ``f_backward(dy, saved, ..., weight_grad=None, bias_grad=None)`` returns dL/dx and *adds* dL/dparam into the
+  gradient arrays it is given (None skips one); with ``input_grad=False`` (where a layer takes it) it skips
+  dL/dx and returns None, as PyTorch does for an input nobody needs the gradient of.
+
+The losses' forwards give one term l_i per element (their modules reduce them: mean, sum or none) and their
+backwards take dl = dL/dl_i, a number or an array. The modules of :mod:`minidae.nn` parse PyTorch's arguments,
+hold the parameters, keep ``saved`` on the call's context, and call these. Nothing here parses arguments or
+checks shapes; nothing here is a speed device: the few functions marked ``@replaceable`` (and im2col, col2im and
+the GEMMs they call) have faster equal versions on NumPy and CuPy (:mod:`minidae.speed`), bound in their place
+when the backend is chosen; what you read is what those compute, and ``minidae.plain_maths()`` runs this.
+
+Notation as in :mod:`minidae.nn.im2col`: x (N, C, H, W), y (N, O, OH, OW), dy = dL/dy; cols = im2col(x) (the
+windows as columns), Y, dY and x_rows the GEMM layouts (one row per channel); ⊙ the elementwise product;
+padding given as (top, bottom, left, right).
 
 >>> import numpy as np
 >>> y, positive = relu(np.array([-1.0, 2.0]))
 >>> y.tolist(), relu_backward(np.array([5.0, 5.0]), positive).tolist()
 ([0.0, 2.0], [0.0, 5.0])
 """
+from collections import namedtuple
+
 import numpy
 
 from .. import backend
-from ..speed import replaceable
+from ..backend import replaceable
 from .im2col import (col2im, conv_output_size, grouped_matmul, grouped_matmul_add, im2col, nchw_to_rows,
                      rows_to_nchw)
 
@@ -30,7 +39,7 @@ __all__ = ["linear", "linear_backward", "conv2d", "conv2d_backward", "conv_trans
            "interpolation_matrix", "resize", "resize_backward", "resize_nearest", "relu", "relu_backward", "leaky_relu",
            "leaky_relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "log_softmax",
            "log_softmax_backward", "softmax", "softmax_backward", "cross_entropy", "cross_entropy_backward",
-           "nll_loss", "nll_loss_backward", "batch_norm",
+           "nll_loss", "nll_loss_backward", "batch_norm", "Normalised",
            "batch_norm_backward", "dropout", "dropout_backward", "mse_loss", "mse_loss_backward", "l1_loss",
            "l1_loss_backward", "binary_cross_entropy", "binary_cross_entropy_backward",
            "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward", "BCE_EPSILON"]
@@ -46,30 +55,30 @@ def _per_channel(v):
 # ---------------------------------------------------------------------------------------------- Linear
 
 def linear(x, weight, bias):
-    """y = x W^T + b:  x (N, in), W (out, in), b (out,) or None -> y (N, out)."""
+    """y = x W^T + b:  x (N, in), W (out, in), b (out,) or None -> (y (N, out), saved x)."""
     y = backend.matmul(x, weight.T)
     if bias is not None:
         y += bias
-    return y
+    return y, x
 
 
-def linear_backward(dy, x, weight, weight_grad=None, bias_grad=None):
+def linear_backward(dy, x, weight, weight_grad=None, bias_grad=None, input_grad=True):
     """dL/dW += dy^T x,  dL/db += sum_n dy[n];  returns dL/dx = dy W."""
     if weight_grad is not None:
         backend.matmul_add(weight_grad, dy.T, x)
     if bias_grad is not None:
         backend.add_row_sums(bias_grad, dy.T)  # bias_grad += sum_n dy[n]
-    return backend.matmul(dy, weight)
+    return backend.matmul(dy, weight) if input_grad else None
 
 
 # ---------------------------------------------------------------------------------------------- Convolution:
 # one adjoint pair, W * x and W^T * z, used both ways round by Conv2d and ConvTranspose2d.
 
 def correlate(x, weight, stride, padding, dilation, groups, out_hw):
-    """Y = W * x as rows: W2 @ X per group, with X = im2col(x). x (N, C, H, W), W (O, C/G, KH, KW),
-    padding (top, left) -> (Y (O, OH*OW*N), X (C*KH*KW, OH*OW*N))."""
-    X = im2col(x, weight.shape[2:], stride, padding, out_hw, dilation)
-    return grouped_matmul(weight.reshape(weight.shape[0], -1), X, groups), X
+    """Y = W * x as rows: W2 @ cols per group, with cols = im2col(x). x (N, C, H, W), W (O, C/G, KH, KW),
+    padding (top, left) -> (Y (O, OH*OW*N), cols (C*KH*KW, OH*OW*N))."""
+    cols = im2col(x, weight.shape[2:], stride, padding, out_hw, dilation)
+    return grouped_matmul(weight.reshape(weight.shape[0], -1), cols, groups), cols
 
 
 def correlate_transpose(Z, weight, windows_hw, out_shape, stride, padding, dilation, groups):
@@ -81,49 +90,52 @@ def correlate_transpose(Z, weight, windows_hw, out_shape, stride, padding, dilat
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
-    """y = W * x + b:  x (N, C, H, W), W (O, C/G, KH, KW), b (O,) or None -> (y (N, O, OH, OW), X)."""
+    """y = W * x + b:  x (N, C, H, W), W (O, C/G, KH, KW), b (O,) or None -> (y (N, O, OH, OW), saved cols)."""
     (n, _, h, w), (top, bottom, left, right) = x.shape, padding
     out_hw = tuple(conv_output_size(size + before + after, k, s, 0, d) for size, before, after, k, s, d in
                    zip((h, w), (top, left), (bottom, right), weight.shape[2:], stride, dilation))
-    Y, X = correlate(x, weight, stride, (top, left), dilation, groups, out_hw)
+    Y, cols = correlate(x, weight, stride, (top, left), dilation, groups, out_hw)
     y = rows_to_nchw(Y, n, *out_hw)
     if bias is not None:
         y += _per_channel(bias)
-    return y, X
+    return y, cols
 
 
-def conv2d_backward(dy, X, weight, x_shape, stride, padding, dilation, groups, weight_grad=None, bias_grad=None):
-    """dL/dW += dY @ X^T (per group),  dL/db += sum over (n, i, j) of dy;  returns dL/dx = W^T * dy."""
+def conv2d_backward(dy, cols, weight, x_shape, stride, padding, dilation, groups, weight_grad=None, bias_grad=None,
+                    input_grad=True):
+    """dL/dW += dY @ cols^T (per group),  dL/db += sum over (n, i, j) of dy;  returns dL/dx = W^T * dy."""
     dY = nchw_to_rows(dy)
     if weight_grad is not None:
-        grouped_matmul_add(weight_grad, dY, X, groups)
+        grouped_matmul_add(weight_grad, dY, cols, groups)
     if bias_grad is not None:
         backend.add_row_sums(bias_grad, dY)  # bias_grad += the sum of each row of dY
+    if not input_grad:
+        return None
     return correlate_transpose(dY, weight, dy.shape[2:], x_shape, stride, padding[::2], dilation, groups)
 
 
 def conv_transpose2d(x, weight, bias, out_hw, stride, padding, dilation, groups):
     """y = W^T * x + b (Conv2d's input gradient, with x where Conv2d has dy): x (N, C, H, W),
-    W (C, O/G, KH, KW), padding (PH, PW) -> (y (N, O, OH, OW), X = x as rows (C, H*W*N))."""
+    W (C, O/G, KH, KW), padding (PH, PW) -> (y (N, O, OH, OW), saved x_rows = x as rows (C, H*W*N))."""
     n, c_in, h, w = x.shape
-    X = nchw_to_rows(x)
-    y = correlate_transpose(X, weight, (h, w), (n, weight.shape[1] * groups, *out_hw), stride, padding, dilation,
-                            groups)
+    x_rows = nchw_to_rows(x)
+    y = correlate_transpose(x_rows, weight, (h, w), (n, weight.shape[1] * groups, *out_hw), stride, padding,
+                            dilation, groups)
     if bias is not None:
         y += _per_channel(bias)
-    return y, X
+    return y, x_rows
 
 
-def conv_transpose2d_backward(dy, X, weight, x_hw, stride, padding, dilation, groups, weight_grad=None,
-                              bias_grad=None):
-    """dL/dx = W * dy (Conv2d's forward, with dy where Conv2d has x),  dL/dW += X @ im2col(dy)^T (per group),
-    dL/db += sum over (n, i, j) of dy."""
-    dX, dcols = correlate(dy, weight, stride, padding, dilation, groups, x_hw)
+def conv_transpose2d_backward(dy, x_rows, weight, x_hw, stride, padding, dilation, groups, weight_grad=None,
+                              bias_grad=None, input_grad=True):
+    """dL/dx = W * dy (Conv2d's forward, with dy where Conv2d has x),  dL/dW += x_rows @ im2col(dy)^T (per
+    group),  dL/db += sum over (n, i, j) of dy."""
+    dx_rows, dy_cols = correlate(dy, weight, stride, padding, dilation, groups, x_hw)
     if weight_grad is not None:
-        grouped_matmul_add(weight_grad, X, dcols, groups)
+        grouped_matmul_add(weight_grad, x_rows, dy_cols, groups)
     if bias_grad is not None:
         backend.add_row_sums(bias_grad, nchw_to_rows(dy))
-    return rows_to_nchw(dX, dy.shape[0], *x_hw)
+    return rows_to_nchw(dx_rows, dy.shape[0], *x_hw) if input_grad else None
 
 
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -189,11 +201,12 @@ def max_pool2d_indices(winners, x_shape, kernel, stride, padding, dilation, out_
 
 
 def avg_pool2d(x, kernel, stride, padding, out_hw, divisor):
-    """y[n, c, i, j] = (sum over window (i, j) of xpad, x padded with zeros) / divisor[i, j]."""
+    """y[n, c, i, j] = (sum over window (i, j) of xpad, x padded with zeros) / divisor[i, j]. Returns
+    (y, saved x's shape)."""
     (n, c), (oh, ow) = x.shape[:2], out_hw
     windows = im2col(x, kernel, stride, padding, out_hw).reshape(c, kernel[0] * kernel[1], oh * ow * n)
     sums = windows.sum(axis=1).reshape(c, oh, ow, n)
-    return rows_to_nchw((sums / divisor[:, :, None]).reshape(c, -1), n, oh, ow)
+    return rows_to_nchw((sums / divisor[:, :, None]).reshape(c, -1), n, oh, ow), x.shape
 
 
 def avg_pool2d_backward(dy, x_shape, kernel, stride, padding, divisor):
@@ -245,24 +258,25 @@ def interpolation_matrix(size, out, factor, mode, align_corners, dtype):
 
 
 def resize(x, a_h, a_w):
-    """y = A_h x A_w^T for every plane of x (N, C, H, W): A_h (P, H), A_w (Q, W) -> (N, C, P, Q), as two GEMMs."""
+    """y = A_h x A_w^T for every plane of x (N, C, H, W): A_h (P, H), A_w (Q, W) -> (N, C, P, Q), as two GEMMs.
+    Returns (y, None): the backward needs only A_h and A_w."""
     n, c, h, w = x.shape
     p, q = a_h.shape[0], a_w.shape[0]
     t = backend.matmul(x.reshape(n * c * h, w), a_w.T).reshape(n, c, h, q)    # along W
     t = t.transpose(0, 1, 3, 2).reshape(n * c * q, h)
-    return backend.matmul(t, a_h.T).reshape(n, c, q, p).transpose(0, 1, 3, 2)   # along H
+    return backend.matmul(t, a_h.T).reshape(n, c, q, p).transpose(0, 1, 3, 2), None
 
 
 def resize_backward(dy, a_h, a_w):
     """dL/dx = A_h^T dL/dy A_w: the transpose of the linear map of :func:`resize`."""
-    return resize(dy, a_h.T, a_w.T)
+    return resize(dy, a_h.T, a_w.T)[0]
 
 
 def resize_nearest(x, rows, columns):
     """:func:`resize` for one-hot A_h, A_w (mode "nearest"), as the gather y[..., i, j] = x[..., rows[i],
     columns[j]] (rows[i]: where row i of A_h is 1): the same numbers, and exact where x holds inf or NaN
-    (the GEMM would add 0 * inf = NaN)."""
-    return x.take(rows, axis=2).take(columns, axis=3)
+    (the GEMM would add 0 * inf = NaN). Returns (y, None), as :func:`resize`."""
+    return x.take(rows, axis=2).take(columns, axis=3), None
 
 
 # ---------------------------------------------------------------------------------------------- Activations
@@ -290,8 +304,9 @@ def leaky_relu_backward(dy, positive, negative_slope):
 
 
 def tanh(x):
-    """y = tanh(x)."""
-    return _xp(x).tanh(x)
+    """(y = tanh(x), saved y)."""
+    y = _xp(x).tanh(x)
+    return y, y
 
 
 def tanh_backward(dy, y):
@@ -301,11 +316,12 @@ def tanh_backward(dy, y):
 
 @replaceable
 def sigmoid(x):
-    """y = 1 / (1 + exp(-x)), through e = exp(-|x|) <= 1, which never overflows:
+    """(y = 1 / (1 + exp(-x)), saved y), through e = exp(-|x|) <= 1, which never overflows:
     y = 1 / (1 + e) for x >= 0, e / (1 + e) for x < 0 (finite at +-1000, full precision in both tails)."""
     xp = _xp(x)
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1, e) / (1 + e)
+    y = xp.where(x >= 0, 1, e) / (1 + e)
+    return y, y
 
 
 @replaceable
@@ -315,10 +331,12 @@ def sigmoid_backward(dy, y):
 
 
 def log_softmax(x, axis=1):
-    """y = x - log sum_j exp(x_j) along ``axis``, with the maximum subtracted first (finite for any finite x)."""
+    """(y = x - log sum_j exp(x_j) along ``axis``, saved y), with the maximum subtracted first (finite for any
+    finite x)."""
     xp = _xp(x)
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return y, y
 
 
 def log_softmax_backward(dy, y, axis=1):
@@ -327,9 +345,10 @@ def log_softmax_backward(dy, y, axis=1):
 
 
 def softmax(x, axis=1):
-    """y = exp(x) / sum_j exp(x_j) along ``axis``, with the maximum subtracted first."""
+    """(y = exp(x) / sum_j exp(x_j) along ``axis``, saved y), with the maximum subtracted first."""
     e = _xp(x).exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    y = e / e.sum(axis=axis, keepdims=True)
+    return y, y
 
 
 def softmax_backward(dy, y, axis=1):
@@ -339,26 +358,41 @@ def softmax_backward(dy, y, axis=1):
 
 # ---------------------------------------------------------------------------------------------- Normalisation
 
-def batch_norm(x, mean, var, weight, bias, eps):
-    """xhat = (x - mean[c]) / sqrt(var[c] + eps),  y = weight[c] xhat + bias[c] (y = xhat without weight).
-    Returns (y, xhat, inv_std = 1 / sqrt(var + eps))."""
-    inv_std = 1 / _xp(x).sqrt(var + eps)
+Normalised = namedtuple("Normalised", "xhat inv_std mean var batch_stats")
+Normalised.__doc__ = "What batch_norm saves: x-hat, 1 / sqrt(var + eps), the statistics used, and whether the batch's."
+
+
+def batch_norm(x, weight, bias, eps, running=None):
+    """Each channel c normalised over its m = N H W values, then scaled and shifted:
+    xhat = (x - mean[c]) / sqrt(var[c] + eps),  y = weight[c] xhat + bias[c]  (y = xhat without weight),
+    with (mean, var) = ``running`` (evaluation), or the batch's own statistics when it is None (training: the mean
+    and the biased variance over n, h, w). Returns (y, saved Normalised(xhat, inv_std, mean, var, batch_stats))."""
+    xp, c = _xp(x), x.shape[1]
+    if running is not None:
+        mean, var = running
+    elif x.size:
+        mean = x.mean(axis=(0, 2, 3))
+        var = ((x - _per_channel(mean)) ** 2).mean(axis=(0, 2, 3))
+    else:  # an empty batch has no statistics (nothing is normalised)
+        mean, var = xp.zeros(c, x.dtype), xp.ones(c, x.dtype)
+    inv_std = 1 / xp.sqrt(var + eps)
     xhat = (x - _per_channel(mean)) * _per_channel(inv_std)
     y = xhat if weight is None else xhat * _per_channel(weight) + _per_channel(bias)
-    return y, xhat, inv_std
+    return y, Normalised(xhat, inv_std, mean, var, running is None)
 
 
-def batch_norm_backward(dy, xhat, inv_std, weight, batch_stats, weight_grad=None, bias_grad=None):
+def batch_norm_backward(dy, saved, weight, weight_grad=None, bias_grad=None):
     """With s = weight[c] / sqrt(var[c] + eps) and means over the m = N H W values of channel c:
     dL/dbias += sum dy,  dL/dweight += sum dy ⊙ xhat,  dL/dx = s (dy - mean dy - xhat mean(dy ⊙ xhat))
     with batch statistics (mean and var depend on x), dL/dx = s dy with running ones."""
+    xhat, inv_std = saved.xhat, saved.inv_std
     sum_dy, sum_dy_xhat = dy.sum(axis=(0, 2, 3)), (dy * xhat).sum(axis=(0, 2, 3))
     if bias_grad is not None:
         bias_grad += sum_dy
     if weight_grad is not None:
         weight_grad += sum_dy_xhat
     scale = _per_channel(inv_std if weight is None else inv_std * weight)
-    if not batch_stats:
+    if not saved.batch_stats:
         return dy * scale
     m = max(dy.shape[0] * dy.shape[2] * dy.shape[3], 1)
     return (dy - _per_channel(sum_dy / m) - xhat * _per_channel(sum_dy_xhat / m)) * scale
@@ -381,80 +415,85 @@ def dropout_backward(dy, scale):
 
 
 # ---------------------------------------------------------------------------------------------- Losses:
-# each gives the terms l_i (one per element) and their derivatives; the loss module reduces them.
+# each forward gives one term l_i per element (per sample for the class losses), which the loss module reduces;
+# each backward takes dl = dL/dl_i (the reduction's factor, a number, or an array) and returns dL/dpred.
 
 BCE_EPSILON = float(numpy.float32(1e-12))  # PyTorch keeps its 1e-12 as a C float: 9.99999996e-13
 
 
 @replaceable
 def mse_loss(pred, target):
-    """mean((pred - target)^2) over all M elements, a 0-d array."""
+    """(l_i = (p_i - t_i)^2, saved p - t)."""
     diff = pred - target
-    return (diff * diff).mean()
+    return diff * diff, diff
 
 
 @replaceable
-def mse_loss_backward(pred, target, scale):
-    """dL/dpred = 2 (pred - target) times the reduction's factor: ``scale`` = 2 / M for the mean."""
-    return (pred - target) * scale
+def mse_loss_backward(dl, diff):
+    """dL/dp_i = dL/dl_i 2 (p_i - t_i)."""
+    return diff * (2 * dl)
 
 
 def l1_loss(pred, target):
-    """l_i = |p_i - t_i|."""
-    return _xp(pred).abs(pred - target)
+    """(l_i = |p_i - t_i|, saved p - t)."""
+    diff = pred - target
+    return _xp(diff).abs(diff), diff
 
 
-def l1_loss_backward(pred, target):
-    """dl_i/dp_i = sign(p_i - t_i) (0 where they are equal, as PyTorch)."""
-    return _xp(pred).sign(pred - target)
+def l1_loss_backward(dl, diff):
+    """dL/dp_i = dL/dl_i sign(p_i - t_i) (0 where they are equal, as PyTorch)."""
+    return _xp(diff).sign(diff) * dl
 
 
 def cross_entropy(logits, q):
     """l_n = -sum_c q[n, c] log softmax(logits)[n, c] over the classes (axis 1), for logits (N, C, ...) and the
     target as weights q (N, C, ...): one-hot class indices times the class weights, smoothed, or class
-    probabilities. Returns (l, log softmax(logits))."""
-    log_probs = log_softmax(logits, 1)
+    probabilities. Returns (l, saved log softmax(logits))."""
+    log_probs, _ = log_softmax(logits, 1)
     return -(q * log_probs).sum(axis=1), log_probs
 
 
-def cross_entropy_backward(dl, q, log_probs):
-    """dl_n/dlogits[n, c] = softmax[n, c] sum_j q[n, j] - q[n, c], times dL/dl_n."""
+def cross_entropy_backward(dl, log_probs, q):
+    """dL/dlogits[n, c] = dL/dl_n (softmax[n, c] sum_j q[n, j] - q[n, c])."""
     xp = _xp(q)
     return (xp.exp(log_probs) * q.sum(axis=1, keepdims=True) - q) * xp.expand_dims(dl, 1)
 
 
 def nll_loss(log_probs, q):
-    """l_n = -sum_c q[n, c] log_probs[n, c]: -w[y_n] log_probs[n, y_n] for one-hot weights q."""
-    return -(q * log_probs).sum(axis=1)
+    """(l_n = -sum_c q[n, c] log_probs[n, c], None): -w[y_n] log_probs[n, y_n] for one-hot weights q; the
+    backward needs only q."""
+    return -(q * log_probs).sum(axis=1), None
 
 
 def nll_loss_backward(dl, q):
-    """dl_n/dlog_probs[n, c] = -q[n, c], times dL/dl_n."""
+    """dL/dlog_probs[n, c] = -dL/dl_n q[n, c]."""
     return -q * _xp(q).expand_dims(dl, 1)
 
 
 def binary_cross_entropy(p, t):
-    """l_i = -(t_i log p_i + (1 - t_i) log(1 - p_i)), each log clamped at -100 as PyTorch."""
+    """(l_i = -(t_i log p_i + (1 - t_i) log(1 - p_i)), each log clamped at -100 as PyTorch, saved (p, t))."""
     xp = _xp(p)
     with numpy.errstate(divide="ignore"):  # log(0) = -inf is expected; the clamp handles it
-        return -(t * xp.maximum(xp.log(p), -100) + (1 - t) * xp.maximum(xp.log(1 - p), -100))
+        return -(t * xp.maximum(xp.log(p), -100) + (1 - t) * xp.maximum(xp.log(1 - p), -100)), (p, t)
 
 
-def binary_cross_entropy_backward(p, t):
-    """dl_i/dp_i = (p_i - t_i) / max(p_i (1 - p_i), BCE_EPSILON)  (PyTorch's formula, with its epsilon)."""
-    return (p - t) / _xp(p).maximum(p * (1 - p), BCE_EPSILON)
+def binary_cross_entropy_backward(dl, saved):
+    """dL/dp_i = dL/dl_i (p_i - t_i) / max(p_i (1 - p_i), BCE_EPSILON)  (PyTorch's formula, with its epsilon)."""
+    p, t = saved
+    return (p - t) / _xp(p).maximum(p * (1 - p), BCE_EPSILON) * dl
 
 
 def binary_cross_entropy_with_logits(x, t, pos_weight=None):
-    """l_i = (1 - t_i) x_i + c_i softplus(-x_i), c_i = 1 + (pos_weight - 1) t_i, with softplus(-x) =
-    log(1 + exp(-x)) = log(1 + exp(-|x|)) + max(-x, 0): no exponential overflows (finite at +-1000)."""
+    """(l_i = (1 - t_i) x_i + c_i softplus(-x_i), saved (x, t)), c_i = 1 + (pos_weight - 1) t_i, with
+    softplus(-x) = log(1 + exp(-x)) = log(1 + exp(-|x|)) + max(-x, 0): no exponential overflows (finite at +-1000)."""
     xp = _xp(x)
     softplus_of_minus_x = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)
     c = 1 if pos_weight is None else 1 + (pos_weight - 1) * t
-    return (1 - t) * x + c * softplus_of_minus_x
+    return (1 - t) * x + c * softplus_of_minus_x, (x, t)
 
 
-def binary_cross_entropy_with_logits_backward(x, t, pos_weight=None):
-    """dl_i/dx_i = (1 - t_i) + c_i (sigmoid(x_i) - 1)  (= sigmoid(x_i) - t_i without pos_weight)."""
+def binary_cross_entropy_with_logits_backward(dl, saved, pos_weight=None):
+    """dL/dx_i = dL/dl_i ((1 - t_i) + c_i (sigmoid(x_i) - 1))  (= dL/dl_i (sigmoid(x_i) - t_i) without pos_weight)."""
+    x, t = saved
     c = 1 if pos_weight is None else 1 + (pos_weight - 1) * t
-    return (1 - t) + c * (sigmoid(x) - 1)
+    return ((1 - t) + c * (sigmoid(x)[0] - 1)) * dl

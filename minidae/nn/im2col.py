@@ -43,7 +43,7 @@ the border of the padding filled, assignments where windows do not overlap) and 
 kernel each): :mod:`minidae.speed`.
 """
 from .. import backend
-from ..speed import replaceable
+from ..backend import replaceable
 
 __all__ = ["conv_output_size", "conv_transpose_output_size", "pool_output_size", "padded_extent", "im2col",
            "col2im", "nchw_to_rows", "rows_to_nchw", "grouped_matmul", "grouped_matmul_add"]

@@ -29,14 +29,13 @@ class Linear(Module):
             raise ValueError(f"Linear: expected a floating-point input of shape (*, {self.in_features}), "
                              f"got {tuple(getattr(x, 'shape', ()))} {getattr(x, 'dtype', type(x).__name__)}")
         ctx.lead = x.shape[:-1]
-        ctx.x = x.reshape(-1, self.in_features)
-        y = F.linear(ctx.x, self.weight.data, data_of(self.bias))
+        y, ctx.x = F.linear(x.reshape(-1, self.in_features), self.weight.data, data_of(self.bias))
         return y.reshape(*ctx.lead, self.out_features)
 
     def backprop(self, ctx, dy):
         dx = F.linear_backward(dy.reshape(-1, self.out_features), ctx.x, self.weight.data, grad_of(self.weight),
-                               grad_of(self.bias))
-        return dx.reshape(*ctx.lead, self.in_features)
+                               grad_of(self.bias), ctx.needs_input_grad)
+        return None if dx is None else dx.reshape(*ctx.lead, self.in_features)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"

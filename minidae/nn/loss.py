@@ -1,10 +1,11 @@
 """Losses: ``loss = criterion(pred, target)``, then ``dL/dpred = criterion.backward()``.
 
 Losses are Modules like the layers, with the same contract: each call keeps its context until its backward
-(a second backward for one forward is refused; a call under ``no_grad()`` keeps nothing). Each loss first
-computes one term l_i per element (:mod:`minidae.nn.functional`), then reduces them as PyTorch's
-``reduction``: "mean" (the default) L = sum_i l_i / M over the M elements, "sum" L = sum_i l_i, or "none"
-(the array of l_i). A scalar loss's ``backward()`` returns dL/dpred; with "none", ``backward(grad)`` takes
+(a second backward for one forward is refused; a call under ``no_grad()`` keeps nothing; one loss object used
+for two terms names the one meant, ``criterion.backward(output=loss_a)``). Each loss first computes one term
+l_i per element (:mod:`minidae.nn.functional`), then reduces them as PyTorch's ``reduction``: "mean" (the
+default) L = sum_i l_i / M over the M elements, "sum" L = sum_i l_i (both 0-d arrays, as PyTorch's 0-d
+tensors: ``float(loss)`` or ``loss.item()`` for the number), or "none" (the array of l_i). A scalar loss's ``backward()`` returns dL/dpred; with "none", ``backward(grad)`` takes
 the upstream gradient dL/dl (one number per element) and returns grad ⊙ dl/dpred (⊙: the elementwise
 product). The target is used in the prediction's dtype, so dL/dpred has the prediction's dtype, as in
 PyTorch (a float64 target, say images divided by 255.0, does not turn every backward into float64).
@@ -30,7 +31,7 @@ class _Loss(Module):
         self.reduction = reduction
 
     def _inputs(self, ctx, pred, target):
-        """(pred, target in pred's dtype and array module), checked; keeps them and the size on ``ctx``."""
+        """(pred, target in pred's dtype and array module), checked; keeps the mean's divisor on ``ctx``."""
         name = type(self).__name__
         if getattr(pred, "dtype", None) is None or pred.dtype.kind != "f":
             raise ValueError(f"{name}: the prediction must be a floating-point array, got "
@@ -38,14 +39,14 @@ class _Loss(Module):
         if tuple(pred.shape) != tuple(getattr(target, "shape", ())):
             raise ValueError(f"{name}: prediction shape {tuple(pred.shape)} and target shape "
                              f"{tuple(getattr(target, 'shape', ()))} differ")
-        ctx.pred, ctx.target = pred, backend.array_module(pred).asarray(target, dtype=pred.dtype)
         ctx.divisor = max(pred.size, 1)  # "mean" divides by the number of elements
-        return ctx.pred, ctx.target
+        return pred, backend.array_module(pred).asarray(target, dtype=pred.dtype)
 
     def _reduce(self, terms):
+        """The terms reduced as ``reduction`` says (a 0-d array for "mean" and "sum")."""
         if self.reduction == "none":
             return terms
-        return terms.sum() if self.reduction == "sum" else terms.mean()
+        return backend.array_module(terms).asarray(terms.sum() if self.reduction == "sum" else terms.mean())
 
     def _factor(self, ctx, grad):
         """dL/dl_i, the factor of each term's own derivative: 1 / ``ctx.divisor`` for "mean" (the number of
@@ -64,24 +65,22 @@ class MSELoss(_Loss):
     """l_i = (p_i - t_i)^2.   dl_i/dp_i = 2 (p_i - t_i)."""
 
     def forward(self, ctx, pred, target):
-        pred, target = self._inputs(ctx, pred, target)
-        if self.reduction == "mean":
-            return F.mse_loss(pred, target)  # one kernel on a GPU
-        diff = pred - target
-        return self._reduce(diff * diff)
+        terms, ctx.diff = F.mse_loss(*self._inputs(ctx, pred, target))
+        return self._reduce(terms)
 
     def backprop(self, ctx, grad=None):
-        return F.mse_loss_backward(ctx.pred, ctx.target, 2 * self._factor(ctx, grad))
+        return F.mse_loss_backward(self._factor(ctx, grad), ctx.diff)
 
 
 class L1Loss(_Loss):
     """l_i = |p_i - t_i|.   dl_i/dp_i = sign(p_i - t_i)  (0 where they are equal, as PyTorch)."""
 
     def forward(self, ctx, pred, target):
-        return self._reduce(F.l1_loss(*self._inputs(ctx, pred, target)))
+        terms, ctx.diff = F.l1_loss(*self._inputs(ctx, pred, target))
+        return self._reduce(terms)
 
     def backprop(self, ctx, grad=None):
-        return F.l1_loss_backward(ctx.pred, ctx.target) * self._factor(ctx, grad)
+        return F.l1_loss_backward(self._factor(ctx, grad), ctx.diff)
 
 
 class BCELoss(_Loss):
@@ -101,11 +100,11 @@ class BCELoss(_Loss):
         pred, target = self._inputs(ctx, pred, target)
         backend.check(((pred < 0) | (pred > 1)).any(), lambda: f"BCELoss: predictions must lie in [0, 1], got "
                       f"range [{float(pred.min())}, {float(pred.max())}]; apply Sigmoid first")
-        return self._reduce(_weighted(F.binary_cross_entropy(pred, target), self.weight))
+        terms, ctx.saved = F.binary_cross_entropy(pred, target)
+        return self._reduce(_weighted(terms, self.weight))
 
     def backprop(self, ctx, grad=None):
-        d = _weighted(F.binary_cross_entropy_backward(ctx.pred, ctx.target), self.weight)
-        return d * self._factor(ctx, grad)
+        return _weighted(F.binary_cross_entropy_backward(self._factor(ctx, grad), ctx.saved), self.weight)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -125,12 +124,13 @@ class BCEWithLogitsLoss(_Loss):
 
     def forward(self, ctx, logits, target):
         logits, target = self._inputs(ctx, logits, target)
-        terms = F.binary_cross_entropy_with_logits(logits, target, _like(self.pos_weight, logits))
+        ctx.pos_weight = _like(self.pos_weight, logits)
+        terms, ctx.saved = F.binary_cross_entropy_with_logits(logits, target, ctx.pos_weight)
         return self._reduce(_weighted(terms, self.weight))
 
     def backprop(self, ctx, grad=None):
-        d = F.binary_cross_entropy_with_logits_backward(ctx.pred, ctx.target, _like(self.pos_weight, ctx.pred))
-        return _weighted(d, self.weight) * self._factor(ctx, grad)
+        d = F.binary_cross_entropy_with_logits_backward(self._factor(ctx, grad), ctx.saved, ctx.pos_weight)
+        return _weighted(d, self.weight)
 
 
 def _like(value, array):
@@ -194,7 +194,7 @@ class _ClassLoss(_Loss):
         ctx.divisor = divisor
         if self.reduction == "none":
             return terms
-        return terms.sum() if self.reduction == "sum" else terms.sum() / divisor
+        return backend.array_module(terms).asarray(terms.sum() if self.reduction == "sum" else terms.sum() / divisor)
 
     def _upstream(self, ctx, grad, terms_shape):
         """dL/dl_n for every term: 1 / divisor for "mean", 1 for "sum" (times ``grad``), ``grad`` for "none"."""
@@ -248,7 +248,7 @@ class CrossEntropyLoss(_ClassLoss):
         if ctx.unbatched and self.reduction == "none":
             grad = grad[None]
         dx = F.cross_entropy_backward(self._upstream(ctx, grad, ctx.log_probs.shape[:1] + ctx.log_probs.shape[2:]),
-                                      ctx.q, ctx.log_probs)
+                                      ctx.log_probs, ctx.q)
         return dx[0] if ctx.unbatched else dx
 
     def extra_repr(self):
@@ -265,7 +265,8 @@ class NLLLoss(_ClassLoss):
     def forward(self, ctx, log_probs, target):
         log_probs, target, ctx.unbatched = self._check(log_probs, target, "log-probabilities")
         ctx.q, divisor = self._one_hot_weights(log_probs, target)
-        loss = self._reduce_over(ctx, F.nll_loss(log_probs, ctx.q), divisor)
+        terms, _ = F.nll_loss(log_probs, ctx.q)
+        loss = self._reduce_over(ctx, terms, divisor)
         return loss[0] if ctx.unbatched and self.reduction == "none" else loss
 
     def backprop(self, ctx, grad=None):

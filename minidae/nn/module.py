@@ -1,81 +1,78 @@
-"""Module and Parameter: what every layer is built from, and how a backward finds its forward.
+"""Module: what every layer is built from, and how a backward finds its forward.
 
 A layer defines the two halves of backprop as two methods,
 
     def forward(self, ctx, x):     # y from x; keep on ctx what backprop needs:  ctx.x = x
     def backprop(self, ctx, dy):   # from dL/dy and ctx: add dL/dparam into each param.grad, return dL/dx
 
-and is used as ``y = layer(x)`` and ``dx = layer.backward(dy)``. ``ctx`` is a fresh, empty :class:`Context`
-for every call: ``Module.__call__`` makes it and hands it to ``forward``; ``Module.backward`` hands the same
-object to ``backprop``. So what a backward gets from its forward is in plain sight: the attributes the
-forward set on ``ctx``, read back under the same names. Nothing is stored on the layer itself, which is what
-lets one layer object serve at several places at once.
+and is used as ``y = layer(x)`` and ``dx = layer.backward(dy)``. ``ctx`` is a fresh :class:`Context` for every
+call: ``Module.__call__`` makes it, hands it to ``forward`` and keeps it (in a :class:`Call`) for the backward,
+which hands the same object to ``backprop``. So what a backward gets from its forward is in plain sight: the
+attributes the forward set on ``ctx``, read back under the same names. Nothing is stored on the layer itself,
+which is what lets one layer object serve at several places at once. (It is the shape students know from
+``torch.autograd.Function``: ``forward(ctx, x)``, ``backward(ctx, grad)``.)
 
-Why a context object: it is the shape students already know from ``torch.autograd.Function``
-(``forward(ctx, x)``, ``backward(ctx, grad)``) and minitorch; unlike CS231n's ``out, cache = f(x)`` it keeps
-``layer(x)`` and ``layer.backward(dy)`` as the calls (the module carries the caches, not the caller); and
-unlike state kept on the layer it gives every call its own record, so nothing needs to guess which values
-belong to which call.
+Several inputs and outputs: ``forward(self, ctx, a, b)`` may take several arrays and return a tuple; its
+``backprop(self, ctx, dy1, dy2)`` then gets one gradient per output and returns one per input (a tuple).
+``module.backward((dy1, dy2))`` takes the gradients as a tuple, None for an output the loss does not use (zeros
+then, as in PyTorch).
 
 Which forward a backward belongs to
 -----------------------------------
-A module keeps the contexts of its forwards that are still waiting for their backward, newest last, and
-``backward`` takes the newest. So every backward pairs with its own forward whenever the backwards come in the
-reverse order of the forwards: a layer used at several places inside one forward (one ReLU object for every
-activation), a hand-written chain reusing a layer at top level, and siamese or triplet calls
-(``z1 = net(x1); z2 = net(x2)``, then ``net.backward(g2)`` and ``net.backward(g1)``). Backwards in any other
-order pair with the wrong forwards, and nothing can tell. Furthermore:
+Never a guess: a backward goes back through a call that is named for certain, or it is refused right there,
+saying how to name it.
 
-* a forward inside ``with minidae.no_grad():`` keeps nothing: use it (or ``minidae.evaluating(model)``, which
-  also switches to eval mode) for anything whose backward will not come (metrics, logging, inference). Eval
-  mode alone changes what BatchNorm2d and Dropout compute, not whether a call keeps its context, as in
-  PyTorch: a BatchNorm2d frozen with ``bn.eval()`` inside a training model still has its backward;
-* ``backward`` with no forward waiting raises, naming the layer (a second backward for one forward too, as
-  in PyTorch), and so does a gradient of the wrong shape; a backward that raises, at any depth of a model,
-  puts every context it had taken back in place, so the corrected call works (the gradients it had added before
-  the error stay, as in PyTorch: zero them before trying again);
-* a forward whose backward never comes is found and dropped, with a RuntimeWarning that names the fix, in two
-  ways: when, at a module's call, one of its forwards has waited while a later one was gone back through
-  (``y = net(x); logged = net(x_log); net.backward(g)`` pairs ``g`` with ``x_log``'s forward, and the next
-  call of ``net`` says so; a forward kept waiting on purpose across a later one's backward and a new call is
-  dropped too), and when more than ``max_pending`` (32) forwards wait at once (the oldest goes). Memory stays
-  bounded. Dropping a call's context drops what every module it called kept during that call.
+* The calls a forward makes are recorded on its context, in order: ``ctx.calls``, each a :class:`Call` with a
+  ``backward`` of its own. A container's backprop goes back through them, newest first (Sequential's whole
+  backprop is ``for call in reversed(ctx.calls): dy = call.backward(dy)``), so a layer used at several places, or
+  called in a loop any number of times, pairs with each of its calls exactly.
+* ``module.backward(dy)`` goes back through *the* call of ``module`` that waits for its backward: inside a
+  backprop, the one call of ``module`` that the forward being gone back through made; at the top level, the one
+  forward of ``module`` called from outside any module. When several wait (a siamese pair ``z1 = net(x1);
+  z2 = net(x2)``, one loss object used for two terms, a layer used twice in one forward), name the one meant by
+  what it returned, ``net.backward(g1, output=z1)``, or go back through ``ctx.calls``. Unnamed, it is refused.
+* A top-level call is kept until its backward, at most ``max_waiting`` (4) of them per module: a fifth forward
+  drops the oldest, with a RuntimeWarning, so that an evaluation loop run without ``no_grad`` holds four forwards'
+  values, not all of them. Until a backward of that module goes through, an unnamed one is then refused (its
+  gradient might have been the dropped forward's). So run forwards whose backward will not come (metrics,
+  logging) under ``with minidae.no_grad():`` (or ``minidae.evaluating(model)``, which also switches to eval
+  mode); a program that keeps more forwards waiting on purpose raises the module's ``max_waiting``. The calls a
+  forward makes are not counted: they belong to it (a layer called 100 times in one forward is fine).
+* Why no graph that routes the gradients by itself, as PyTorch, micrograd and DeZero build? Because here the code
+  that calls the forwards (a container, your own loop) calls the backwards too, by hand, and knows which is which;
+  the record of calls lets it say so. Taking the newest waiting forward (what minidae once did) pairs the
+  backwards of ``z1 = net(x1); z2 = net(x2)`` taken in the forwards' order with the wrong forwards, silently.
+* A second backward of one call is refused (as in PyTorch), and so is a gradient of the wrong shape. A backward
+  that raises, at any depth, leaves every call it had gone back through waiting again, so the corrected call works
+  (the gradients added before the error stay, as in PyTorch: zero them before trying again).
+* Eval mode changes what BatchNorm2d and Dropout compute, not whether a call is kept (as in PyTorch: a
+  BatchNorm2d frozen with ``bn.eval()`` inside a training model has its backward); only no_grad() keeps nothing.
+
+``ctx.needs_input_grad`` is False while backprop runs for a call whose dL/dx nobody asks for (PyTorch's
+``needs_input_grad``): ``model.backward(dy, input_grad=False)``, as the trainer does, and a container passes
+that on to its first layers, which may then skip computing it (Linear and the convolutions do).
 
 A module with parameters (or floating buffers) refuses an input of another floating dtype (PyTorch does too):
-convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``).
-
-Buffers: saved state that is not trained
-----------------------------------------
-``self.register_buffer("running_mean", array)`` makes ``self.running_mean`` a *buffer*: an array
-that belongs to the model's state but is not learnt (BatchNorm2d's running statistics and its
-int64 counter ``num_batches_tracked``). A buffer is an ordinary public attribute whose name the
-module remembers (``_buffers``); ``named_buffers()`` walks them. Unlike a Parameter it has no
-``.grad`` and is not in ``parameters()``, so no optimiser ever sees it. ``state_dict()`` holds
-each module's parameters, then its buffers, then its sub-modules' (PyTorch's keys and order,
-e.g. "bn.running_mean"); ``load_state_dict`` fills buffers in place, keeping their dtype;
-``to(dtype)`` moves every buffer and casts the floating ones only (the counter stays int64);
-``save`` / ``load`` and training checkpoints carry them. A buffer registered as None is left out
-of the state dict (as in PyTorch). ``forward`` updates buffers in place (``buf *= 1 - a``), only in
-training mode.
+convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``). The PyTorch surface
+(parameters, buffers, state dicts, ``to``, ``train``/``eval``) is :class:`minidae.nn.tree.ModuleTree`.
 """
 import contextlib
 import inspect
-import itertools
 import warnings
 import weakref
-from collections import OrderedDict
 
 import numpy
 
 from .. import backend
+from .parameter import Parameter, data_of, grad_of
+from .tree import ModuleTree
 
-__all__ = ["Context", "Parameter", "Module", "no_grad", "is_grad_enabled", "evaluating", "data_of",
+__all__ = ["Context", "Call", "Parameter", "Module", "no_grad", "is_grad_enabled", "evaluating", "data_of",
            "grad_of"]
 
 _GRAD_ENABLED = [True]
-_CALL_IDS = itertools.count()  # numbers every module call in order, so that a call's sub-calls can be found
-_HOLDERS = weakref.WeakSet()  # the modules holding waiting contexts (registered as sub-modules or not)
-_TAKEN = []  # while a backward runs: (module, its context, its previous _last_back) for each context it took
+_FORWARDS = []   # the contexts of the calls whose forward is running, innermost last: a call made now goes on its list
+_BACKPROPS = []  # the calls whose backprop is running, innermost last: a backward asked for now looks at its calls
 
 
 @contextlib.contextmanager
@@ -110,98 +107,90 @@ def evaluating(model):
 
 
 class Context:
-    """What one call's forward keeps for its backward: the attributes ``forward`` sets (``ctx.x = x``),
-    read back by ``backprop`` (``ctx.x``). One per call, made by ``Module.__call__``."""
+    """What one call's forward keeps for its backward: the attributes ``forward`` sets (``ctx.x = x``), read back
+    by ``backprop`` (``ctx.x``). Also ``ctx.calls``, the module calls this forward made, in order, and, while
+    backprop runs, ``ctx.needs_input_grad``. One per call, made by ``Module.__call__``."""
+
+    def __init__(self):
+        self.calls = []
 
     def __repr__(self):
         return f"Context({', '.join(vars(self))})"
 
 
-class _Waiting:
-    """A forward waiting for its backward: its context, the ids of its call (sub-calls have ids between
-    ``first`` and ``last``) and the shape and dtype of its output (what the gradient must match)."""
+class Call:
+    """One call of a module, kept for its backward: the module, the context its forward filled, and what it returned
+    (held weakly: :meth:`returned` tells whether it returned an array), with the shape and dtype of each output."""
 
-    def __init__(self, ctx, first, last, output):
-        self.ctx, self.first, self.last = ctx, first, last
-        first_output = output[0] if isinstance(output, tuple) else output
-        self.shape = tuple(first_output.shape) if hasattr(first_output, "shape") else None
+    __slots__ = ("module", "ctx", "done", "outputs", "specs", "shape")
 
+    def __init__(self, module, ctx, output):
+        self.module, self.ctx, self.done = module, ctx, False
+        if output.__class__ is numpy.ndarray:  # the usual case, one NumPy array: described in one line
+            self.outputs, self.specs, self.shape = [weakref.ref(output)], [(output.shape, output.dtype)], output.shape
+        else:
+            outputs = output if isinstance(output, tuple) else (output,)
+            self.outputs, self.specs = list(map(_weak, outputs)), list(map(_spec, outputs))
+            self.shape = self.specs[0][0] if len(outputs) == 1 else ()  # the gradient's fast check: one output's
 
-class Parameter:
-    """A trainable array ``.data`` and the gradient ``.grad`` accumulated into it.
+    def backward(self, grad_out=None, input_grad=True):
+        """Go back through this call: the module's ``backprop`` with this call's context, given dL/d(output) (a
+        tuple, one per output, for several); returns dL/d(input) (one per input). ``input_grad=False`` says
+        nobody needs dL/d(input) (``ctx.needs_input_grad``)."""
+        if self.done:
+            raise RuntimeError(f"{type(self.module).__name__}.backward: this call was gone back through already (a "
+                               f"second backward is refused, as in PyTorch)")
+        grads = (grad_out,) if grad_out.__class__ is numpy.ndarray and grad_out.shape == self.shape else \
+            _gradients(self, grad_out)
+        self.ctx.needs_input_grad, self.done = input_grad, True
+        _BACKPROPS.append(self)
+        try:
+            grad_in = self.module.backprop(self.ctx, *grads)
+        except BaseException:
+            if len(_BACKPROPS) == 1:  # the outermost backward failed: every call it went back through waits again
+                _undo(self)
+            raise
+        finally:
+            _BACKPROPS.pop()
+        if not _BACKPROPS:  # the outermost backward is through: its values can go
+            self.module._let_go(self)
+        return grad_in
 
-    Both are plain arrays of the active backend and may be reassigned. ``.grad`` always matches
-    ``.data`` in shape, dtype and array module: assigning ``.data`` of another shape, dtype or
-    backend starts a fresh zero gradient, and assigning a ``.grad`` that does not match raises.
-    ``requires_grad = False`` freezes it: backwards add nothing to its ``.grad`` and optimisers leave it as it is.
-    """
-
-    def __init__(self, data, requires_grad=True):
-        self.data = data
-        self.requires_grad = bool(requires_grad)
-
-    @property
-    def data(self):
-        """The parameter's values (an array of the active backend)."""
-        return self._data
-
-    @data.setter
-    def data(self, value):
-        self._data = value
-        grad = self.__dict__.get("_grad")
-        if grad is None or not _matches(grad, value):
-            self._grad = backend.array_module(value).zeros_like(value)
-
-    @property
-    def grad(self):
-        """dL/d(data), accumulated by each backward (``+=``) until ``zero_grad`` clears it."""
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        if not _matches(value, self._data):
-            raise ValueError(f"Parameter: the gradient must match the data: got {type(value).__module__} "
-                             f"{getattr(value, 'dtype', None)} {tuple(getattr(value, 'shape', ()))} for "
-                             f"{type(self._data).__module__} {self._data.dtype} {tuple(self._data.shape)}")
-        self._grad = value
-
-    @property
-    def shape(self):
-        """The shape of ``data``."""
-        return self.data.shape
-
-    def requires_grad_(self, requires_grad=True):
-        """Set ``requires_grad`` (False freezes the parameter); returns self."""
-        self.requires_grad = bool(requires_grad)
-        return self
+    def returned(self, output):
+        """True when this call's forward returned ``output`` (an array, or the tuple of its outputs)."""
+        first = output[0] if isinstance(output, tuple) else output
+        return any(ref is not None and ref() is first for ref in self.outputs)
 
     def __repr__(self):
-        frozen = "" if self.requires_grad else ", requires_grad=False"
-        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
+        state = "gone back through" if self.done else "waiting"
+        return f"Call({type(self.module).__name__}, {state}, outputs {[shape for shape, _ in self.specs]})"
 
 
-def _matches(a, b):
-    """Same shape, dtype and array module."""
-    return (getattr(a, "shape", None) == b.shape and getattr(a, "dtype", None) == b.dtype
-            and backend.array_module(a) is backend.array_module(b))
+def _undo(call):
+    """``call`` and every call its forward made, at any depth, waiting for their backward again."""
+    call.done = False
+    for sub in call.ctx.calls:
+        _undo(sub)
 
 
-def data_of(param):
-    """``param.data``, or None for a missing parameter (the bias of a ``bias=False`` layer)."""
-    return None if param is None else param.data
+def _spec(value):
+    """(shape, dtype) of an output (None for what has none)."""
+    return getattr(value, "shape", None), getattr(value, "dtype", None)
 
 
-def grad_of(param):
-    """Where a backward adds dL/dparam: ``param.grad``, or None where no gradient is wanted (no such
-    parameter, as the bias of a ``bias=False`` layer, or a frozen one, ``requires_grad = False``)."""
-    return param.grad if param is not None and param.requires_grad else None
+def _weak(value):
+    """A weak reference to ``value``, or None where it has none (a Python number)."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return None
 
 
-class Module:
+class Module(ModuleTree):
     """Base class of every layer and model. A subclass defines ``forward(self, ctx, ...)`` and
     ``backprop(self, ctx, dy)``; it is used as ``module(x)`` and ``module.backward(dy)`` (module docstring)."""
 
-    max_pending = 32  # forwards that may wait for their backward at once; the oldest beyond it is dropped
+    max_waiting = 4  # top-level forwards that may wait for their backward at once; a new one drops the oldest
 
     def __init_subclass__(cls, **kwargs):
         """Check a new subclass against the contract when it is defined (nothing is rewritten or wrapped)."""
@@ -218,81 +207,37 @@ class Module:
                                 f"call's context: def forward(self, ctx, x), keeping on ctx what backprop needs")
 
     def __init__(self):
-        object.__setattr__(self, "_params", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_buffers", [])  # names of the attributes that are buffers (module docstring)
-        object.__setattr__(self, "_waiting", [])  # forwards waiting for their backward, newest last
-        object.__setattr__(self, "_last_back", -1)  # the call id of the forward most recently gone back through
+        super().__init__()
+        object.__setattr__(self, "_waiting", [])  # its top-level calls that wait for their backward, oldest first
+        object.__setattr__(self, "_dropped", 0)   # forwards dropped (max_waiting) since its last backward
         object.__setattr__(self, "_forward_hooks", [])
-        object.__setattr__(self, "training", True)
-
-    def __setattr__(self, key, value):
-        if "_params" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
-        if not isinstance(value, Parameter):
-            self._params.pop(key, None)
-        if not isinstance(value, Module):
-            self._modules.pop(key, None)
-        if key in self._buffers and isinstance(value, (Parameter, Module)):
-            self._buffers.remove(key)  # any other value, an array or None, keeps the name a buffer
-        if isinstance(value, Parameter):
-            self._params[key] = value  # a name registered before keeps its place (as PyTorch's)
-        elif isinstance(value, Module):
-            self._modules[key] = value
-        object.__setattr__(self, key, value)
 
     def __call__(self, *inputs, **kwargs):
-        """``forward`` with a fresh context, which is kept for the backward in training mode outside no_grad."""
-        if inputs and type(inputs[0]).__module__.startswith("torch"):
-            raise TypeError(f"{type(self).__name__}: got a torch.Tensor; minidae works on NumPy or CuPy arrays: "
-                            f"convert it with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
-        if inputs and (self._params or self._buffers):
+        """``forward`` with a fresh context, kept for the backward (module docstring) unless within no_grad()."""
+        if inputs and (self._params or self._buffers or inputs[0].__class__ is not numpy.ndarray):
             self._check_input(inputs[0])
-        self._drop_forgotten()
-        ctx, first = Context(), next(_CALL_IDS)
-        output = self.forward(ctx, *inputs, **kwargs)
+        ctx = Context()
         if _GRAD_ENABLED[0]:
-            self._waiting.append(_Waiting(ctx, first, next(_CALL_IDS), output))
-            _HOLDERS.add(self)
+            _FORWARDS.append(ctx)
+            try:
+                output = self.forward(ctx, *inputs, **kwargs)
+            finally:
+                _FORWARDS.pop()
+            if _FORWARDS:  # made by another call's forward: on that call's record
+                _FORWARDS[-1].calls.append(Call(self, ctx, output))
+            else:
+                self._keep(Call(self, ctx, output))
+        else:
+            output = self.forward(ctx, *inputs, **kwargs)
         for hook in self._forward_hooks:
             hook(self, inputs, output)
         return output
 
-    def register_forward_hook(self, hook):
-        """Call ``hook(module, inputs, output)`` after every forward of this module (as PyTorch's); returns a
-        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none."""
-        self._forward_hooks.append(hook)
-        return _HookHandle(self._forward_hooks, hook)
-
-    def backward(self, grad_out=None):
-        """Given dL/dy, shaped like the output, add dL/dparam into each parameter's ``.grad`` and return dL/dx:
-        ``backprop`` with the context of the newest forward still waiting (module docstring). ``grad_out``
-        may be left out for a scalar output (a loss): dL/dL = 1."""
-        name = type(self).__name__
-        if not self._waiting:
-            raise RuntimeError(f"{name}.backward: no forward is waiting for its backward. Call the module "
-                               f"(y = module(x)) before each backward: each forward is gone back through once "
-                               f"(a second backward is refused, as in PyTorch), and a forward under no_grad() "
-                               f"keeps nothing")
-        waiting = self._waiting[-1]
-        _check_gradient(name, grad_out, waiting.shape)
-        outermost = not _TAKEN
-        self._waiting.pop()
-        _TAKEN.append((self, waiting, self._last_back))
-        object.__setattr__(self, "_last_back", waiting.first)
-        try:
-            grad_in = self.backprop(waiting.ctx, grad_out)
-        except BaseException:
-            if outermost:  # put back every context this backward took, the sub-modules' too
-                for module, taken, last_back in reversed(_TAKEN):
-                    module._waiting.append(taken)
-                    module._waiting.sort(key=lambda w: w.first)
-                    object.__setattr__(module, "_last_back", last_back)
-            raise
-        finally:
-            if outermost:
-                _TAKEN.clear()
-        return grad_in
+    def backward(self, grad_out=None, output=None, input_grad=True):
+        """Given dL/dy, shaped like the output (a tuple of them for several outputs; None for a scalar loss:
+        dL/dL = 1), add dL/dparam into each parameter's ``.grad`` and return dL/dx: ``backprop`` with the context
+        of this module's waiting call (module docstring; ``output=y`` names the call that returned y)."""
+        return self._waiting_call(output).backward(grad_out, input_grad)
 
     def forward(self, ctx, x):
         """The layer's output for ``x``; keeps on ``ctx`` what ``backprop`` will need. Call the module
@@ -304,297 +249,73 @@ class Module:
         (see :func:`grad_of`) and return dL/dx. Call ``module.backward(dy)`` rather than this."""
         raise NotImplementedError(f"{type(self).__name__} does not define backprop(self, ctx, dy)")
 
-    def _drop_forgotten(self):
-        """Drop, with a warning, the contexts of forwards whose backward will not come (module docstring)."""
-        waiting = self._waiting
-        if not waiting:
-            return
-        name = type(self).__name__
-        passed_over = [w for w in waiting if w.first < self._last_back]
-        if passed_over:
-            warnings.warn(f"{name}: {len(passed_over)} forward(s) never got their backward: a later forward was "
-                          f"gone back through while they waited. If a forward for logging or metrics came between "
-                          f"a forward and its backward, that backward paired with it and its gradients were wrong. "
-                          f"Run forwards whose backward will not come under `with minidae.no_grad():` (or `with "
-                          f"minidae.evaluating(model):`). Their saved values are dropped.", RuntimeWarning,
-                          stacklevel=3)
-            self._drop(passed_over)
-        elif len(waiting) >= self.max_pending:
-            warnings.warn(f"{name}: {len(waiting)} forwards are waiting for their backward (at most max_pending = "
-                          f"{self.max_pending}); dropping the oldest. Run forwards whose backward will not come "
-                          f"(evaluation, logging) under `with minidae.no_grad():` (or `with "
-                          f"minidae.evaluating(model):`); a module that is called more often per backward can "
-                          f"raise its max_pending.", RuntimeWarning, stacklevel=3)
-            self._drop(waiting[:1])
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward of this module (as PyTorch's); returns a
+        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none."""
+        self._forward_hooks.append(hook)
+        return _HookHandle(self._forward_hooks, hook)
 
-    def _drop(self, entries):
-        """Forget these waiting forwards, and what the modules they called kept during those calls (sub-modules
-        or not: a model's layer list may hold modules that are not attributes)."""
-        for entry in entries:
-            self._waiting.remove(entry)
-            for module in list(_HOLDERS):
-                module._waiting[:] = [w for w in module._waiting if not entry.first < w.first < entry.last]
+    def _keep(self, call):
+        """Keep a top-level call for its backward; beyond ``max_waiting``, drop the oldest (counted: until a
+        backward goes through, an unnamed one is refused, as its gradient might have been the dropped one's)."""
+        if len(self._waiting) >= self.max_waiting:
+            name = type(self).__name__
+            warnings.warn(f"{name}: {len(self._waiting) + 1} forwards would wait for their backward (at most "
+                          f"max_waiting = {self.max_waiting}); the oldest is dropped, and until a backward goes "
+                          f"through an unnamed one is refused. Run forwards whose backward will not come (metrics, "
+                          f"logging, evaluation) under `with minidae.no_grad():` (or `with minidae.evaluating("
+                          f"model):`); a program that keeps more forwards waiting on purpose can raise "
+                          f"{name}.max_waiting.", RuntimeWarning, stacklevel=3)
+            del self._waiting[0]
+            object.__setattr__(self, "_dropped", self._dropped + 1)
+        self._waiting.append(call)
+
+    def _waiting_call(self, output):
+        """The call a backward of this module goes back through (module docstring), or a RuntimeError saying why
+        none can be named."""
+        scope = _BACKPROPS[-1].ctx.calls if _BACKPROPS else self._waiting
+        calls = [c for c in scope if c.module is self and not c.done and (output is None or c.returned(output))]
+        if len(calls) == 1 and (output is not None or _BACKPROPS or not self._dropped):
+            return calls[0]
+        raise RuntimeError(_unpaired(self, calls, output))
+
+    def _let_go(self, call):
+        """After the backward of a top-level call: forget it, its values, and the forwards dropped before it."""
+        if call in self._waiting:
+            self._waiting.remove(call)
+            object.__setattr__(self, "_dropped", 0)
+        call.ctx = None
 
     def _check_input(self, x):
-        """The same float dtype and array module as the parameters, or else the floating buffers (PyTorch
-        refuses a mismatch too)."""
+        """No torch tensor; the same float dtype and array module as the parameters, or else the floating buffers
+        (PyTorch refuses a mismatch too)."""
+        for param in self._params.values():  # the first parameter: the usual case, checked first
+            if type(x) is type(param.data) and getattr(x, "dtype", None) == param.data.dtype:
+                return
+            break
+        if type(x).__module__.startswith("torch"):
+            raise TypeError(f"{type(self).__name__}: got a torch.Tensor; minidae works on NumPy or CuPy arrays: "
+                            f"convert it with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
         dtype = getattr(x, "dtype", None)
         data = next(iter(self._params.values())).data if self._params else next(
             (value for value in (self.__dict__.get(name) for name in self._buffers)
              if value is not None and value.dtype.kind == "f"), None)
-        if data is None:
+        if data is None or dtype is None:
             return
         what = "parameters" if self._params else "buffers"
-        expected = data.dtype
-        if dtype is not None and backend.array_module(x) is not backend.array_module(data):
+        if backend.array_module(x) is not backend.array_module(data):
             names = [backend.array_module(a).__name__ for a in (x, data)]
             raise ValueError(f"{type(self).__name__}: the input is a {names[0]} array but the {what} are "
                              f"{names[1]} arrays; make one backend current and move the model to it: "
                              f"backend.use('{names[0]}'); model.to()")
-        if dtype is not None and dtype.kind == "f" and dtype != expected:
-            raise ValueError(f"{type(self).__name__}: the input is {dtype} but the {what} are {expected}; "
-                             f"convert the input (x.astype(numpy.{expected})) or the model "
+        if dtype.kind == "f" and dtype != data.dtype:
+            raise ValueError(f"{type(self).__name__}: the input is {dtype} but the {what} are {data.dtype}; "
+                             f"convert the input (x.astype(numpy.{data.dtype})) or the model "
                              f"(model.to(numpy.{dtype}))")
 
-    def named_modules(self, prefix="", remove_duplicate=True):
-        """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first; a module registered
-        at several places is listed once, under its first name, unless ``remove_duplicate`` is False."""
-        seen = set()
-
-        def walk(module, name):
-            if remove_duplicate:
-                if id(module) in seen:
-                    return
-                seen.add(id(module))
-            yield name, module
-            for key, child in module._modules.items():
-                if child is not None:
-                    yield from walk(child, f"{name}.{key}" if name else key)
-        yield from walk(self, prefix)
-
-    def modules(self):
-        """This module and every sub-module, each once."""
-        return [module for _, module in self.named_modules()]
-
-    def named_children(self):
-        """(name, module) of the direct sub-modules, each once."""
-        seen = set()
-        for name, module in self._modules.items():
-            if module is not None and id(module) not in seen:
-                seen.add(id(module))
-                yield name, module
-
-    def children(self):
-        """The direct sub-modules, each once."""
-        return [module for _, module in self.named_children()]
-
-    def named_parameters(self, prefix="", remove_duplicate=True):
-        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order; a parameter
-        shared by several modules (tied weights) is listed once, under its first key, unless ``remove_duplicate``
-        is False (``state_dict`` keeps every key, as PyTorch's)."""
-        seen = set()
-        for name, module in self.named_modules(prefix, remove_duplicate):
-            for key, param in module._params.items():
-                if param is None or (remove_duplicate and id(param) in seen):
-                    continue
-                seen.add(id(param))
-                yield (f"{name}.{key}" if name else key), param
-
-    def parameters(self):
-        """Every Parameter of the module and its sub-modules, each once, as a list (what an optimiser takes)."""
-        return [param for _, param in self.named_parameters()]
-
-    def apply(self, fn):
-        """``fn(module)`` for every sub-module (children first, depth first), then for this module; returns self.
-        The usual use: ``model.apply(init_weights)``."""
-        for child in self.children():
-            child.apply(fn)
-        fn(self)
-        return self
-
-    def add_module(self, name, module):
-        """Register ``module`` (a Module, or None) as the sub-module ``name``, as ``self.<name> = module`` does."""
-        if not isinstance(name, str) or not name or "." in name:
-            raise KeyError(f"{type(self).__name__}.add_module: the name must be a non-empty string without dots, "
-                           f"got {name!r}")
-        if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(self).__name__}.add_module: {type(module).__name__} is not a Module")
-        if module is None:
-            self._modules[name] = None
-            object.__setattr__(self, name, None)
-        else:
-            setattr(self, name, module)
-
-    def register_module(self, name, module):
-        """The same as :meth:`add_module`."""
-        self.add_module(name, module)
-
-    def register_parameter(self, name, param):
-        """Register ``param`` (a Parameter, or None) as ``self.<name>``."""
-        if not isinstance(name, str) or not name.isidentifier():
-            raise KeyError(f"{type(self).__name__}.register_parameter: the name must be an attribute name, got "
-                           f"{name!r}")
-        if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"{type(self).__name__}.register_parameter: {type(param).__name__} is not a Parameter "
-                            f"(wrap an array in minidae.nn.Parameter)")
-        setattr(self, name, param)
-
-    def get_submodule(self, target):
-        """The sub-module at the dotted path ``target`` ("encoder.0"); "" is this module."""
-        module = self
-        for part in target.split(".") if target else []:
-            child = module._modules.get(part)
-            if child is None:
-                raise AttributeError(f"{type(module).__name__} has no sub-module {part!r} (looking for {target!r})")
-            module = child
-        return module
-
-    def requires_grad_(self, requires_grad=True):
-        """Set ``requires_grad`` on every parameter (False freezes them: no gradient, no update); returns self."""
-        for param in self.parameters():
-            param.requires_grad = bool(requires_grad)
-        return self
-
-    def register_buffer(self, name, array):
-        """Make ``self.<name> = array`` a buffer: state that is saved and moved but not trained, such as a
-        running statistic (see the module docstring). ``name`` is public, as PyTorch's; ``array`` may be None."""
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise ValueError(f"{type(self).__name__}.register_buffer: the name must be a public attribute name "
-                             f"(no leading underscore, no dots), got {name!r}")
-        if name in self._params or name in self._modules:
-            raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} is already a parameter or sub-module")
-        if array is not None and not (hasattr(array, "shape") and hasattr(array, "dtype")):
-            raise ValueError(f"{type(self).__name__}.register_buffer: {name!r} must be an array (or None), got "
-                             f"{type(array).__name__}")
-        setattr(self, name, array)
-        if name not in self._buffers:
-            self._buffers.append(name)
-
-    def named_buffers(self, remove_duplicate=True):
-        """(key, array) pairs of every buffer that is not None, under PyTorch's key names ("bn.running_mean")."""
-        for prefix, module in self.named_modules(remove_duplicate=remove_duplicate):
-            for name in module._buffers:
-                value = module.__dict__.get(name)
-                if value is not None:
-                    yield (f"{prefix}.{name}" if prefix else name), value
-
-    def zero_grad(self, set_to_none=True):
-        """Set every parameter's ``.grad`` to zero, in place (backwards add to it). ``set_to_none`` is accepted
-        for PyTorch's sake: minidae's gradients are always arrays, zeroed."""
-        for param in self.parameters():
-            param.grad[...] = 0
-
-    def train(self, mode=True):
-        """Set ``training`` on this module and every sub-module (False: eval mode, where BatchNorm2d uses its
-        running statistics and Dropout is the identity); returns self."""
-        for _, module in self.named_modules():
-            object.__setattr__(module, "training", mode)
-        return self
-
-    def eval(self):
-        """``train(False)``: eval mode (for inference, with :func:`no_grad`, or :func:`evaluating` for both);
-        returns self."""
-        return self.train(False)
-
-    def to(self, dtype=None):
-        """Move every parameter and buffer onto the active backend, casting the parameters and the floating
-        buffers to ``dtype`` if given (an integer buffer keeps its dtype); returns self.
-
-        To move a model to the GPU, make CuPy the backend first: ``backend.use("cupy"); model.to()``.
-        """
-        if dtype is not None:
-            try:
-                dtype = numpy.dtype(dtype)
-            except TypeError:
-                dtype = None if not isinstance(dtype, str) else dtype
-            if not isinstance(dtype, numpy.dtype) or dtype.kind != "f":
-                raise ValueError(f"{type(self).__name__}.to: expected a floating-point dtype such as numpy.float32, "
-                                 f"got {dtype!r}; to move a model to the GPU, call backend.use('cupy') and then "
-                                 f"model.to()")
-        for param in self.parameters():
-            host = backend.to_numpy(param.data)
-            param.data = backend.xp.asarray(host if dtype is None else host.astype(dtype))
-            param.grad = backend.xp.zeros_like(param.data)
-        for _, module in self.named_modules():
-            for name in module._buffers:
-                value = module.__dict__.get(name)
-                if value is not None:
-                    host = backend.to_numpy(value)
-                    cast = dtype is not None and host.dtype.kind == "f"
-                    setattr(module, name, backend.xp.asarray(host.astype(dtype) if cast else host))
-        return self
-
-    def state_dict(self):
-        """An ordered dict of NumPy copies of every parameter and buffer, keyed (and ordered) like PyTorch's:
-        each module's parameters, then its buffers, then its sub-modules'."""
-        return OrderedDict((key, numpy.array(backend.to_numpy(value))) for key, value in self._state_arrays())
-
-    def _state_arrays(self):
-        """(key, the live array) of every parameter and buffer, in the state dict's order."""
-        for prefix, module in self.named_modules(remove_duplicate=False):
-            for key, param in module._params.items():
-                if param is not None:
-                    yield (f"{prefix}.{key}" if prefix else key), param.data
-            for name in module._buffers:
-                value = module.__dict__.get(name)
-                if value is not None:
-                    yield (f"{prefix}.{name}" if prefix else name), value
-
-    def load_state_dict(self, state):
-        """Copy arrays from ``state`` (NumPy, CuPy or anything array-like) into the parameters and buffers,
-        keeping each one's dtype and backend; buffers are written in place."""
-        params = dict(self.named_parameters(remove_duplicate=False))
-        buffers = dict(self.named_buffers(remove_duplicate=False))
-        expected = params.keys() | buffers.keys()
-        missing, unexpected = expected - state.keys(), state.keys() - expected
-        if missing or unexpected:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {sorted(missing)}, "
-                           f"unexpected keys {sorted(unexpected)}")
-        values = {}
-        for key, current in self._state_arrays():  # every shape checked before anything is written
-            value = state[key]
-            if hasattr(value, "detach"):  # a torch tensor (torch.load, or a PyTorch model's state_dict())
-                value = value.detach().cpu().numpy()
-            values[key] = numpy.asarray(backend.to_numpy(value))
-            if values[key].shape != tuple(current.shape):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key} has shape {values[key].shape}, "
-                                 f"the module expects {tuple(current.shape)}")
-        for key, value in values.items():
-            current = params[key].data if key in params else buffers[key]
-            value = backend.array_module(current).asarray(value.astype(current.dtype))
-            if key in params:
-                params[key].data = value
-            else:
-                current[...] = value  # in place: whatever holds the buffer (a captured CUDA graph) sees the new values
-
-    def save(self, path):
-        """Write the state dict (parameters and buffers) to ``path`` as safetensors under PyTorch's key names, so
-        that ``model.load_state_dict(safetensors.torch.load_file(path))`` loads them into the PyTorch twin."""
-        from safetensors.numpy import save_file
-        # numpy.array(order="C"), not ascontiguousarray, which would turn a 0-d buffer (a counter) into shape (1,)
-        save_file({key: numpy.array(value, order="C") for key, value in self.state_dict().items()}, str(path))
-
-    def load(self, path):
-        """Read parameters and buffers from a safetensors file (one written by :meth:`save`, or by
-        ``safetensors.torch.save_file(torch_model.state_dict(), path)``); returns self. A PyTorch ``.pt`` file
-        (a pickle) is refused with the way to read it: ``model.load_state_dict(torch.load(path))``."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try:
-            with open(path, "rb") as f:
-                head = f.read(2)
-        except OSError as exc:
-            raise OSError(f"{type(self).__name__}.load: cannot read {path}: {exc.strerror or exc}") from None
-        if head in (b"PK", b"\x80\x02") or str(path).endswith((".pt", ".pth")):
-            raise ValueError(f"{type(self).__name__}.load: {path} looks like a PyTorch file (torch.save's zip or "
-                             f"pickle); load reads safetensors. Read it with PyTorch and pass the arrays: "
-                             f"model.load_state_dict(torch.load({str(path)!r}, map_location='cpu'))")
-        try:
-            state = load_file(str(path))
-        except SafetensorError as exc:
-            raise ValueError(f"{type(self).__name__}.load: {path} is not a safetensors file ({exc})") from None
-        self.load_state_dict(state)
-        return self
+    def __getstate__(self):
+        """A copy (copy.deepcopy, pickle) takes the module, not the calls waiting for their backward."""
+        return {**self.__dict__, "_waiting": [], "_dropped": 0}
 
     def extra_repr(self):
         """The arguments shown inside ``repr(module)``'s parentheses; layers override it."""
@@ -618,6 +339,34 @@ class _HookHandle:
             self.hooks.remove(self.hook)
 
 
+def _gradients(call, grad_out):
+    """The gradients ``backprop`` gets, one per output, each checked against its output (None in a tuple: zeros,
+    for an output the loss does not use). An output that is not floating (MaxPool2d's indices) takes no
+    gradient: a lone array is then the gradient of the one floating output, as in PyTorch."""
+    if len(call.specs) == 1:
+        _check_gradient(type(call.module).__name__, grad_out, call.specs[0][0])
+        return (grad_out,)
+    name = type(call.module).__name__
+    differentiable = [dtype is None or dtype.kind == "f" for _, dtype in call.specs]
+    if not isinstance(grad_out, (tuple, list)) and sum(differentiable) == 1:  # MaxPool2d's indices: no gradient
+        grad_out = tuple(grad_out if d else None for d in differentiable)
+    if not isinstance(grad_out, (tuple, list)) or len(grad_out) != len(call.specs):
+        raise ValueError(f"{name}.backward: its forward returned {len(call.specs)} outputs; pass their gradients as "
+                         f"a tuple of {len(call.specs)} (None for an output the loss does not use), got "
+                         f"{type(grad_out).__name__}{f' of {len(grad_out)}' if isinstance(grad_out, (tuple, list)) else ''}")
+    given = [g for g in grad_out if g is not None]
+    if not given:
+        raise ValueError(f"{name}.backward: every gradient is None; pass dL/dy for at least one output")
+    xp, grads = backend.array_module(given[0]), []
+    for grad, (shape, dtype), floating in zip(grad_out, call.specs, differentiable):
+        if grad is None:
+            grad = xp.zeros(shape, dtype) if floating and shape is not None else None
+        else:
+            _check_gradient(name, grad, shape)
+        grads.append(grad)
+    return tuple(grads)
+
+
 def _check_gradient(name, grad, shape):
     """Raise, naming the layer and the fix, for an upstream gradient that cannot be dL/dy of an output of
     ``shape`` (None: not known)."""
@@ -638,3 +387,29 @@ def _check_gradient(name, grad, shape):
                          f"(criterion.backward() is dL/dy)")
     raise ValueError(f"{name}.backward: expected a gradient of shape {shape} (the shape of its output), got "
                      f"{grad_shape}")
+
+
+def _unpaired(module, calls, output):
+    """Why no call can be named for a backward of ``module`` (``calls``: the candidates found), and the fix."""
+    name = type(module).__name__
+    parent = type(_BACKPROPS[-1].module).__name__ if _BACKPROPS else None
+    if not calls and output is not None:
+        return (f"{name}.backward: no waiting call of {name} returned the array given as output= (name a forward by "
+                f"the very array it returned, and keep that array until the backward)")
+    if not calls and parent:
+        return (f"{name}.backward: the forward of {parent} being gone back through made no call of {name} that still "
+                f"waits for its backward (inside {parent}.backprop, go back through the calls its forward made: "
+                f"ctx.calls)")
+    if not calls:
+        return (f"{name}.backward: no forward is waiting for its backward. Call the module (y = module(x)) before "
+                f"each backward: each forward is gone back through once (a second backward is refused, as in "
+                f"PyTorch), and a forward under no_grad() keeps nothing")
+    dropped = module._dropped if not parent else 0
+    count = len(calls) + dropped
+    also = f" ({dropped} of them dropped: more than max_waiting = {module.max_waiting} waited)" if dropped else ""
+    inside = f"; or, inside {parent}.backprop, go back through ctx.calls, the calls its forward made, in order" \
+        if parent else ""
+    return (f"{name}.backward: {count} forwards of {name} wait for their backward{also}, and nothing says which one "
+            f"this gradient belongs to. Name the forward by the array it returned: net.backward(dy, output=y){inside}. Run "
+            f"forwards whose backward will not come (metrics, logging) under `with minidae.no_grad():` (or `with "
+            f"minidae.evaluating(model):`)")

@@ -63,19 +63,14 @@ class BatchNorm2d(Module):
                              f"{tuple(getattr(x, 'shape', ()))}")
         n, _, h, w = x.shape
         m = n * h * w
-        ctx.batch_stats = self.training or self.running_mean is None
-        if ctx.batch_stats:
-            if m == 1:
-                raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when using batch statistics, "
-                                 f"got input of shape {tuple(x.shape)}")
-            xp = backend.array_module(x)
-            mean = x.mean(axis=(0, 2, 3)) if m else xp.zeros(c, x.dtype)
-            var = ((x - mean.reshape(1, -1, 1, 1)) ** 2).mean(axis=(0, 2, 3)) if m else xp.ones(c, x.dtype)
-            if self.training and self.running_mean is not None:
-                self._update_running_stats(mean, var, m)
-        else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-        y, ctx.xhat, ctx.inv_std = F.batch_norm(x, mean, var, data_of(self.weight), data_of(self.bias), self.eps)
+        batch_stats = self.training or self.running_mean is None
+        if batch_stats and m == 1:
+            raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when using batch statistics, "
+                             f"got input of shape {tuple(x.shape)}")
+        running = None if batch_stats else (self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype))
+        y, ctx.saved = F.batch_norm(x, data_of(self.weight), data_of(self.bias), self.eps, running)
+        if self.training and self.running_mean is not None:
+            self._update_running_stats(ctx.saved.mean, ctx.saved.var, m)
         return y
 
     def _update_running_stats(self, mean, var, m):
@@ -90,8 +85,7 @@ class BatchNorm2d(Module):
             buffer += a * value
 
     def backprop(self, ctx, dy):
-        return F.batch_norm_backward(dy, ctx.xhat, ctx.inv_std, data_of(self.weight), ctx.batch_stats,
-                                     grad_of(self.weight), grad_of(self.bias))
+        return F.batch_norm_backward(dy, ctx.saved, data_of(self.weight), grad_of(self.weight), grad_of(self.bias))
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

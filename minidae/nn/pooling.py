@@ -79,7 +79,7 @@ class MaxPool2d(_Pool2d):
                                        self.dilation, out_hw)
         return _unbatched(ctx, y), _unbatched(ctx, indices)
 
-    def backprop(self, ctx, dy):
+    def backprop(self, ctx, dy, d_indices=None):  # the indices (return_indices=True) take no gradient
         dx = F.max_pool2d_backward(dy[None] if ctx.unbatched else dy, ctx.winners, ctx.x_shape, self.kernel_size,
                                    self.stride, self.padding, self.dilation)
         return _unbatched(ctx, dx)
@@ -118,7 +118,8 @@ class AvgPool2d(_Pool2d):
     def forward(self, ctx, x):
         x, out_hw = self._batch(ctx, x)
         ctx.divisor = self._divisor(x, out_hw)
-        return _unbatched(ctx, F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, out_hw, ctx.divisor))
+        y, _ = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, out_hw, ctx.divisor)  # saved: its shape
+        return _unbatched(ctx, y)
 
     def backprop(self, ctx, dy):
         dx = F.avg_pool2d_backward(dy[None] if ctx.unbatched else dy, ctx.x_shape, self.kernel_size, self.stride,
@@ -198,7 +199,8 @@ class Upsample(Module):
                              f"{tuple(getattr(x, 'shape', ()))} {getattr(x, 'dtype', type(x).__name__)}")
         a_h, a_w, rows, columns = self._map(backend.array_module(x), x.shape[2], x.shape[3], x.dtype)
         ctx.a_h, ctx.a_w = a_h, a_w
-        return F.resize_nearest(x, rows, columns) if self.mode == "nearest" else F.resize(x, a_h, a_w)
+        y, _ = F.resize_nearest(x, rows, columns) if self.mode == "nearest" else F.resize(x, a_h, a_w)
+        return y
 
     def backprop(self, ctx, dy):
         return F.resize_backward(dy, ctx.a_h, ctx.a_w)

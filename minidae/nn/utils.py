@@ -16,7 +16,7 @@ def _grads(parameters):
     if any(not isinstance(p, Parameter) for p in params):
         raise TypeError("clip_grad: expected Parameters (model.parameters()), got "
                         f"{sorted({type(p).__name__ for p in params if not isinstance(p, Parameter)})}")
-    return [p.grad for p in params if p.requires_grad]
+    return [p.grad for p in params if p.requires_grad and p.grad is not None]
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):

@@ -5,7 +5,8 @@ parameter by :func:`adam_step` and :meth:`SGD.step`. An optimiser holds *paramet
 ``param_groups`` is a list of dicts, each with its "params" and its hyperparameters ("lr", ...), readable and
 writable between steps (a manual schedule sets ``group["lr"]``; the schedulers of
 :mod:`minidae.optim.lr_scheduler` do the same). A parameter with ``requires_grad = False`` is frozen: it is not
-updated, weight decay included. ``state[p]`` holds a parameter's own state ("step", and Adam's moments or SGD's
+updated, weight decay included, and so is a parameter without a gradient (``p.grad is None``: no backward
+reached it since ``zero_grad()``), as in torch.optim. ``state[p]`` holds a parameter's own state ("step", and Adam's moments or SGD's
 momentum buffer), made at its first update.
 
 On NumPy and CuPy faster equal versions of ``adam_step`` and ``zero_grads`` run (:mod:`minidae.speed`): they
@@ -18,8 +19,8 @@ import json
 import numpy
 
 from .. import backend
+from ..backend import replaceable
 from ..nn.arguments import is_real
-from ..speed import replaceable
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "adam", "adam_step", "sgd", "zero_grads", "flat_state_dict",
            "nested_state_dict"]
@@ -104,9 +105,9 @@ class Optimizer:
     buffer_names = ()
 
     def zero_grad(self, set_to_none=True):
-        """Set every parameter's ``.grad`` to zero (backwards add to it). ``set_to_none`` is accepted for
-        PyTorch's sake: minidae's gradients are always arrays, zeroed."""
-        zero_grads(self)
+        """Leave every parameter without a gradient (None, as PyTorch's default: a backward gives each one it
+        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient."""
+        zero_grads(self, set_to_none)
 
     def step(self):
         """One update of every trainable parameter from its ``.grad`` (which is read, never modified)."""
@@ -165,6 +166,10 @@ class Optimizer:
                           if k != "params" and k in self.defaults})
         self.state = restored
 
+    def __getstate__(self):
+        """A copy (copy.deepcopy, pickle) leaves out the flat arrays of a speed device (packed anew when needed)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_flat"}
+
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for number, group in enumerate(getattr(self, "param_groups", [])):
@@ -205,11 +210,11 @@ def nested_state_dict(flat):
     return {"state": state, "param_groups": json.loads(str(flat["param_groups"]))}
 
 
-@replaceable(on=lambda optimizer: optimizer.params[0].data)
-def zero_grads(optimizer):
-    """Every parameter's ``.grad`` set to zero, in place."""
+@replaceable
+def zero_grads(optimizer, set_to_none=True):
+    """Every parameter left without a gradient (None), or with ``set_to_none=False`` given a gradient of zeros."""
     for p in optimizer.params:
-        p.grad[...] = 0
+        p.zero_grad(set_to_none)
 
 
 def adam(param, grad, m, v, t, lr, betas, eps, weight_decay, decoupled=False):
@@ -226,13 +231,13 @@ def adam(param, grad, m, v, t, lr, betas, eps, weight_decay, decoupled=False):
     param -= lr * m_hat / (backend.array_module(param).sqrt(v_hat) + eps)
 
 
-@replaceable(on=lambda optimizer: optimizer.params[0].data)
+@replaceable
 def adam_step(optimizer):
-    """:func:`adam` for every trainable parameter of an :class:`Adam`, with its group's hyperparameters and its
-    own step count."""
+    """:func:`adam` for every trainable parameter of an :class:`Adam` that has a gradient, with its group's
+    hyperparameters and its own step count (a parameter without a gradient is skipped: no step, no decay)."""
     for group in optimizer.param_groups:
         for p in group["params"]:
-            if not p.requires_grad:
+            if not p.requires_grad or p.grad is None:
                 continue
             state = optimizer.state_of(p)
             state["step"] += 1
@@ -323,10 +328,10 @@ class SGD(Optimizer):
                                       nesterov=bool(nesterov)))
 
     def step(self):
-        """One SGD update of every trainable parameter (:func:`sgd`)."""
+        """One SGD update of every trainable parameter that has a gradient (:func:`sgd`)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if not p.requires_grad:
+                if not p.requires_grad or p.grad is None:
                     continue
                 state = self.state_of(p)
                 first = "momentum_buffer" not in state

@@ -23,6 +23,7 @@
 """
 import numpy
 
+from ..backend import CORE
 from ..nn.im2col import padded_extent
 from . import register
 from .flat import FlatAdam, zero_grads_for
@@ -106,10 +107,10 @@ def _only_one(mask, taps):
 
 def matmul(a, b):
     """``a @ b``, as a broadcast multiply when the shared dimension is 1 (an outer product: each element is
-    one product, the same number either way); otherwise NotImplemented, and the core ``a @ b`` runs."""
+    one product, the same number either way); otherwise ``a @ b`` itself."""
     if a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 == b.shape[0]:
         return a * b
-    return NotImplemented
+    return a @ b
 
 
 # Adam's lines run over the flat arrays a block of this many elements at a time: the block's six arrays
@@ -123,12 +124,14 @@ def adam_step(optimizer):
     """optim.adam_step as optim.adam's lines over the flat arrays (FlatAdam), one group and one cache-sized
     block of elements at a time, each line computed into two scratch arrays instead of new ones: the same
     operations on the same numbers in the same order, so the same results, bit for bit, without the 10
-    temporaries of 2.3 MB (spec network) a step allocates. Declined for a group whose parameters have taken
-    different numbers of steps."""
-    flat = FlatAdam.current(optimizer, numpy)
+    temporaries of 2.3 MB (spec network) a step allocates. The core function runs instead where the parameters
+    cannot share flat arrays, a parameter has no gradient, or a group's parameters have taken different numbers
+    of steps."""
+    flat = None if any(p.grad is None for p in optimizer.params if p.requires_grad) else \
+        FlatAdam.current(optimizer, numpy)
     steps = None if flat is None else flat.group_steps()
     if steps is None or None in steps:
-        return NotImplemented
+        return CORE["adam_step"](optimizer)
     if len(flat.scratch_arrays) != 2 or flat.scratch_arrays[0].size != flat.arrays["data"].size:
         flat.scratch_arrays = [numpy.empty_like(flat.arrays["data"]) for _ in range(2)]
     for (group, start, end, first, last), t in zip(flat.groups, steps):

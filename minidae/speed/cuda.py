@@ -17,17 +17,17 @@ that overhead; tests/test_cuda.py checks each against the core function it stand
     optim.adam as one kernel over flat parameter, gradient and moment buffers (the parameters'
     ``.data``, ``.grad`` and the optimiser's state become views into them, so the layers write their
     gradients straight into them); the step count and the hyperparameters live in device memory.
-``relu``, ``sigmoid``, ``sigmoid_backward``, ``mse_loss_backward``
-    the formulas of minidae.nn.functional, each as one kernel instead of one per operation; ``mse_loss`` as two
-    (128 blocks of partial sums, then one block that adds them).
+``relu``, ``sigmoid``, ``sigmoid_backward``, ``mse_loss``, ``mse_loss_backward``
+    the formulas of minidae.nn.functional, each as one kernel instead of one per operation.
 ``add_row_sums``
     a bias gradient (the sum of each row of dY) as one GEMM against a column of ones, written into the gradient.
 ``graphed`` (``GraphedStep``)
     a training step (forward, backward, optimiser) captured once as a CUDA graph and replayed
     for every batch: one launch instead of hundreds.
 
-They are registered for CuPy arrays when this module is imported, which happens the first time a core
-function meets a CuPy array (minidae.speed); ``speed.disabled(name)`` switches one off.
+They are registered for CuPy when this module is imported, and bound in place of the core functions whenever
+CuPy becomes the backend (minidae.speed.bind); ``speed.disabled(name)`` switches one off. Where one cannot
+handle its arguments (a dtype without a kernel), it calls the core function itself.
 """
 import ctypes
 import os
@@ -36,6 +36,7 @@ import sys
 import cupy
 import numpy
 
+from ..backend import CORE
 from . import is_disabled, register
 from .flat import FlatAdam, zero_grads_for
 
@@ -208,10 +209,10 @@ def _cublas():
 
 
 def matmul(a, b):
-    """``a @ b`` for 2-D float32/float64 CuPy arrays, on minidae's own cuBLAS handle (capturable); other
-    arrays are declined (NotImplemented), and the core ``a @ b`` runs."""
+    """``a @ b`` for 2-D float32/float64 CuPy arrays, on minidae's own cuBLAS handle (capturable); for other
+    arrays the core ``a @ b``."""
     if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or not supports(a.dtype):
-        return NotImplemented
+        return a @ b
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not fit (inner sizes "
                          f"{a.shape[1]} and {b.shape[0]} differ)")
@@ -233,11 +234,11 @@ def add_row_sums(out, a):
 def matmul_add(out, a, b):
     """``out += a @ b`` with the product written straight into ``out`` (cuBLAS's beta = 1: no
     temporary, no separate add). ``out`` may have any shape holding the (M, N) product in
-    row-major order. Declined (NotImplemented) where that is not possible (``out`` not
-    contiguous, mixed dtypes): the core then adds a product the ordinary way."""
+    row-major order. Where that is not possible (``out`` not contiguous, mixed dtypes) the core
+    function adds a product the ordinary way."""
     if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or not out.flags.c_contiguous
             or out.size != a.shape[0] * b.shape[1] or not _same_float(out, a, b)):
-        return NotImplemented
+        return CORE["matmul_add"](out, a, b)
     _cublas().gemm(a, b, out.reshape(a.shape[0], b.shape[1]))
     return None
 
@@ -262,9 +263,11 @@ def adam_step(optimizer):
     group's step count and hyperparameters from device memory, which a captured CUDA graph thus reads at every
     replay (the hyperparameters are refreshed before each: ``before_each_replay``).
 
-    Declined (NotImplemented) where the parameters cannot share flat buffers (mixed dtypes), or a group's
-    parameters have taken different numbers of steps: the core per-parameter loop runs instead.
+    The core per-parameter loop runs instead where the parameters cannot share flat buffers (mixed dtypes), a
+    parameter has no gradient, or a group's parameters have taken different numbers of steps.
     """
+    if any(p.grad is None for p in optimizer.params if p.requires_grad):
+        return CORE["adam_step"](optimizer)
     flat = optimizer.__dict__.get("_flat")
     if flat is None or flat.xp is not cupy or not FlatAdam._same(FlatAdam.snapshot(optimizer), flat.views):
         if cupy.cuda.get_current_stream().is_capturing():
@@ -272,11 +275,11 @@ def adam_step(optimizer):
                                "run one step eagerly before capturing")
         flat = FlatAdam.current(optimizer, cupy)
         if flat is None:
-            return NotImplemented
+            return CORE["adam_step"](optimizer)
         flat.equal_steps = None not in flat.group_steps()  # read once, here; the kernel keeps them together
         flat.hyper = cupy.zeros((len(flat.groups), 6), dtype=numpy.float64)
     if not flat.equal_steps or not supports(flat.arrays["data"].dtype):
-        return NotImplemented
+        return CORE["adam_step"](optimizer)
     before_each_replay(lambda: _hyperparameters(optimizer, flat))
     a = flat.arrays
     for index, (group, start, end, first, last) in enumerate(flat.groups):
@@ -299,8 +302,8 @@ _relu = cupy.ElementwiseKernel("T x", "T y, bool positive", "positive = x > (T)0
 _sigmoid = cupy.ElementwiseKernel("T x", "T y", "T e = exp(-fabs(x)); y = (x >= (T)0 ? (T)1 : e) / ((T)1 + e)",
                                   "minidae_sigmoid")
 _sigmoid_backward = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_backward")
-_MSE_BLOCKS = 128  # partial sums of the two-pass MSE: one per block, then one block adds them up
-_mse_backward = cupy.ElementwiseKernel("T p, T t, T scale", "T g", "g = (p - t) * scale", "minidae_mse_backward")
+_mse = cupy.ElementwiseKernel("T p, T t", "T l, T d", "d = p - t; l = d * d", "minidae_mse")
+_mse_backward = cupy.ElementwiseKernel("T d, T s", "T g", "g = d * s", "minidae_mse_backward")
 
 
 def _same_float(*arrays):
@@ -309,41 +312,35 @@ def _same_float(*arrays):
 
 def relu(x):
     """(max(x, 0), [x > 0]) in one kernel."""
-    return _relu(x) if supports(x.dtype) else NotImplemented
+    return _relu(x) if supports(x.dtype) else CORE["relu"](x)
 
 
 def sigmoid(x):
-    """The overflow-free sigmoid of minidae.nn.functional in one kernel."""
-    return _sigmoid(x) if supports(x.dtype) else NotImplemented
+    """The overflow-free sigmoid of minidae.nn.functional in one kernel: (y, saved y)."""
+    if not supports(x.dtype):
+        return CORE["sigmoid"](x)
+    y = _sigmoid(x)
+    return y, y
 
 
 def sigmoid_backward(dy, y):
     """dy * y * (1 - y) in one kernel."""
-    return _sigmoid_backward(dy, y) if _same_float(dy, y) else NotImplemented
+    return _sigmoid_backward(dy, y) if _same_float(dy, y) else CORE["sigmoid_backward"](dy, y)
 
 
 def mse_loss(pred, target):
-    """mean((pred - target)^2) in two kernels: 128 blocks each sum a strided share of the squared differences,
-    then one block adds the 128 partial sums and divides (a single-block reduction took 22 us on an H100)."""
-    if not _same_float(pred, target) or pred.shape != target.shape or not pred.flags.c_contiguous \
-            or not target.flags.c_contiguous:
-        return NotImplemented
-    partial = cupy.empty(_MSE_BLOCKS, dtype=pred.dtype)
-    loss = cupy.empty((), dtype=pred.dtype)
-    function = _module().get_function
-    name = _CTYPE[numpy.dtype(pred.dtype)]
-    function(f"squared_error_partial_{name}")((_MSE_BLOCKS,), (_BLOCK,), (pred, target, partial,
-                                                                         numpy.int64(pred.size)))
-    function(f"mean_of_partials_{name}")((1,), (_BLOCK,), (partial, loss, numpy.int32(_MSE_BLOCKS),
-                                                           numpy.int64(pred.size)))
-    return loss
+    """((pred - target)^2, pred - target) in one kernel."""
+    if not _same_float(pred, target) or pred.shape != target.shape:
+        return CORE["mse_loss"](pred, target)
+    terms, diff = _mse(pred, target)
+    return terms, diff
 
 
-def mse_loss_backward(pred, target, scale):
-    """(pred - target) * scale in one kernel, for a number ``scale`` (cast to the arrays' dtype, as NumPy does)."""
-    if not _same_float(pred, target) or pred.shape != target.shape or not isinstance(scale, (int, float)):
-        return NotImplemented
-    return _mse_backward(pred, target, pred.dtype.type(scale))
+def mse_loss_backward(dl, diff):
+    """diff * (2 dl) in one kernel, for a number ``dl`` (cast to the array's dtype, as NumPy does)."""
+    if not isinstance(dl, (int, float)) or not supports(diff.dtype):
+        return CORE["mse_loss_backward"](dl, diff)
+    return _mse_backward(diff, diff.dtype.type(2 * dl))
 
 
 # -------------------------------------------------------------------------------------------------

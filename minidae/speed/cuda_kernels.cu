@@ -99,40 +99,6 @@ __device__ void adam_impl(T* p, const T* grad, T* m, T* v, const i64* step, cons
 }
 
 // ---------------------------------------------------------------------------------------
-// MSE in two passes: partial[b] = sum of (p - t)^2 over the elements i = b*256 + thread, b*256 + thread +
-// grid, ... (a tree sum in each block), then one block sums the partials and divides by the count.
-template <typename T>
-__device__ T block_sum(T value) {
-    __shared__ T cache[256];
-    cache[threadIdx.x] = value;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) cache[threadIdx.x] = cache[threadIdx.x] + cache[threadIdx.x + half];
-        __syncthreads();
-    }
-    return cache[0];
-}
-
-template <typename T>
-__device__ void squared_error_partial_impl(const T* p, const T* t, T* partial, i64 total) {
-    T sum = 0;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)blockDim.x * gridDim.x) {
-        T d = p[i] - t[i];
-        sum += d * d;
-    }
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) partial[blockIdx.x] = sum;
-}
-
-template <typename T>
-__device__ void mean_of_partials_impl(const T* partial, T* loss, int count, i64 total) {
-    T sum = 0;
-    for (int i = threadIdx.x; i < count; i += blockDim.x) sum += partial[i];
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) loss[0] = sum / (T)total;
-}
-
-// ---------------------------------------------------------------------------------------
 extern "C" {
 #define MINIDAE_KERNELS(T)                                                                                     \
 __global__ void im2col_##T(const T* x, T* cols, int N, int C, int H, int W, i64 sn, i64 sc, i64 sh, i64 sw,   \
@@ -146,12 +112,6 @@ __global__ void col2im_##T(const T* cols, T* dx, int N, int C, int H, int W, int
 }                                                                                                              \
 __global__ void adam_##T(T* p, const T* grad, T* m, T* v, const i64* step, const double* hyper, i64 total) {  \
     adam_impl<T>(p, grad, m, v, step, hyper, total);                                                           \
-}                                                                                                              \
-__global__ void squared_error_partial_##T(const T* p, const T* t, T* partial, i64 total) {                    \
-    squared_error_partial_impl<T>(p, t, partial, total);                                                       \
-}                                                                                                              \
-__global__ void mean_of_partials_##T(const T* partial, T* loss, int count, i64 total) {                       \
-    mean_of_partials_impl<T>(partial, loss, count, total);                                                     \
 }
 MINIDAE_KERNELS(float)
 MINIDAE_KERNELS(double)

@@ -2,6 +2,8 @@
 data, gradient, moments and step count as views into one array per kind, so one pass (one kernel) updates them
 all. The values are the optimiser's own; only where they are stored changes."""
 
+from ..backend import CORE
+
 __all__ = ["FlatAdam", "zero_grads_for"]
 
 
@@ -32,7 +34,7 @@ class FlatAdam:
         dtype = self.params[0].data.dtype
         self.arrays = {key: xp.zeros(elements, dtype=dtype) for key in self.KEYS}
         self.steps = xp.zeros(len(self.params), dtype="int64")
-        offset = 0
+        self.grad_views, offset = [], 0
         for index, p in enumerate(self.params):
             state = optimizer.state_of(p)
             for key in self.KEYS:
@@ -40,6 +42,8 @@ class FlatAdam:
                 view[...] = getattr(p, key) if key in ("data", "grad") else state[key]
                 if key in ("data", "grad"):
                     setattr(p, key, view)
+                    if key == "grad":
+                        self.grad_views.append(view)
                 else:
                     state[key] = view
             self.steps[index] = state["step"]
@@ -66,6 +70,8 @@ class FlatAdam:
         if not pack:
             return None
         trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        if any(p.grad is None for p in trainable):
+            return None
         arrays = [a for p in trainable for a in (p.data, p.grad)]
         dtypes = {a.dtype for a in arrays}
         if (not trainable or len(dtypes) != 1 or dtypes.pop().kind != "f"
@@ -85,21 +91,23 @@ class FlatAdam:
         return [int(steps[i]) if (steps[i:j] == steps[i]).all() else None for _, _, _, i, j in self.groups]
 
     def zero_grads(self, optimizer):
-        """Every gradient zeroed: one fill of the flat gradient array, and the frozen parameters' one by one."""
+        """Every gradient zeroed: one fill of the flat gradient array (each parameter's gradient its view again),
+        and the frozen parameters' one by one."""
         self.arrays["grad"].fill(0)
+        for p, view in zip(self.params, self.grad_views):
+            p.grad = view
         for p in optimizer.params:
             if not p.requires_grad:
-                p.grad[...] = 0
+                p.zero_grad(set_to_none=False)
 
 
 def zero_grads_for(xp):
-    """The replacement of optim.zero_grads for library ``xp`` (numpy or cupy): one fill of the flat gradient
-    array where the gradients share Adam's flat arrays; declined (NotImplemented) otherwise."""
-    def zero_grads(optimizer):
+    """The replacement of optim.zero_grads for library ``xp`` (numpy or cupy): with ``set_to_none=False``, one fill
+    of the flat gradient array where the gradients share Adam's flat arrays; otherwise the core function."""
+    def zero_grads(optimizer, set_to_none=True):
         """optim.zero_grads as one fill of the flat gradient array, where the gradients share one."""
-        flat = FlatAdam.current(optimizer, xp, pack=False)
+        flat = None if set_to_none else FlatAdam.current(optimizer, xp, pack=False)
         if flat is None:
-            return NotImplemented
-        flat.zero_grads(optimizer)
-        return None
+            return CORE["zero_grads"](optimizer, set_to_none)
+        return flat.zero_grads(optimizer)
     return zero_grads

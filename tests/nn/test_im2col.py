@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+from minidae import speed
 from minidae.nn.functional import correlate, correlate_transpose
-from minidae.nn.im2col import col2im, conv_output_size, conv_transpose_output_size, im2col
+from minidae.nn.im2col import col2im, conv_output_size, conv_transpose_output_size
 
 
 def geometries(count=25, seed=5):
@@ -22,7 +23,8 @@ def test_adjoint_pairs(xp, kernel, stride, padding, hw):
     rng = np.random.default_rng(0)
     out_hw = tuple(conv_output_size(*args) for args in zip(hw, kernel, stride, padding))
     x = xp.asarray(rng.normal(size=(2, 3, *hw)))
-    for gather, scatter in ((im2col, col2im), (im2col.core, col2im.core)):
+    for gather, scatter in ((speed.bound("im2col"), speed.bound("col2im")), (speed.core("im2col"),
+                                                                             speed.core("col2im"))):
         cols = gather(x, kernel, stride, padding, out_hw)
         c = xp.asarray(rng.normal(size=cols.shape))
         assert np.isclose(float((cols * c).sum()), float((x * scatter(c, x.shape, kernel, stride, padding,
@@ -59,5 +61,5 @@ def test_col2im_of_tiling_windows_equals_the_accumulating_loop(kernel, padding, 
                 for b in range(kernel[1]):
                     reference[:, :, i * stride[0] + a, j * stride[1] + b] += c[:, a, b, i, j].T
     reference = reference[:, :, padding[0]:padding[0] + hw[0], padding[1]:padding[1] + hw[1]]
-    for function in (col2im, col2im.core):
+    for function in (col2im, speed.core("col2im")):
         assert np.array_equal(function(cols, (2, 3, *hw), kernel, stride, padding, out_hw), reference)

@@ -39,12 +39,16 @@ def test_zero_grad_train_eval_and_dtype_move():
     out = net(np.ones((2, 3), dtype=np.float32))
     net.backward(np.ones_like(out))
     assert any(np.abs(p.grad).sum() > 0 for p in net.parameters())
-    net.zero_grad()
+    net.zero_grad(set_to_none=False)
     assert all((p.grad == 0).all() for p in net.parameters())
+    net.zero_grad()  # PyTorch's default: no gradient at all
+    assert all(p.grad is None for p in net.parameters())
     assert not any(m.training for _, m in net.eval().named_modules())
     assert all(m.training for _, m in net.train().named_modules())
     net.to(np.float64)
-    assert all(p.data.dtype == np.float64 and p.grad.dtype == np.float64 for p in net.parameters())
+    assert all(p.data.dtype == np.float64 and p.grad is None for p in net.parameters())
+    net.backward(np.ones((2, 1)), output=net(np.ones((2, 3))))
+    assert all(p.grad.dtype == np.float64 for p in net.parameters())
     assert len(net) == 3 and isinstance(net[1], nn.ReLU)
 
 
@@ -69,19 +73,25 @@ def test_parameters_are_assignable():
 
 
 def test_grad_follows_data_in_dtype_shape_and_backend(xp):
-    """Assigning .data of another dtype, shape or backend gives a matching zero .grad; a mismatched .grad is refused."""
+    """A new Parameter has no gradient (None, as PyTorch's); assigning .data of another dtype, shape or backend leaves
+    none; one of the same kind keeps it; a mismatched .grad is refused; a backward makes a matching one."""
     backend.use("numpy")
     p = nn.Parameter(np.zeros((3, 2), np.float32))
-    p.grad[...] = 1
+    assert p.grad is None and p.numel() == 6 and p.shape == (3, 2) and p.ndim == 2 and p.dtype == np.float32
+    p.grad = np.ones((3, 2), np.float32)
     p.data = xp.ones((3, 2))  # float64, on the test's backend
-    assert p.grad.dtype == np.float64 and backend.array_module(p.grad) is xp and not bool(p.grad.any())
+    assert p.grad is None
+    assert nn.module.grad_of(p).dtype == np.float64 and backend.array_module(p.grad) is xp
+    assert not bool(p.grad.any())
     p.data = xp.ones(5)
-    assert p.grad.shape == (5,)
+    assert p.grad is None and nn.module.grad_of(p).shape == (5,)
     kept = p.grad
     p.data = xp.zeros(5)  # same shape, dtype and backend: the gradient (and what it holds) stays
     assert p.grad is kept
     with pytest.raises(ValueError, match=r"the gradient must match the data: got numpy float32 \(5,\)"):
         p.grad = np.zeros(5, np.float32)
+    p.zero_grad()
+    assert p.grad is None and nn.module.grad_of(p) is kept  # a new gradient in the old one's memory
 
 
 def test_float64_data_in_a_float32_layer_gives_float64_gradients_as_torch(xp):

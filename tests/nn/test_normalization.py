@@ -59,7 +59,7 @@ class ForgetsThatTheStatisticsDependOnX(nn.BatchNorm2d):
     """The classic mistake: the training backward with mu and var taken as constants (the evaluation formula)."""
 
     def backprop(self, ctx, dy):
-        ctx.batch_stats = False
+        ctx.saved = ctx.saved._replace(batch_stats=False)
         return super().backprop(ctx, dy)
 
 
