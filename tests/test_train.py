@@ -147,3 +147,19 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path / "missing.npz")]) == 1
     assert "missing.npz: no such file" in capsys.readouterr().err
     assert cli.main(["denoise", str(tmp_path / "missing.npz"), "in.png", "out.png"]) == 1
+
+
+def test_the_plain_loop_example_denoises(mnist_root):
+    """examples/train_dae_loop.py, the loop a student reads first, on a slice of MNIST: the test MSE falls below
+    the noisy input's."""
+    import os
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                          "train_dae_loop.py")
+    out = subprocess.run([sys.executable, script, "--train-samples", "3200", "--test-samples", "500"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "MINIDAE_DATA": mnist_root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = out.stdout.strip().splitlines()[-1]
+    noisy, denoised = [float(word) for word in line.replace(";", " ").split() if "." in word][-2:]
+    assert line.startswith("epoch 1:") and denoised < 0.7 * noisy

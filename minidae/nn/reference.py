@@ -7,7 +7,7 @@ position) and exist for two reasons: to be read before the fast layers in
 im2col and one matrix product, and to check those layers (``tests/nn/test_reference.py``).
 docs/backprop.md derives every formula here and shows each loop beside its fast version. They
 share no code with the fast layers, not even the size rules (``pool_output_size`` here restates
-``minidae.nn.pooling``'s), so that a mistake in one is caught by the other.
+``minidae.nn.im2col``'s), so that a mistake in one is caught by the other.
 
 Plain functions on NumPy arrays, NCHW layout, any float dtype (float64 for checks). Sizes are
 written in capitals, as in the formulas; loop indices in lower case:
