@@ -11,8 +11,9 @@
 from . import backend, models, nn, optim, speed
 from .gradcheck import GradcheckResult, gradcheck
 from .nn.module import evaluating, no_grad
+from .optim import set_flush_denormal
 from .speed import plain_maths
 
 __version__ = "0.1.0"
 __all__ = ["backend", "nn", "optim", "models", "speed", "gradcheck", "GradcheckResult", "no_grad", "evaluating",
-           "plain_maths"]
+           "plain_maths", "set_flush_denormal"]

@@ -339,3 +339,25 @@ def test_schedulers_param_groups_and_adamw_take_effect_in_the_captured_step(cp):
     assert results[0][0] == results[1][0]
     for key, value in results[0][1].items():
         np.testing.assert_array_equal(results[1][1][key], value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_flat_adam_kernel_flushes_tiny_values_as_the_numpy_optimiser(cp, dtype):
+    """optim.set_flush_denormal: at every 10th step the float32 values below 1e-30 of the parameters and moments
+    become 0, on the device as on the host (the step count read on the device); float64 is left alone."""
+    values = np.array([[1e-33, -2e-39, 3e-31, 0.5], [0.25, -1e-35, 2e-29, -0.75]], dtype=dtype)
+    host, device = nn.Parameter(values.copy()), nn.Parameter(cp.asarray(values))
+    ours, reference = optim.Adam([device], lr=1e-3), optim.Adam([host], lr=1e-3)
+    for step in range(10):
+        nn.module.grad_of(device)[...] = 0
+        nn.module.grad_of(host)[...] = 0
+        ours.step()
+        reference.step()
+        if step == 8:  # before the 10th step nothing was flushed
+            assert float(cp.abs(device.data).min()) > 0
+    np.testing.assert_array_equal(device.data.get(), host.data)
+    tiny = np.abs(values) < 1e-30
+    if dtype == np.float32:
+        assert not device.data.get()[tiny].any() and device.data.get()[~tiny].all()
+    else:
+        assert device.data.get().all()

@@ -1,8 +1,10 @@
 """Adam and SGD against torch.optim over many steps; gradients are never modified; state round-trips."""
+import contextlib
+
 import numpy as np
 import pytest
 
-from minidae import backend, optim
+from minidae import backend, nn, optim
 from minidae.nn import Parameter
 
 SHAPES = [(3, 4), (5,), (2, 3, 2, 2)]
@@ -130,3 +132,42 @@ def test_a_parameter_listed_twice_is_refused(xp):
     params = make_params(xp)
     with pytest.raises(ValueError, match="appears more than once"):
         optim.Adam(params + params[:1])
+
+
+def subnormal_count(a):
+    a = backend.to_numpy(a)
+    return int(((a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)).sum())
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["flat arrays", "plain maths"])
+@pytest.mark.parametrize("kind", ["Adam", "SGD"])
+def test_tiny_values_an_optimiser_writes_are_flushed_to_zero(kind, plain):
+    """The flush against subnormal slowdowns (optim.set_flush_denormal): at every 10th step, the float32 values of
+    magnitude below 1e-30 (subnormals included) in the parameters and the optimiser's state become 0; float64 is
+    left alone; with the switch off, the tiny values stay."""
+    import minidae
+    values = np.array([1e-39, -3e-39, 1e-31, 2e-30, 0.5, -0.25], dtype=np.float32)  # two subnormals first
+    gradient = np.array([0, 0, 0, 0, 1e-20, 1e-20] if kind == "Adam" else [0, 0, 0, 0, 1e-35, 1e-35])
+    for flush in (True, False):
+        small, wide = nn.Parameter(values.copy()), nn.Parameter(values.astype(np.float64))
+        opt = optim.Adam([small, wide], lr=1e-3) if kind == "Adam" else optim.SGD([small, wide], lr=1e-3,
+                                                                                   momentum=0.9)
+        previous = optim.set_flush_denormal(flush)
+        try:
+            with minidae.plain_maths() if plain else contextlib.nullcontext():
+                for step in range(optim.optimizers.FLUSH_EVERY):
+                    assert subnormal_count(small.data) == 2  # nothing flushed before the 10th step
+                    for p in (small, wide):
+                        p.grad = gradient.astype(p.data.dtype)  # Adam's v, SGD's momentum: subnormal
+                    opt.step()
+        finally:
+            optim.set_flush_denormal(previous)
+        state = [b for b in opt.state[small].values() if getattr(b, "ndim", 0) == 1]
+        assert (wide.data[:3] == values[:3].astype(np.float64)).all()  # float64: never touched
+        tiny = [int(((s != 0) & (np.abs(s) < 1e-30)).sum()) for s in state]  # Adam's v, SGD's momentum
+        if flush:
+            assert not small.data[:3].any() and small.data[3:].all()  # below 1e-30: 0; 2e-30 and above stay
+            assert sum(tiny) == 0
+        else:
+            assert subnormal_count(small.data) == 2 and sum(tiny) == 2
+    assert optim.set_flush_denormal(True) is True  # on by default

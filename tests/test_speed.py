@@ -142,18 +142,21 @@ def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():
         rng = np.random.default_rng(3)
         params = [Parameter(rng.normal(size=s).astype(np.float32)) for s in ((4, 3), (6,), (2, 2, 3, 3),
                                                                              (3, cpu.BLOCK - 5))]  # blocks cut it
-        opt = optim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-2}], lr=3e-3, weight_decay=1e-4)
-        for step in range(3):
+        params[0].data[0, :3] = [1e-33, -5e-39, 2e-35]  # tiny and subnormal: flushed (optim.set_flush_denormal)
+        opt = optim.Adam([{"params": params[:2], "weight_decay": 0.0}, {"params": params[2:], "lr": 1e-2}], lr=3e-3,
+                         weight_decay=1e-4)
+        for step in range(optim.optimizers.FLUSH_EVERY):  # the flush comes at the 10th step
             for p in params:
                 p.grad = rng.normal(size=p.shape).astype(np.float32) + (0 if p.grad is None else p.grad)
+            params[0].grad[0, :3] = 0  # dead units: only weight decay moves them
             if fast:
                 assert cpu.adam_step(opt) is None and opt.__dict__.get("_flat") is not None
                 cpu.zero_grads(opt, set_to_none=False)
             else:
                 speed.core("adam_step")(opt)
                 speed.core("zero_grads")(opt, False)
-        assert all(not p.grad.any() for p in params)
-        results.append([p.data.copy() for p in params])
+        assert all(not p.grad.any() for p in params) and not params[0].data[0, :3].any()
+        results.append([p.data.copy() for p in params] + [s.copy() for p in params for s in opt.state[p].values()])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 

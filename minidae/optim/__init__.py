@@ -5,8 +5,8 @@
 LambdaLR, ReduceLROnPlateau). docs/optim.md explains both.
 """
 from . import lr_scheduler
-from .optimizers import (SGD, Adam, AdamW, Optimizer, adam, adam_step, flat_state_dict, nested_state_dict, sgd,
-                         zero_grads)
+from .optimizers import (SGD, Adam, AdamW, Optimizer, adam, adam_step, flat_state_dict, flush_tiny,
+                         nested_state_dict, set_flush_denormal, sgd, zero_grads)
 
 __all__ = ["Optimizer", "Adam", "AdamW", "SGD", "adam", "adam_step", "sgd", "zero_grads", "flat_state_dict",
-           "nested_state_dict", "lr_scheduler"]
+           "nested_state_dict", "lr_scheduler", "set_flush_denormal", "flush_tiny"]

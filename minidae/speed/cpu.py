@@ -25,6 +25,7 @@ import numpy
 
 from ..backend import CORE
 from ..nn.im2col import padded_extent
+from ..optim import optimizers
 from . import register
 from .flat import FlatAdam, zero_grads_for
 
@@ -134,6 +135,7 @@ def adam_step(optimizer):
         return CORE["adam_step"](optimizer)
     if len(flat.scratch_arrays) != 2 or flat.scratch_arrays[0].size != flat.arrays["data"].size:
         flat.scratch_arrays = [numpy.empty_like(flat.arrays["data"]) for _ in range(2)]
+    flush = optimizers._FLUSH[0] and flat.arrays["data"].dtype.itemsize <= 4  # optim.flush_tiny, in cache
     for (group, start, end, first, last), t in zip(flat.groups, steps):
         flat.steps[first:last] += 1
         for i in range(start, end, BLOCK):
@@ -141,6 +143,9 @@ def adam_step(optimizer):
             a, (s1, s2) = {k: v[i:j] for k, v in flat.arrays.items()}, [s[i:j] for s in flat.scratch_arrays]
             _adam(a["data"], a["grad"], a["exp_avg"], a["exp_avg_sq"], t + 1, group["lr"], group["betas"],
                   group["eps"], group["weight_decay"], group["decoupled_weight_decay"], s1, s2)
+            if flush and (t + 1) % optimizers.FLUSH_EVERY == 0:
+                for array in (a["data"], a["exp_avg"], a["exp_avg_sq"]):
+                    numpy.copyto(array, 0, where=numpy.abs(array, out=s1) < optimizers.FLUSH_BELOW)
     return None
 
 

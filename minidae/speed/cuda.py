@@ -37,6 +37,7 @@ import cupy
 import numpy
 
 from ..backend import CORE
+from ..optim import optimizers
 from . import is_disabled, register
 from .flat import FlatAdam, zero_grads_for
 
@@ -282,12 +283,17 @@ def adam_step(optimizer):
         return CORE["adam_step"](optimizer)
     before_each_replay(lambda: _hyperparameters(optimizer, flat))
     a = flat.arrays
+    flush = optimizers._FLUSH[0] and a["data"].dtype.itemsize <= 4
     for index, (group, start, end, first, last) in enumerate(flat.groups):
         flat.steps[first:last] += 1
         _launch("adam", a["data"].dtype, end - start, (a["data"][start:end], a["grad"][start:end],
                                                        a["exp_avg"][start:end], a["exp_avg_sq"][start:end],
                                                        flat.steps[first:], flat.hyper[index],
                                                        numpy.int64(end - start)))
+        if flush:  # optim.flush_tiny at every FLUSH_EVERY-th step, the step read on the device (a graph replays it)
+            for key in ("data", "exp_avg", "exp_avg_sq"):
+                _flush_tiny(flat.steps[first:first + 1], optimizers.FLUSH_EVERY, optimizers.FLUSH_BELOW,
+                            a[key][start:end])
     return None
 
 
@@ -302,6 +308,9 @@ _relu = cupy.ElementwiseKernel("T x", "T y, bool positive", "positive = x > (T)0
 _sigmoid = cupy.ElementwiseKernel("T x", "T y", "T e = exp(-fabs(x)); y = (x >= (T)0 ? (T)1 : e) / ((T)1 + e)",
                                   "minidae_sigmoid")
 _sigmoid_backward = cupy.ElementwiseKernel("T dy, T y", "T dx", "dx = dy * y * ((T)1 - y)", "minidae_sigmoid_backward")
+_flush_tiny = cupy.ElementwiseKernel("raw int64 step, int64 every, float64 below", "T a",
+                                     "if (step[0] % every == 0 && fabs((double)a) < below) a = (T)0;",
+                                     "minidae_flush_tiny")
 _mse = cupy.ElementwiseKernel("T p, T t", "T l, T d", "d = p - t; l = d * d", "minidae_mse")
 _mse_backward = cupy.ElementwiseKernel("T d, T s", "T g", "g = d * s", "minidae_mse_backward")
 
