@@ -131,7 +131,7 @@ class Call:
         else:
             outputs = output if isinstance(output, tuple) else (output,)
             self.outputs, self.specs = list(map(_weak, outputs)), list(map(_spec, outputs))
-            self.shape = self.specs[0][0] if len(outputs) == 1 else ()  # the gradient's fast check: one output's
+            self.shape = self.specs[0][0] if len(outputs) == 1 else None  # the fast check: one output's shape
 
     def backward(self, grad_out=None, input_grad=True):
         """Go back through this call: the module's ``backprop`` with this call's context, given dL/d(output) (a
@@ -316,16 +316,6 @@ class Module(ModuleTree):
     def __getstate__(self):
         """A copy (copy.deepcopy, pickle) takes the module, not the calls waiting for their backward."""
         return {**self.__dict__, "_waiting": [], "_dropped": 0}
-
-    def extra_repr(self):
-        """The arguments shown inside ``repr(module)``'s parentheses; layers override it."""
-        return ""
-
-    def __repr__(self):
-        lines = [f"  ({key}): " + repr(module).replace("\n", "\n  ") for key, module in self._modules.items()]
-        body = "\n" + "\n".join(lines) + "\n" if lines else ""
-        return f"{type(self).__name__}({self.extra_repr()}{body})"
-
 
 class _HookHandle:
     """What register_forward_hook returns: ``remove()`` takes the hook away."""

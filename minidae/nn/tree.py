@@ -309,5 +309,3 @@ class ModuleTree:
         lines = [f"  ({key}): " + repr(module).replace("\n", "\n  ") for key, module in self._modules.items()]
         body = "\n" + "\n".join(lines) + "\n" if lines else ""
         return f"{type(self).__name__}({self.extra_repr()}{body})"
-
-
