@@ -5,7 +5,8 @@
 The batches, their order and their noise come from minidae's own pipeline (NumPy backend, the
 same seed), and the initial weights are minidae's for that seed (``--torch-init`` uses PyTorch's
 own initialisation instead), so the two runs differ only in the arithmetic of the framework.
-PyTorch is needed here and in the tests, nowhere else.
+PyTorch is needed here and in the tests, nowhere else. minidae is imported inside the functions that use it,
+so that ``TWINS`` and ``torch_optimizer`` come without it (bench.py's PyTorch processes import torch alone).
 """
 import argparse
 import json
@@ -15,11 +16,6 @@ import time
 
 import numpy as np
 import torch
-
-from minidae import backend, models
-from minidae.data import NoisyBatches
-from minidae.presets import PRESETS
-from minidae.train import RECIPE, TrainConfig, evaluate, load_split
 
 
 class TorchConvDAE(torch.nn.Module):
@@ -113,7 +109,8 @@ TWINS = {
 
 
 def torch_optimizer(config, params):
-    """The recipe's optimiser in PyTorch (config: a minidae TrainConfig), as minidae.train.make_optimizer builds ours."""
+    """The recipe's optimiser in PyTorch (config: a minidae TrainConfig, or anything with its optimizer, lr,
+    momentum and weight_decay attributes), as minidae.train.make_optimizer builds ours."""
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -123,6 +120,7 @@ def twin(name, seed=None):
     """The PyTorch twin of minidae model ``name``, with minidae's initial weights for ``seed`` if given."""
     model = TWINS[name]()
     if seed is not None:
+        from minidae import backend, models
         backend.use("numpy", seed_value=seed)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in models.build(name).state_dict().items()})
     return model
@@ -156,6 +154,10 @@ class AsNumpyModel:
 
 
 def main(argv=None):
+    from minidae import backend
+    from minidae.data import NoisyBatches
+    from minidae.presets import PRESETS
+    from minidae.train import RECIPE, TrainConfig, evaluate, load_split
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), default="conv_dae")
     parser.add_argument("--device", default="cpu")
