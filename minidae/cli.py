@@ -35,8 +35,9 @@ def add_train_arguments(parser):
         help=f"a reference's whole recipe (default: {DEFAULT_PRESET}); flags below override it. Presets: {presets}")
     add("--model", default=None, metavar="MODEL",
         help=f"the network: one of {', '.join(MODELS)} (default: the preset's), or a model of one's own as "
-             f"FILE.py:FACTORY or package.module:factory, a function that returns a minidae Module; the checkpoint "
-             f"records it, and eval, denoise, export and --resume rebuild it from there")
+             f"FILE.py:FACTORY or package.module:factory, a function that returns a minidae Module (the checkpoint "
+             f"records it and its file's SHA-256; eval, denoise, export, inspect, summary and --resume run it only "
+             f"when --model names it again)")
     add("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (default: %(default)s)")
     add("--epochs", type=int, default=None,
         help="passes over the training set (default: the preset's; with --resume, the checkpoint's)")
@@ -104,6 +105,8 @@ def config_from_args(args):
                      diagnostics=not args.no_diagnostics)
     if args.resume and args.epochs is None:
         overrides["epochs"] = None  # the checkpoint's
+    if args.resume:
+        overrides["model"] = args.model  # None: the checkpoint's preset; its factory only when named here
     return TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
 
 
@@ -118,7 +121,9 @@ def check_resume_flags(args):
         if key in ("data", "test_data") and given is not None:
             given = os.path.abspath(given)  # the checkpoint holds absolute paths
         if key == "model" and given is not None:
-            from .models import resolve_spec
+            from .models import is_factory_spec, resolve_spec
+            if is_factory_spec(given) and is_factory_spec(saved.get(key)):
+                continue  # the factory the checkpoint records, named where it is now (models.for_checkpoint)
             given = resolve_spec(given)
         if given is not None and key in saved and given != saved[key]:
             flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
@@ -168,19 +173,22 @@ def run_train(args):
     return 0
 
 
-def _load_model(path):
+def _load_model(path, given=None):
     """(the checkpoint's model, rebuilt by name or by its factory with its weights, its config); CheckpointError
-    if it cannot be."""
+    if it cannot be. ``given`` is the factory named on the command line (``--model``): a checkpoint's own record of
+    a factory is never imported (models.for_checkpoint)."""
     from . import models
     from .checkpoint import CheckpointError, load_checkpoint, load_weights
     state = load_checkpoint(path)
-    name = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
-    if not models.is_factory_spec(name) and name not in models.MODELS:
-        raise CheckpointError(f"{path}: it holds an unknown model {name!r} (this minidae knows "
-                              f"{', '.join(models.MODELS)})")
+    recorded = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
+    if given is not None and not models.is_factory_spec(recorded) and given != recorded:
+        raise CheckpointError(f"--model {given}: {path} holds the built-in model {recorded!r}, which needs no "
+                              f"--model; drop it")
     try:
-        model = models.build(name)
+        model = models.build(models.for_checkpoint(state["config"], path, given))
     except ValueError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({exc})") from None
     return load_weights(model, state["model"], path), state["config"]
 
@@ -201,7 +209,7 @@ def run_eval(args):
     from .files import atomic_path, write_json
     from .train import evaluate
     backend.use(args.backend, seed_value=0)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     _, _, images, _, _ = _test_images(config, args)
     rows = []
@@ -286,7 +294,7 @@ def run_denoise(args):
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     size = config.get("image_size", 28)
     gray = read_gray(args.input).resize((size, size), Image.Resampling.LANCZOS)
     pixels = numpy.asarray(gray, dtype=numpy.float32)
@@ -321,9 +329,12 @@ def run_summary(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model.endswith(".npz") and os.path.isfile(args.model):
-        model, config = _load_model(args.model)
+        model, config = _load_model(args.model, args.factory)
         size = config.get("image_size", 28)
     elif models.is_factory_spec(args.model) or args.model in models.MODELS:
+        if args.factory is not None:
+            raise ValueError(f"summary {args.model}: --model names the factory of a checkpoint; give the model "
+                             f"itself as the argument instead")
         model, size = models.build(args.model), 28
     else:
         raise ValueError(f"summary {args.model}: not a preset ({', '.join(models.MODELS)}), a FILE.py:FACTORY or a "
@@ -340,7 +351,7 @@ def run_inspect(args):
     from . import inspection
     from .files import write_json
     backend.use(args.backend, seed_value=0)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     train, train_labels, test, labels, sources = _test_images(config, args)
     os.makedirs(out, exist_ok=True)
@@ -361,7 +372,7 @@ def run_export(args):
     from safetensors import SafetensorError
     from .files import atomic_path
     _refuse_overwriting(args.out, [args.checkpoint])
-    model, _ = _load_model(args.checkpoint)
+    model, _ = _load_model(args.checkpoint, args.factory)
     with atomic_path(args.out) as temporary:
         try:
             model.save(temporary)
@@ -475,6 +486,11 @@ def main(argv=None):
     check = commands.add_parser("gradcheck", help="finite-difference checks of every layer, as a table")
     check.add_argument("--max-elements", type=int, default=20, help="elements checked per tensor (default: 20)")
     check.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    for command in (evaluate, summary, export, denoise, inspect):
+        command.add_argument("--model", dest="factory", default=None, metavar="FILE.py:FACTORY",
+                             help="for a checkpoint of a model of one's own: its factory (FILE.py:FACTORY or "
+                                  "package.module:factory), which is imported (runs) only when named here, never "
+                                  "because a checkpoint records it")
     args = parser.parse_args(argv)
     from .data import DatasetUnavailable
     try:

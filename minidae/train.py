@@ -73,6 +73,7 @@ class TrainConfig:
     test_data: str = None  # their test images; without it, a fraction of ``data`` is held out
     test_fraction: float = None  # the fraction of ``data`` held out for testing (0.1 unless given), fixed by the seed
     image_size: int = 28  # pictures are brought to image_size x image_size (minidae.data.images states the rule)
+    model_sha256: str = None  # the SHA-256 of a factory's file (recorded by train; checked by eval, --resume, ...)
     diagnostics: bool = True  # per-layer statistics every CHECK_EVERY iterations (metrics.json "layers", layers.png)
     out: str = None
     resume: str = None
@@ -90,11 +91,8 @@ class TrainConfig:
 
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
-        if models.is_factory_spec(self.model):
-            models.load_factory(self.model)  # a factory that cannot be found is refused now, in one line
-        elif self.model not in models.MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose from {', '.join(models.MODELS)}, or give "
-                             f"FILE.py:FACTORY or package.module:factory (a function returning a minidae Module)")
+        if not (self.model is None and self.resume):  # None: a resumed run's own model (a preset's, or refused)
+            models.check_spec(self.model)  # imports nothing: a factory is imported once, by train()
         for name in ("data", "test_data"):
             path = getattr(self, name)
             if path is not None and not os.path.exists(path):
@@ -373,9 +371,19 @@ class _Run:
         self.config = config
         self.replaced = list(replaced)  # the previous run's files (--force), removed at the first save
         state = load_checkpoint(config.resume) if config.resume else None
+        given = config.model  # the model named on the command line (None: the checkpoint's preset)
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"].get(key, getattr(config, key)))
+            # the checkpoint's factory is imported only where the command line names it (models.for_checkpoint)
+            source = models.for_checkpoint(state["config"], config.resume, given)
+        else:
+            source = models.import_factory(given) if models.is_factory_spec(given) else given
+        if isinstance(source, models.Factory):  # imported once, here; the checkpoints record its file's hash
+            config.model, config.model_sha256 = source.spec, source.sha256
+        else:
+            config.model, config.model_sha256 = source, None
+        if state:
             if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
                 config.epochs = state["config"].get("epochs", 10)
             try:
@@ -394,7 +402,7 @@ class _Run:
         backend.tune_host_allocator()
         self.out = out
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        self.model = models.build(config.model)
+        self.model = models.build(source)
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
@@ -515,7 +523,6 @@ def train(config=None, **overrides):
     A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.check()
-    config.model = models.resolve_spec(config.model)  # a factory file's absolute path: found from anywhere later
     config.data, config.test_data = (None if path is None else os.path.abspath(path)
                                      for path in (config.data, config.test_data))  # likewise the data's paths
     out, created, replaced = _prepare_out(config)
@@ -576,7 +583,8 @@ def _finish(run, wall_seconds, signals):
         recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
         if config.optimizer == "adam":
             recipe["betas"] = [0.9, 0.999]
-        result = {"model": config.model, "parameters": models.parameter_count(run.model), "recipe": recipe,
+        result = {"model": config.model, **({"model_sha256": config.model_sha256} if config.model_sha256 else {}),
+                  "parameters": models.parameter_count(run.model), "recipe": recipe,
                   "backend": config.backend, "versions": _versions(), "seed": config.seed,
                   "epochs": [{"epoch": e + 1,
                               "train_loss": float(numpy.mean(run.train_losses[e * len(run.batches):
