@@ -96,7 +96,8 @@ CONFIG_TYPES = {"dataset": _TEXT, "seed": _WHOLE, "noise": _TEXT, "noise_level":
                 "train_samples": ((int, type(None)), "a whole number or null"),
                 "test_samples": ((int, type(None)), "a whole number or null"),
                 "data": ((str, type(None)), "a path or null"), "test_data": ((str, type(None)), "a path or null"),
-                "test_fraction": ((int, float, type(None)), "a number or null"), "image_size": _WHOLE}
+                "test_fraction": ((int, float, type(None)), "a number or null"), "image_size": _WHOLE,
+                "model_sha256": ((str, type(None)), "a SHA-256 as text or null")}
 FIXED_MEMBERS = ("epoch", "iteration", "config", "train_losses", "test_losses", "rng_state", "diagnostics")
 # Arrays may declare at most this much more than the file's size on disk (numpy.savez stores them
 # uncompressed, so a checkpoint minidae wrote declares exactly what it holds).
