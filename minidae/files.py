@@ -1,17 +1,29 @@
-"""Writing a run's files so that a failure never leaves a half file or destroys the previous one.
+"""Writing a run's files so that a failure never leaves a half file or destroys the previous one, and one run
+per folder.
 
 Every file (checkpoint, metrics, plots, exported weights) is written to a hidden temporary beside its
-target, ``.<stem>-<random letters><suffix>``, and renamed over the target only once complete: a full disk, a
-kill or Ctrl-C leaves the previous file as it was. ``remove_temporaries`` clears those a kill left.
+target, ``.<stem>-<process id>-<8 random letters><suffix>``, and renamed over the target only once complete: a
+full disk, a kill or Ctrl-C leaves the previous file as it was. ``remove_temporaries`` clears those a killed
+process left, never those of a process still running. ``FolderLock`` holds a run's output folder
+(``.minidae.lock``, holding the process id) for the run's whole life.
 """
 import contextlib
-import glob
+import errno
 import json
 import math
 import os
+import re
+import sys
 import tempfile
 
-__all__ = ["atomic_path", "write_json", "json_safe", "remove_temporaries"]
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: the lock falls back on creating its file exclusively
+    fcntl = None
+
+__all__ = ["atomic_path", "write_json", "json_safe", "remove_temporaries", "FolderLock", "FolderInUse", "LOCK_NAME"]
+
+LOCK_NAME = ".minidae.lock"
 
 
 @contextlib.contextmanager
@@ -24,7 +36,7 @@ def atomic_path(path):
     directory, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
     try:
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{stem}-", suffix=suffix)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{stem}-{os.getpid()}-", suffix=suffix)
         os.close(handle)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), path) from None
@@ -56,10 +68,116 @@ def write_json(path, value):
         json.dump(json_safe(value), f, indent=2, allow_nan=False)
 
 
+def _running(pid):
+    """Whether process ``pid`` exists (this process included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
 def remove_temporaries(directory, names):
-    """Remove the temporaries ``atomic_path`` left in ``directory`` for the files ``names`` (after a kill)."""
+    """Remove the temporaries ``atomic_path`` left in ``directory`` for the files ``names`` (after a kill): those
+    whose process is no longer running; another live process's are its work in progress and stay."""
+    try:
+        present = os.listdir(directory)
+    except OSError:
+        return
     for name in names:
         stem, suffix = os.path.splitext(name)
-        for leftover in glob.glob(os.path.join(glob.escape(directory), f".{stem}-*{suffix}")):
-            with contextlib.suppress(OSError):
-                os.remove(leftover)
+        pattern = re.compile(rf"\.{re.escape(stem)}-(\d+)-[a-z0-9_]{{8}}{re.escape(suffix)}")
+        for leftover in present:
+            found = pattern.fullmatch(leftover)
+            if found and not _running(int(found.group(1))):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, leftover))
+
+
+class FolderInUse(ValueError):
+    """Another process holds the folder (``pid``: its process id, None where the lock file does not say)."""
+
+    def __init__(self, message, pid=None):
+        super().__init__(message)
+        self.pid = pid
+
+
+class FolderLock:
+    """The lock of one output folder: ``acquire()`` creates ``<folder>/.minidae.lock`` holding this process's id
+    and locks it (``fcntl.flock``, which the system releases when the process ends, however it ends);
+    ``release()`` removes it. A second process's ``acquire()`` raises FolderInUse naming the holder; a lock file
+    whose process ended without releasing it (a kill) is taken over, with a line on stderr saying so."""
+
+    def __init__(self, directory, flag="--out"):
+        self.directory, self.flag = directory, flag
+        self.path = os.path.join(directory, LOCK_NAME)
+        self._fd = None
+
+    @staticmethod
+    def _holder(fd):
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _refuse(self, pid):
+        who = f"process {pid}" if pid is not None else "another process"
+        return FolderInUse(f"{self.flag} {self.directory}: another run is writing there ({who} holds {self.path}); "
+                           f"wait for it to end, or choose another {self.flag}", pid)
+
+    def acquire(self):
+        """Hold the folder (module docstring); returns self."""
+        while self._fd is None:
+            if fcntl is None:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    with open(self.path, "rb") as f:
+                        text = f.read(64).decode("ascii", "replace").strip()
+                    raise self._refuse(int(text) if text.isdigit() else None) from None
+                previous = None
+            else:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    pid = self._holder(fd)
+                    os.close(fd)
+                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise self._refuse(pid) from None
+                    raise
+                try:  # the holder may have released it (removed the file) between our open and our flock
+                    current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                except FileNotFoundError:
+                    current = False
+                if not current:
+                    os.close(fd)
+                    continue
+                previous = self._holder(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd = fd
+            if previous is not None and previous != os.getpid():
+                print(f"minidae: {self.directory}: took over the lock {LOCK_NAME} of process {previous}, which ended "
+                      f"without releasing it", file=sys.stderr)
+        return self
+
+    def release(self):
+        """Give the folder up (remove the lock file); nothing if it is not held."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

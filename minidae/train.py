@@ -34,7 +34,7 @@ from .data import NoisyBatches, load_fashion_mnist, load_images, load_mnist
 from .diagnostics import Diagnostics, plot_layers
 from .data.loader import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
-from .files import atomic_path, remove_temporaries, write_json
+from .files import FolderInUse, FolderLock, atomic_path, remove_temporaries, write_json
 from .nn.module import evaluating
 from .presets import PRESETS
 
@@ -304,11 +304,11 @@ def _make_dirs(path):
 
 
 def _prepare_out(config):
-    """-> (the run's directory, the directories made for it, the previous run's files that ``force`` lets this
-    run replace). A new run never replaces another run's files: a directory that holds one is refused unless
+    """A new run never replaces another run's files: a directory that holds one is refused unless
     ``force`` (then they stay until the new run writes its first checkpoint); the default name,
     runs/<timestamp>, gets a suffix (-2, -3, ...) where another run took it. Checks that the directory
-    is writable and removes the temporaries a killed run left there."""
+    is writable, locks it (FolderLock: a folder another live run holds is refused, naming it) and removes the
+    temporaries a killed process left there. Returns (directory, created, replaced, the lock)."""
     in_place = config.resume and os.path.dirname(os.path.abspath(config.resume))
     if config.out is not None and os.path.exists(config.out) and not os.path.isdir(config.out):
         raise ValueError(f"--out {config.out} is a file, not a directory; choose another --out")
@@ -330,23 +330,28 @@ def _prepare_out(config):
         where = config.out or "runs"
         raise ValueError(f"--out {where}: cannot create the directory ({exc.strerror or exc}: {exc.filename}); "
                          f"choose another --out") from None
-    previous = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
-    if os.path.abspath(out) == in_place:
-        previous = []  # the run being resumed: its own files
-    if previous and not config.force:
-        _remove_empty(created)
-        raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}); continue it with --resume "
-                         f"{os.path.join(out, 'checkpoint.npz')}, replace it with --force, or choose another --out")
     try:
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".checkpoint-", suffix=".npz")
+        handle, probe = tempfile.mkstemp(dir=out, prefix=f".checkpoint-{os.getpid()}-", suffix=".npz")
         os.close(handle)
         os.remove(probe)
+        lock = FolderLock(out, "--out").acquire()  # held until train() ends, however it ends
+    except FolderInUse:
+        _remove_empty(created)
+        raise
     except OSError as exc:
         _remove_empty(created)
         raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a directory you can "
                          f"write to") from None
-    remove_temporaries(out, RUN_FILES)
-    return out, created, previous
+    previous = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    if os.path.abspath(out) == in_place:
+        previous = []  # the run being resumed: its own files
+    if previous and not config.force:
+        lock.release()
+        _remove_empty(created)
+        raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}); continue it with --resume "
+                         f"{os.path.join(out, 'checkpoint.npz')}, replace it with --force, or choose another --out")
+    remove_temporaries(out, RUN_FILES)  # those a killed process left; never another live process's
+    return out, created, previous, lock
 
 
 def _remove_empty(directories):
@@ -525,7 +530,7 @@ def train(config=None, **overrides):
     config.check()
     config.data, config.test_data = (None if path is None else os.path.abspath(path)
                                      for path in (config.data, config.test_data))  # likewise the data's paths
-    out, created, replaced = _prepare_out(config)
+    out, created, replaced, lock = _prepare_out(config)
     try:
         # A diverging run overflows: it is reported as such (TrainingDiverged), not as NumPy's warnings.
         with _signals() as signals, numpy.errstate(over="ignore", invalid="ignore"):
@@ -537,8 +542,11 @@ def train(config=None, **overrides):
             _train_epochs(run, signals)
             return _finish(run, time.perf_counter() - started, signals)
     except BaseException:
+        lock.release()
         _remove_empty(created)
         raise
+    finally:
+        lock.release()
 
 
 def _train_epochs(run, signals):
