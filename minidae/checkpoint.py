@@ -25,7 +25,7 @@ import zlib
 
 import numpy
 
-from .files import atomic_path
+from .files import SpecialFile, atomic_path, open_regular
 from .optim import flat_state_dict, nested_state_dict
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "check_optimizer_state", "is_checkpoint",
@@ -141,19 +141,27 @@ def _read_member(archive, info, path):
 def _read_arrays(path):
     """{key: array} of the members a checkpoint may hold (others are never read)."""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            magic = f.read(6)
+        f = open_regular(path)  # a named pipe or a device is refused before anything waits on it
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
+    except SpecialFile as exc:
+        raise CheckpointError(f"{path}: not a minidae checkpoint ({exc.kind}, not a regular file)") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with f:
+        return _read_archive(f, path)
+
+
+def _read_archive(f, path):
+    size = os.fstat(f.fileno()).st_size
+    magic = f.read(6)
+    f.seek(0)
     if size == 0:
         raise CheckpointError(f"{path}: not a readable minidae checkpoint (damaged or not an .npz file: empty file)")
     if magic == b"\x93NUMPY":
         raise CheckpointError(f"{path}: not a minidae checkpoint (a single array, .npy, not an .npz archive)")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(f) as archive:
             members = [archive.getinfo(name) for name in dict.fromkeys(archive.namelist()) if _known(name)]
             declared, budget = sum(info.file_size for info in members), 4 * size + SLACK_BYTES
             if declared > budget:
@@ -262,9 +270,9 @@ def _rng_state(arrays, path):
 def is_checkpoint(path):
     """Whether ``path`` is an existing file that looks like a minidae checkpoint (an .npz with its config)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as f, zipfile.ZipFile(f) as archive:
             return {"config.npy", "epoch.npy"} <= set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, ValueError, zipfile.BadZipFile):  # SpecialFile (a named pipe, say) is a ValueError
         return False
 
 

@@ -193,10 +193,12 @@ def _load_model(path, given=None):
     return load_weights(model, state["model"], path), state["config"]
 
 
-def _test_images(config, args):
+def _test_images(config, args, model):
     """(training images, labels, test images, labels, sources) of a checkpoint's run (minidae.train.load_data): its
-    own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint)."""
-    from .train import TrainConfig, load_data
+    own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint).
+    A model that cannot take the run's image size is refused first, before any image is read."""
+    from .train import TrainConfig, check_fits, image_shape, load_data
+    check_fits(model, image_shape(config), config.get("model", "conv_dae"))
     run = TrainConfig(dataset=config["dataset"], data_dir=args.data_dir, data=config.get("data"),
                       test_data=config.get("test_data"), test_fraction=config.get("test_fraction"),
                       image_size=config.get("image_size", 28), seed=config["seed"],
@@ -211,7 +213,7 @@ def run_eval(args):
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    _, _, images, _, _ = _test_images(config, args)
+    _, _, images, _, _ = _test_images(config, args, model)
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
           f"{'SSIM noisy':>12}{'SSIM denoised':>15}")
@@ -257,8 +259,14 @@ def read_gray(path):
     beyond 1; 16-bit images levels out of 65535.
     """
     from PIL import Image
+    from .data.budget import MAX_PICTURE_PIXELS
+    from .files import open_regular
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f) as image:
+            if image.size[0] * image.size[1] > MAX_PICTURE_PIXELS:  # from the header, before decoding
+                raise ValueError(f"{path}: refused: its header declares {image.size[0]} x {image.size[1]} pixels, "
+                                 f"more than the {MAX_PICTURE_PIXELS:,} a picture may have; shrink it first "
+                                 f"(minidae resizes it to 28 x 28 anyway)")
             if image.mode in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
                 return Image.fromarray(_unit_levels(numpy.asarray(image, dtype=numpy.float64), image.mode, path),
                                        mode="F")
@@ -353,7 +361,7 @@ def run_inspect(args):
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    train, train_labels, test, labels, sources = _test_images(config, args)
+    train, train_labels, test, labels, sources = _test_images(config, args, model)
     os.makedirs(out, exist_ok=True)
     result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
                                       probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes")

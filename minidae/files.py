@@ -5,7 +5,8 @@ Every file (checkpoint, metrics, plots, exported weights) is written to a hidden
 target, ``.<stem>-<process id>-<8 random letters><suffix>``, and renamed over the target only once complete: a
 full disk, a kill or Ctrl-C leaves the previous file as it was. ``remove_temporaries`` clears those a killed
 process left, never those of a process still running. ``FolderLock`` holds a run's output folder
-(``.minidae.lock``, holding the process id) for the run's whole life.
+(``.minidae.lock``, holding the process id) for the run's whole life. ``open_regular`` opens a file for
+reading only if it is a regular one: a named pipe, a socket or a device is refused before anything waits on it.
 """
 import contextlib
 import errno
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 
@@ -21,9 +23,48 @@ try:
 except ImportError:  # not a POSIX system: the lock falls back on creating its file exclusively
     fcntl = None
 
-__all__ = ["atomic_path", "write_json", "json_safe", "remove_temporaries", "FolderLock", "FolderInUse", "LOCK_NAME"]
+__all__ = ["atomic_path", "write_json", "json_safe", "remove_temporaries", "FolderLock", "FolderInUse", "LOCK_NAME",
+           "open_regular", "SpecialFile", "file_kind"]
 
 LOCK_NAME = ".minidae.lock"
+
+
+class SpecialFile(ValueError):
+    """A path that is not a regular file (a named pipe, a socket, a device or a folder): ``kind`` says which."""
+
+    def __init__(self, path, kind):
+        super().__init__(f"{path}: {kind}, not a regular file; minidae reads only regular files")
+        self.path, self.kind = path, kind
+
+
+def file_kind(mode):
+    """What a file of ``mode`` (``os.stat(...).st_mode``) is, in words: "a regular file", "a named pipe", ..."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def open_regular(path):
+    """``open(path, "rb")``, for a regular file only (links followed): anything else raises SpecialFile before
+    anything could wait on it. A named pipe is never opened for reading (which would wait for a writer for ever);
+    the file is opened without blocking and checked again, so one swapped in meanwhile is refused too."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise SpecialFile(path, file_kind(mode))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SpecialFile(path, file_kind(mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextlib.contextmanager

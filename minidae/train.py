@@ -190,6 +190,14 @@ def load_data(config, progress=True):
     return train.images, train.labels, test.images, test.labels, {"train": train.source, "test": test.source}
 
 
+def image_shape(config):
+    """(H, W) of a run's images: the data set's 28 x 28, or ``image_size`` square for data of one's own (a
+    TrainConfig, or a checkpoint's config as a dict)."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    size = 28 if get("data") is None else get("image_size", 28)
+    return (size, size)
+
+
 def check_fits(model, image_shape, name):
     """ValueError, in one line, unless ``model`` maps a batch of images of ``image_shape`` (H, W) to one of the
     same shape, as a denoiser must: checked on two blank images before any training."""
@@ -427,8 +435,11 @@ class _Run:
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
             if os.path.abspath(config.resume) == os.path.abspath(self.checkpoint_path):
                 self.saved = (self.epoch, self.iteration)
+        shape = image_shape(config)
+        check_fits(self.model, shape, config.model)  # before any image is read
         self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config, config.progress)
-        check_fits(self.model, self.train_images.shape[1:], config.model)
+        if tuple(self.train_images.shape[1:]) != shape:
+            check_fits(self.model, self.train_images.shape[1:], config.model)
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
                                     seed=config.seed, clip=config.clip)
         self.diagnostics = Diagnostics(self.model, CHECK_EVERY) if config.diagnostics else None

@@ -20,6 +20,7 @@ it is renamed ``<name>.wrong-sha256`` and a line on stderr says so. Hashing and 
 than an IDX file's header declares, so a file that never ends (a link to /dev/zero) cannot hang them.
 """
 import codecs
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..files import open_regular
 from .idx import IDX_DTYPES, read_idx, write_idx
 
 __all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS",
@@ -130,11 +132,18 @@ def _idx_blocks(stream, block=1 << 20):
         yield data
 
 
+@contextlib.contextmanager
 def _open_idx(path):
-    """A raw or gzip-compressed file, opened for reading its uncompressed bytes."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path) if gzipped else open(path, "rb")
+    """A raw or gzip-compressed regular file (never a named pipe or a device), opened for reading its
+    uncompressed bytes."""
+    with open_regular(path) as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not gzipped:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield stream
 
 
 def _idx_sha256(path):
@@ -313,7 +322,7 @@ def _ensure(spec, names, root, download_allowed, progress):
     failures = []
     for name in names:
         target = cache / name
-        if target.exists() and _idx_sha256(target) != spec.sha256[name]:
+        if target.exists() and (not target.is_file() or _idx_sha256(target) != spec.sha256[name]):
             aside = _set_aside(target)
             failures.append(f"{target}: wrong SHA-256, moved aside to {aside.name}")
         local = [pathlib.Path(d) / f for d in (base, cache, *spec.system_dirs) for f in (name, name + ".gz")]
