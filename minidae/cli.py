@@ -167,8 +167,9 @@ def run_train(args):
     except OSError as exc:
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
-    except MemoryError as exc:
-        print(f"error: out of memory ({exc or 'MemoryError'}); choose a smaller --batch-size", file=sys.stderr)
+    except MemoryError as exc:  # train.OutOfMemory says what to do where it struck
+        hint = getattr(exc, "hint", "close other programs, or train on less (--train-samples, --batch-size)")
+        print(f"error: out of memory ({exc or 'MemoryError'}); {hint}", file=sys.stderr)
         return 1
     return 0
 
@@ -363,10 +364,18 @@ def run_inspect(args):
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     train, train_labels, test, labels, sources = _test_images(config, args, model)
     os.makedirs(out, exist_ok=True)
-    result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
-                                      probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes")
-    result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
-    write_json(os.path.join(out, "inspect.json"), result)
+    written = []  # the files complete so far, for the line an interruption prints
+    try:
+        result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
+                                          probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes",
+                                          written=written)
+        result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
+        write_json(os.path.join(out, "inspect.json"), result)
+    except KeyboardInterrupt:
+        if not written:
+            raise KeyboardInterrupt("interrupted: inspect wrote nothing") from None
+        raise KeyboardInterrupt(f"interrupted: inspect wrote {', '.join(written)} into {out} (each complete), but "
+                                f"not inspect.json") from None
     if "probe_accuracy_code" in result:
         print(f"linear probe (a linear classifier on the codes): test accuracy {result['probe_accuracy_code']:.4f} "
               f"from the {result['code_size']}-number code, {result['probe_accuracy_pixels']:.4f} from the raw pixels")
@@ -512,7 +521,8 @@ def main(argv=None):
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
     except MemoryError as exc:
-        hint = {"summary": "choose a smaller --batch-size", "eval": "evaluate fewer images (--test-samples)"}
+        hint = {"summary": "choose a smaller --batch-size", "eval": "evaluate fewer images (--test-samples)",
+                "inspect": "use fewer images (--train-samples, --test-samples)"}
         print(f"error: out of memory ({exc or 'MemoryError'}); {hint.get(args.command, 'close other programs')}",
               file=sys.stderr)
         return 1

@@ -153,9 +153,9 @@ class FolderLock:
     ``release()`` removes it. A second process's ``acquire()`` raises FolderInUse naming the holder; a lock file
     whose process ended without releasing it (a kill) is taken over, with a line on stderr saying so."""
 
-    def __init__(self, directory, flag="--out"):
+    def __init__(self, directory, flag="--out", name=LOCK_NAME):
         self.directory, self.flag = directory, flag
-        self.path = os.path.join(directory, LOCK_NAME)
+        self.path = os.path.join(directory, name)
         self._fd = None
 
     @staticmethod
@@ -171,8 +171,9 @@ class FolderLock:
         return FolderInUse(f"{self.flag} {self.directory}: another run is writing there ({who} holds {self.path}); "
                            f"wait for it to end, or choose another {self.flag}", pid)
 
-    def acquire(self):
-        """Hold the folder (module docstring); returns self."""
+    def acquire(self, wait=None):
+        """Hold the folder (module docstring); returns self. With ``wait`` (a function, told the holder's process
+        id), a held lock is waited for instead of refused, after calling ``wait`` once."""
         while self._fd is None:
             if fcntl is None:
                 try:
@@ -188,10 +189,19 @@ class FolderLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as exc:
                     pid = self._holder(fd)
-                    os.close(fd)
-                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        os.close(fd)
+                        raise
+                    if wait is None:
+                        os.close(fd)
                         raise self._refuse(pid) from None
-                    raise
+                    wait(pid)
+                    wait = lambda pid: None  # noqa: E731  (said once)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    except BaseException:
+                        os.close(fd)
+                        raise
                 try:  # the holder may have released it (removed the file) between our open and our flock
                     current = os.path.samestat(os.fstat(fd), os.stat(self.path))
                 except FileNotFoundError:
@@ -204,8 +214,8 @@ class FolderLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._fd = fd
             if previous is not None and previous != os.getpid():
-                print(f"minidae: {self.directory}: took over the lock {LOCK_NAME} of process {previous}, which ended "
-                      f"without releasing it", file=sys.stderr)
+                print(f"minidae: {self.directory}: took over the lock {os.path.basename(self.path)} of process "
+                      f"{previous}, which ended without releasing it", file=sys.stderr)
         return self
 
     def release(self):

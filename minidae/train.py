@@ -144,6 +144,38 @@ def make_optimizer(config, params):
     return optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def _check_optimizer_entries(optimizer):
+    """ValueError naming the first parameter whose loaded state lacks an entry its optimiser's step reads ("step",
+    and Adam's moments): a hand-edited checkpoint would otherwise fail at the first step of the resumed run."""
+    needed = ("step", *getattr(optimizer, "buffer_names", ()))
+    for index, p in enumerate(optimizer.params):
+        entry = optimizer.state.get(p)
+        missing = [key for key in needed if entry is not None and key not in entry]
+        if missing:
+            raise ValueError(f"the state of parameter {index} lacks {', '.join(missing)} (each parameter's state holds "
+                           f"{', '.join(needed)})")
+
+
+class OutOfMemory(MemoryError):
+    """A MemoryError with what to do about it, ``hint``, which depends on where it struck (the data, the steps,
+    the evaluation)."""
+
+    def __init__(self, message, hint):
+        super().__init__(message)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def _memory_hint(hint):
+    """Turn a MemoryError in the block into an OutOfMemory with ``hint`` (one raised deeper keeps its own)."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except MemoryError as exc:
+        raise OutOfMemory(str(exc) or "MemoryError", hint) from None
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -419,34 +451,62 @@ class _Run:
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
-        self.epoch_seconds = []
+        self.epoch_seconds = []  # each completed epoch's training time (NaN where an older checkpoint had none)
+        self.partial_seconds = 0.0  # the time already spent in the epoch under way (a resumed one), NaN if unknown
         self.saved = None  # (epoch, iteration) of the checkpoint at checkpoint_path that this run stands on
+        self.started_at = (0, 0)  # (epoch, iteration) where this run started
         self._graphed = None
         if state:  # before the data: a checkpoint that does not fit is refused at once
             load_weights(self.model, state["model"], config.resume)
             check_optimizer_state(state["optim"], config.resume, self.model.parameters()[0].data.dtype)
             try:
                 self.optimizer.load_state_dict(state["optim"])
+                _check_optimizer_entries(self.optimizer)
             except (KeyError, ValueError, TypeError, IndexError) as exc:
                 raise CheckpointError(f"{config.resume}: its optimiser state does not fit the {config.optimizer} "
                                       f"optimiser ({type(exc).__name__}: {exc}), so the run cannot be resumed "
                                       f"(eval, denoise and export can still use its weights)") from None
             self.epoch, self.iteration = state["epoch"], state["iteration"]
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
+            seconds = state["epoch_seconds"] or []
+            self.epoch_seconds = (seconds + [math.nan] * self.epoch)[:self.epoch]
+            if self.iteration:
+                self.partial_seconds = seconds[self.epoch] if len(seconds) > self.epoch else math.nan
+            self.started_at = (self.epoch, self.iteration)  # where this run took the checkpoint up
             if os.path.abspath(config.resume) == os.path.abspath(self.checkpoint_path):
                 self.saved = (self.epoch, self.iteration)
+        self.diagnostics = Diagnostics(self.model, CHECK_EVERY) if config.diagnostics else None
+        if self.diagnostics is not None and state:
+            try:
+                self.diagnostics.restore(state["diagnostics"])
+            except ValueError as exc:
+                raise CheckpointError(f"{config.resume}: its diagnostics are not minidae's per-layer records "
+                                      f"({exc}); resume with --no-diagnostics to leave them out") from None
         shape = image_shape(config)
         check_fits(self.model, shape, config.model)  # before any image is read
-        self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config, config.progress)
+        with _memory_hint("use fewer images (--train-samples, --test-samples) or a smaller --image-size"):
+            self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config,
+                                                                                               config.progress)
         if tuple(self.train_images.shape[1:]) != shape:
             check_fits(self.model, self.train_images.shape[1:], config.model)
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
                                     seed=config.seed, clip=config.clip)
-        self.diagnostics = Diagnostics(self.model, CHECK_EVERY) if config.diagnostics else None
-        if self.diagnostics is not None and state:
-            self.diagnostics.restore(state["diagnostics"])
         print(f"training on {len(self.train_images)} images ({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
+
+    def unsaved(self):
+        """What an interruption at once loses, in words: "the step under way", or the steps since the checkpoint
+        this run stands on (or since it started), which a whole epoch's training may be."""
+        steps = len(self.batches)
+        done = self.epoch * steps + self.iteration
+        epoch, iteration = self.saved if self.saved is not None else self.started_at
+        base = epoch * steps + iteration
+        lost = done - base
+        if lost <= 0:
+            return "the step under way was not saved"
+        since = "the last checkpoint" if self.saved is not None or self.config.resume else "the start"
+        return (f"{'its' if lost < steps else 'all'} {lost} step{'s' * (lost != 1)} since {since} "
+                f"{'were' if lost != 1 else 'was'} not saved")
 
     def last_good(self):
         """Where the run can be taken up again: a sentence naming a checkpoint that exists, or saying none does."""
@@ -461,10 +521,11 @@ class _Run:
     def save(self):
         """Write the checkpoint, unless the model's or the optimiser's state is no longer finite (then stop)."""
         recipe = dataclasses.asdict(self.config)
+        seconds = self.epoch_seconds + ([self.partial_seconds] if self.iteration else [])
         try:
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
                             self.train_losses, self.test_losses, recipe, backend.rng_state(),
-                            None if self.diagnostics is None else self.diagnostics.as_dict())
+                            None if self.diagnostics is None else self.diagnostics.as_dict(), seconds)
         except NonFiniteState as exc:
             epoch = self.epoch if self.iteration == 0 else self.epoch + 1
             raise TrainingDiverged(f"the weights or optimiser state became nan or inf in epoch {epoch} ({exc.key}); "
@@ -513,11 +574,13 @@ class _Run:
                     pending = []
                 self.iteration = index + 1
                 if signals.pending:
+                    self.partial_seconds += time.perf_counter() - start
+                    start = time.perf_counter()
                     self.save()
                     raise signals.stop(f"in epoch {self.epoch + 1} after iteration {self.iteration}; checkpoint "
                                        f"saved to {self.checkpoint_path}; continue with --resume "
                                        f"{self.checkpoint_path}")
-        seconds = time.perf_counter() - start
+        seconds, self.partial_seconds = self.partial_seconds + time.perf_counter() - start, 0.0
         return seconds, float(numpy.mean(self.train_losses[-len(self.batches):]))
 
     def _flush(self, pending, index):
@@ -563,11 +626,15 @@ def train(config=None, **overrides):
 def _train_epochs(run, signals):
     config = run.config
     signals.deferred = True
+    current = run.epoch + 1  # the epoch worked on: its steps, then its evaluation and its checkpoint
     try:
         while run.epoch < config.epochs:
-            seconds, train_loss = run.run_epoch(signals)
-            test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
-                            clip=config.clip)
+            current = run.epoch + 1
+            with _memory_hint("choose a smaller --batch-size"):
+                seconds, train_loss = run.run_epoch(signals)
+            with _memory_hint("evaluate on fewer test images (--test-samples)"):
+                test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
+                                clip=config.clip)
             if not math.isfinite(test["mse_denoised"]):
                 raise TrainingDiverged(f"the test loss became {test['mse_denoised']} after epoch {run.epoch + 1}; "
                                        f"stopped without saving. {run.last_good()}. Try a smaller --lr.")
@@ -586,8 +653,7 @@ def _train_epochs(run, signals):
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
-        raise signals.stop(f"at once (a second signal) in epoch {run.epoch + 1}; the step under way was not "
-                           f"saved. {run.last_good()}"
+        raise signals.stop(f"at once (a second signal) in epoch {current}; {run.unsaved()}. {run.last_good()}"
                            + (f"; continue with --resume {run.checkpoint_path}" if run.saved else "")) from None
     finally:
         signals.deferred = False
@@ -598,7 +664,8 @@ def _finish(run, wall_seconds, signals):
     config = run.config
     written = [os.path.basename(run.checkpoint_path)]
     try:
-        final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
+        with _memory_hint("evaluate on fewer test images (--test-samples)"):
+            final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
         recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
         if config.optimizer == "adam":
             recipe["betas"] = [0.9, 0.999]
