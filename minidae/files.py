@@ -110,8 +110,8 @@ def write_json(path, value):
 
 
 def _running(pid):
-    """Whether process ``pid`` exists (this process included)."""
-    if pid == os.getpid():
+    """Whether process ``pid`` exists (this process included; on Windows, where signal 0 is no probe, always)."""
+    if pid == os.getpid() or os.name == "nt":
         return True
     try:
         os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
@@ -161,7 +161,8 @@ class FolderLock:
     @staticmethod
     def _holder(fd):
         try:
-            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.lseek(fd, 0, os.SEEK_SET)
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
         except OSError:
             return None
         return int(text) if text.isdigit() else None
@@ -173,50 +174,79 @@ class FolderLock:
 
     def acquire(self, wait=None):
         """Hold the folder (module docstring); returns self. With ``wait`` (a function, told the holder's process
-        id), a held lock is waited for instead of refused, after calling ``wait`` once."""
+        id), a held lock is waited for instead of refused, after calling ``wait`` once. Where the system or the
+        file system has no ``flock``, the lock file is created exclusively instead, and one whose process is no
+        longer running is taken over."""
         while self._fd is None:
-            if fcntl is None:
-                try:
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    with open(self.path, "rb") as f:
-                        text = f.read(64).decode("ascii", "replace").strip()
-                    raise self._refuse(int(text) if text.isdigit() else None) from None
-                previous = None
-            else:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    pid = self._holder(fd)
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        os.close(fd)
-                        raise
-                    if wait is None:
-                        os.close(fd)
-                        raise self._refuse(pid) from None
-                    wait(pid)
-                    wait = lambda pid: None  # noqa: E731  (said once)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                    except BaseException:
-                        os.close(fd)
-                        raise
-                try:  # the holder may have released it (removed the file) between our open and our flock
-                    current = os.path.samestat(os.fstat(fd), os.stat(self.path))
-                except FileNotFoundError:
-                    current = False
-                if not current:
-                    os.close(fd)
+            taken = self._flock(wait) if fcntl is not None else self._exclusive()
+            if taken is None:
+                continue  # raced with a holder releasing it: try again
+            if taken == "unsupported":
+                taken = self._exclusive()
+                if taken is None:
                     continue
-                previous = self._holder(fd)
+            fd, previous = taken
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
             self._fd = fd
             if previous is not None and previous != os.getpid():
                 print(f"minidae: {self.directory}: took over the lock {os.path.basename(self.path)} of process "
                       f"{previous}, which ended without releasing it", file=sys.stderr)
+            wait = None
         return self
+
+    def _flock(self, wait):
+        """(fd, the previous holder's id) locked with flock; None to try again; "unsupported" where the file
+        system has no flock; FolderInUse where another process holds it (and ``wait`` is None)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    os.close(fd)
+                    return "unsupported"
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                pid = self._holder(fd)
+                if wait is None:
+                    raise self._refuse(pid) from None
+                wait(pid)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the holder may have released it (removed the file) between our open and our flock
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if not current:
+            os.close(fd)
+            return None
+        return fd, self._holder(fd)
+
+    def _exclusive(self):
+        """(fd, the previous holder's id) of a lock file created exclusively, taking over one whose process ended;
+        None to try again; FolderInUse where a running process holds it."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), self._stale
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        pid = self._holder(fd)
+        os.close(fd)
+        if pid is None or _running(pid):
+            raise self._refuse(pid)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        self._stale = pid
+        return None
+
+    _stale = None
 
     def release(self):
         """Give the folder up (remove the lock file); nothing if it is not held."""

@@ -90,6 +90,7 @@ def test_the_issues_two_runs_in_one_out(tmp_path, data, capsys):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         assert first.stdout.readline().startswith("training on 36 images")  # the lock is taken before this line
+        assert first.stdout.readline().startswith("epoch 1/500: ")  # and it trains: Ctrl-C will save a checkpoint
         assert cli.main(train_argv(data, out, "--preset", "fc_ae")) == 1
         assert f"another run is writing there (process {first.pid} holds" in one_line(capsys)
         first.send_signal(signal.SIGINT)
@@ -163,3 +164,24 @@ def test_temporaries_of_another_live_process_are_never_removed(tmp_path, data, h
         (out / name).write_bytes(b"half")
     assert cli.main(train_argv(data, out)) == 0
     assert sorted(name for name in os.listdir(out) if name.startswith(".")) == sorted(theirs + mine)
+
+
+def test_without_flock_the_lock_file_is_created_exclusively(tmp_path, monkeypatch, capsys, holder):
+    """Where there is no flock (not POSIX, or a file system without it): O_EXCL, and a dead holder's file taken
+    over by its process id."""
+    from minidae import files
+    monkeypatch.setattr(files, "fcntl", None)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(f"{holder().pid}\n")  # a running process's
+    with pytest.raises(FolderInUse, match=r"another run is writing there \(process \d+ holds"):
+        FolderLock(str(folder)).acquire()
+    gone = dead_pid()
+    (folder / LOCK_NAME).write_text(f"{gone}\n")
+    lock = FolderLock(str(folder)).acquire()
+    assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+    assert f"took over the lock {LOCK_NAME} of process {gone}" in capsys.readouterr().err
+    with pytest.raises(FolderInUse):
+        FolderLock(str(folder)).acquire()  # held by this process: a second holder is refused
+    lock.release()
+    assert not (folder / LOCK_NAME).exists()
