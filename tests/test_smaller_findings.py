@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,9 +58,21 @@ def full_disk(*args, **kwargs):
 
 # ------------------------------------------------------------------------------------------ inspect
 
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """One short run on images of one's own (with its per-layer records), trained once for the tests below."""
+    folder = tmp_path_factory.mktemp("stored")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "x.npz", images=(rng.random((40, 28, 28)) * 255).astype(np.uint8), labels=np.arange(40) % 2)
+    backend.use("numpy", seed_value=0)
+    assert cli.main(train_argv(folder / "x.npz", folder / "run")) == 0
+    return folder / "run"
+
+
 @pytest.fixture
-def trained(tmp_path, data):
-    assert cli.main(train_argv(data, tmp_path / "run", "--no-diagnostics")) == 0
+def trained(tmp_path, data, stored_run):
+    """A copy of the stored run's folder; its checkpoint."""
+    shutil.copytree(stored_run, tmp_path / "run")
     return tmp_path / "run" / "checkpoint.npz"
 
 
@@ -136,9 +149,8 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_diagnostics_in_a_checkpoint_are_refused_in_one_line(tmp_path, data, capsys, case):
-    assert cli.main(train_argv(data, tmp_path / "run")) == 0
-    checkpoint = tmp_path / "run" / "checkpoint.npz"
+def test_malformed_diagnostics_in_a_checkpoint_are_refused_in_one_line(trained, capsys, case):
+    checkpoint = trained
     change, message = MALFORMED[case]
     rewrite(checkpoint, diagnostics(change))
     capsys.readouterr()
@@ -147,7 +159,8 @@ def test_malformed_diagnostics_in_a_checkpoint_are_refused_in_one_line(tmp_path,
     err = one_line(capsys)
     assert err.startswith(f"error: {checkpoint}: its diagnostics are not minidae's per-layer records (")
     assert re.search(message, err) and err.endswith("resume with --no-diagnostics to leave them out"), err
-    assert cli.main(resume + ["--no-diagnostics"]) == 0
+    if case == "a list":  # the way out the line names works
+        assert cli.main(resume + ["--no-diagnostics"]) == 0
 
 
 # ------------------------------------------------------------------------------------------ a double Ctrl-C
