@@ -9,7 +9,9 @@ seed in ``config`` they fix every epoch's shuffling and noise, which come from a
 by (seed, epoch)),
 ``train_losses`` / ``test_losses`` (history), ``config`` (the run's settings as JSON text), and
 ``rng_state`` (the NumPy backend generator's state as JSON text, which only run-time draws such as
-Dropout's masks use; absent for CuPy runs) and ``diagnostics`` (the per-layer records so far, JSON text).
+Dropout's masks use; absent for CuPy runs), ``diagnostics`` (the per-layer records so far, JSON text) and
+``epoch_seconds`` (each epoch's training time, NaN where unknown; where ``iteration`` > 0, the last entry is the
+time spent so far in the epoch under way).
 Writes go to a temporary file that is renamed over the old checkpoint (minidae.files.atomic_path), so an
 interrupted or failed write never leaves a broken checkpoint behind; weights or optimiser state that are
 not finite are never written.
@@ -25,7 +27,7 @@ import zlib
 
 import numpy
 
-from .files import atomic_path
+from .files import SpecialFile, atomic_path, open_regular
 from .optim import flat_state_dict, nested_state_dict
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "check_optimizer_state", "is_checkpoint",
@@ -61,7 +63,7 @@ def _nonfinite_key(arrays, dtype=None):
 
 
 def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test_losses, config, rng_state=None,
-                    diagnostics=None):
+                    diagnostics=None, epoch_seconds=None):
     """Write the model's and the optimiser's state dicts, the position, the history and (if given) the state
     of the backend's generator (``backend.rng_state()``) to ``path`` atomically.
 
@@ -79,6 +81,8 @@ def save_checkpoint(path, model, optimizer, epoch, iteration, train_losses, test
         arrays["rng_state"] = numpy.array(json.dumps(rng_state))
     if diagnostics is not None:  # the per-layer records so far (minidae.diagnostics), as JSON text
         arrays["diagnostics"] = numpy.array(json.dumps(diagnostics, allow_nan=False))
+    if epoch_seconds is not None:  # each epoch's training time so far (NaN: not known), the last partial if iteration
+        arrays["epoch_seconds"] = numpy.asarray(epoch_seconds, dtype=numpy.float64)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
@@ -96,8 +100,10 @@ CONFIG_TYPES = {"dataset": _TEXT, "seed": _WHOLE, "noise": _TEXT, "noise_level":
                 "train_samples": ((int, type(None)), "a whole number or null"),
                 "test_samples": ((int, type(None)), "a whole number or null"),
                 "data": ((str, type(None)), "a path or null"), "test_data": ((str, type(None)), "a path or null"),
-                "test_fraction": ((int, float, type(None)), "a number or null"), "image_size": _WHOLE}
-FIXED_MEMBERS = ("epoch", "iteration", "config", "train_losses", "test_losses", "rng_state", "diagnostics")
+                "test_fraction": ((int, float, type(None)), "a number or null"), "image_size": _WHOLE,
+                "model_sha256": ((str, type(None)), "a SHA-256 as text or null")}
+FIXED_MEMBERS = ("epoch", "iteration", "config", "train_losses", "test_losses", "rng_state", "diagnostics",
+                 "epoch_seconds")
 # Arrays may declare at most this much more than the file's size on disk (numpy.savez stores them
 # uncompressed, so a checkpoint minidae wrote declares exactly what it holds).
 SLACK_BYTES = 16 << 20
@@ -140,19 +146,27 @@ def _read_member(archive, info, path):
 def _read_arrays(path):
     """{key: array} of the members a checkpoint may hold (others are never read)."""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            magic = f.read(6)
+        f = open_regular(path)  # a named pipe or a device is refused before anything waits on it
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
+    except SpecialFile as exc:
+        raise CheckpointError(f"{path}: not a minidae checkpoint ({exc.kind}, not a regular file)") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with f:
+        return _read_archive(f, path)
+
+
+def _read_archive(f, path):
+    size = os.fstat(f.fileno()).st_size
+    magic = f.read(6)
+    f.seek(0)
     if size == 0:
         raise CheckpointError(f"{path}: not a readable minidae checkpoint (damaged or not an .npz file: empty file)")
     if magic == b"\x93NUMPY":
         raise CheckpointError(f"{path}: not a minidae checkpoint (a single array, .npy, not an .npz archive)")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(f) as archive:
             members = [archive.getinfo(name) for name in dict.fromkeys(archive.namelist()) if _known(name)]
             declared, budget = sum(info.file_size for info in members), 4 * size + SLACK_BYTES
             if declared > budget:
@@ -245,7 +259,8 @@ def load_checkpoint(path):
             "epoch": _whole_number(arrays, "epoch", path), "iteration": _whole_number(arrays, "iteration", path),
             "train_losses": _history(arrays, "train_losses", path), "test_losses": _history(arrays, "test_losses", path),
             "config": config, "rng_state": _rng_state(arrays, path),
-            "diagnostics": _text(arrays, "diagnostics", path) if "diagnostics" in arrays else None}
+            "diagnostics": _text(arrays, "diagnostics", path) if "diagnostics" in arrays else None,
+            "epoch_seconds": _history(arrays, "epoch_seconds", path) if "epoch_seconds" in arrays else None}
 
 
 def _rng_state(arrays, path):
@@ -261,9 +276,9 @@ def _rng_state(arrays, path):
 def is_checkpoint(path):
     """Whether ``path`` is an existing file that looks like a minidae checkpoint (an .npz with its config)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as f, zipfile.ZipFile(f) as archive:
             return {"config.npy", "epoch.npy"} <= set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, ValueError, zipfile.BadZipFile):  # SpecialFile (a named pipe, say) is a ValueError
         return False
 
 

@@ -35,8 +35,9 @@ def add_train_arguments(parser):
         help=f"a reference's whole recipe (default: {DEFAULT_PRESET}); flags below override it. Presets: {presets}")
     add("--model", default=None, metavar="MODEL",
         help=f"the network: one of {', '.join(MODELS)} (default: the preset's), or a model of one's own as "
-             f"FILE.py:FACTORY or package.module:factory, a function that returns a minidae Module; the checkpoint "
-             f"records it, and eval, denoise, export and --resume rebuild it from there")
+             f"FILE.py:FACTORY or package.module:factory, a function that returns a minidae Module (the checkpoint "
+             f"records it and its file's SHA-256; eval, denoise, export, inspect, summary and --resume run it only "
+             f"when --model names it again)")
     add("--backend", choices=["numpy", "cupy"], default="numpy", help="array backend (default: %(default)s)")
     add("--epochs", type=int, default=None,
         help="passes over the training set (default: the preset's; with --resume, the checkpoint's)")
@@ -104,6 +105,8 @@ def config_from_args(args):
                      diagnostics=not args.no_diagnostics)
     if args.resume and args.epochs is None:
         overrides["epochs"] = None  # the checkpoint's
+    if args.resume:
+        overrides["model"] = args.model  # None: the checkpoint's preset; its factory only when named here
     return TrainConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
 
 
@@ -118,7 +121,9 @@ def check_resume_flags(args):
         if key in ("data", "test_data") and given is not None:
             given = os.path.abspath(given)  # the checkpoint holds absolute paths
         if key == "model" and given is not None:
-            from .models import resolve_spec
+            from .models import is_factory_spec, resolve_spec
+            if is_factory_spec(given) and is_factory_spec(saved.get(key)):
+                continue  # the factory the checkpoint records, named where it is now (models.for_checkpoint)
             given = resolve_spec(given)
         if given is not None and key in saved and given != saved[key]:
             flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
@@ -162,33 +167,39 @@ def run_train(args):
     except OSError as exc:
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
-    except MemoryError as exc:
-        print(f"error: out of memory ({exc or 'MemoryError'}); choose a smaller --batch-size", file=sys.stderr)
+    except MemoryError as exc:  # train.OutOfMemory says what to do where it struck
+        hint = getattr(exc, "hint", "close other programs, or train on less (--train-samples, --batch-size)")
+        print(f"error: out of memory ({exc or 'MemoryError'}); {hint}", file=sys.stderr)
         return 1
     return 0
 
 
-def _load_model(path):
+def _load_model(path, given=None):
     """(the checkpoint's model, rebuilt by name or by its factory with its weights, its config); CheckpointError
-    if it cannot be."""
+    if it cannot be. ``given`` is the factory named on the command line (``--model``): a checkpoint's own record of
+    a factory is never imported (models.for_checkpoint)."""
     from . import models
     from .checkpoint import CheckpointError, load_checkpoint, load_weights
     state = load_checkpoint(path)
-    name = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
-    if not models.is_factory_spec(name) and name not in models.MODELS:
-        raise CheckpointError(f"{path}: it holds an unknown model {name!r} (this minidae knows "
-                              f"{', '.join(models.MODELS)})")
+    recorded = state["config"].get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
+    if given is not None and not models.is_factory_spec(recorded) and given != recorded:
+        raise CheckpointError(f"--model {given}: {path} holds the built-in model {recorded!r}, which needs no "
+                              f"--model; drop it")
     try:
-        model = models.build(name)
+        model = models.build(models.for_checkpoint(state["config"], path, given))
     except ValueError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({exc})") from None
     return load_weights(model, state["model"], path), state["config"]
 
 
-def _test_images(config, args):
+def _test_images(config, args, model):
     """(training images, labels, test images, labels, sources) of a checkpoint's run (minidae.train.load_data): its
-    own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint)."""
-    from .train import TrainConfig, load_data
+    own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint).
+    A model that cannot take the run's image size is refused first, before any image is read."""
+    from .train import TrainConfig, check_fits, image_shape, load_data
+    check_fits(model, image_shape(config), config.get("model", "conv_dae"))
     run = TrainConfig(dataset=config["dataset"], data_dir=args.data_dir, data=config.get("data"),
                       test_data=config.get("test_data"), test_fraction=config.get("test_fraction"),
                       image_size=config.get("image_size", 28), seed=config["seed"],
@@ -201,9 +212,9 @@ def run_eval(args):
     from .files import atomic_path, write_json
     from .train import evaluate
     backend.use(args.backend, seed_value=0)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    _, _, images, _, _ = _test_images(config, args)
+    _, _, images, _, _ = _test_images(config, args, model)
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
           f"{'SSIM noisy':>12}{'SSIM denoised':>15}")
@@ -249,8 +260,14 @@ def read_gray(path):
     beyond 1; 16-bit images levels out of 65535.
     """
     from PIL import Image
+    from .data.budget import MAX_PICTURE_PIXELS
+    from .files import open_regular
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f) as image:
+            if image.size[0] * image.size[1] > MAX_PICTURE_PIXELS:  # from the header, before decoding
+                raise ValueError(f"{path}: refused: its header declares {image.size[0]} x {image.size[1]} pixels, "
+                                 f"more than the {MAX_PICTURE_PIXELS:,} a picture may have; shrink it first "
+                                 f"(minidae resizes it to 28 x 28 anyway)")
             if image.mode in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
                 return Image.fromarray(_unit_levels(numpy.asarray(image, dtype=numpy.float64), image.mode, path),
                                        mode="F")
@@ -286,7 +303,7 @@ def run_denoise(args):
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     size = config.get("image_size", 28)
     gray = read_gray(args.input).resize((size, size), Image.Resampling.LANCZOS)
     pixels = numpy.asarray(gray, dtype=numpy.float32)
@@ -321,9 +338,12 @@ def run_summary(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model.endswith(".npz") and os.path.isfile(args.model):
-        model, config = _load_model(args.model)
+        model, config = _load_model(args.model, args.factory)
         size = config.get("image_size", 28)
     elif models.is_factory_spec(args.model) or args.model in models.MODELS:
+        if args.factory is not None:
+            raise ValueError(f"summary {args.model}: --model names the factory of a checkpoint; give the model "
+                             f"itself as the argument instead")
         model, size = models.build(args.model), 28
     else:
         raise ValueError(f"summary {args.model}: not a preset ({', '.join(models.MODELS)}), a FILE.py:FACTORY or a "
@@ -340,14 +360,22 @@ def run_inspect(args):
     from . import inspection
     from .files import write_json
     backend.use(args.backend, seed_value=0)
-    model, config = _load_model(args.checkpoint)
+    model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    train, train_labels, test, labels, sources = _test_images(config, args)
+    train, train_labels, test, labels, sources = _test_images(config, args, model)
     os.makedirs(out, exist_ok=True)
-    result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
-                                      probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes")
-    result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
-    write_json(os.path.join(out, "inspect.json"), result)
+    written = []  # the files complete so far, for the line an interruption prints
+    try:
+        result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
+                                          probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes",
+                                          written=written)
+        result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
+        write_json(os.path.join(out, "inspect.json"), result)
+    except KeyboardInterrupt:
+        if not written:
+            raise KeyboardInterrupt("interrupted: inspect wrote nothing") from None
+        raise KeyboardInterrupt(f"interrupted: inspect wrote {', '.join(written)} into {out} (each complete), but "
+                                f"not inspect.json") from None
     if "probe_accuracy_code" in result:
         print(f"linear probe (a linear classifier on the codes): test accuracy {result['probe_accuracy_code']:.4f} "
               f"from the {result['code_size']}-number code, {result['probe_accuracy_pixels']:.4f} from the raw pixels")
@@ -361,7 +389,7 @@ def run_export(args):
     from safetensors import SafetensorError
     from .files import atomic_path
     _refuse_overwriting(args.out, [args.checkpoint])
-    model, _ = _load_model(args.checkpoint)
+    model, _ = _load_model(args.checkpoint, args.factory)
     with atomic_path(args.out) as temporary:
         try:
             model.save(temporary)
@@ -475,6 +503,11 @@ def main(argv=None):
     check = commands.add_parser("gradcheck", help="finite-difference checks of every layer, as a table")
     check.add_argument("--max-elements", type=int, default=20, help="elements checked per tensor (default: 20)")
     check.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    for command in (evaluate, summary, export, denoise, inspect):
+        command.add_argument("--model", dest="factory", default=None, metavar="FILE.py:FACTORY",
+                             help="for a checkpoint of a model of one's own: its factory (FILE.py:FACTORY or "
+                                  "package.module:factory), which is imported (runs) only when named here, never "
+                                  "because a checkpoint records it")
     args = parser.parse_args(argv)
     from .data import DatasetUnavailable
     try:
@@ -488,7 +521,8 @@ def main(argv=None):
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
     except MemoryError as exc:
-        hint = {"summary": "choose a smaller --batch-size", "eval": "evaluate fewer images (--test-samples)"}
+        hint = {"summary": "choose a smaller --batch-size", "eval": "evaluate fewer images (--test-samples)",
+                "inspect": "use fewer images (--train-samples, --test-samples)"}
         print(f"error: out of memory ({exc or 'MemoryError'}); {hint.get(args.command, 'close other programs')}",
               file=sys.stderr)
         return 1

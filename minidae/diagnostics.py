@@ -16,6 +16,7 @@ every ``every`` steps (``python benchmarks/diagnostics_cost.py`` measures it).
 ``as_dict()`` is what metrics.json keeps under ``layers``; :func:`plot_layers` draws layers.png.
 docs/backprop.md ("Reading the diagnostics") says what healthy and unhealthy runs look like.
 """
+import json
 import math
 
 import numpy
@@ -25,7 +26,7 @@ from . import backend, nn
 from .files import json_safe
 from .nn.module import evaluating
 
-__all__ = ["Diagnostics", "plot_layers"]
+__all__ = ["Diagnostics", "plot_layers", "check_record"]
 
 
 def _norm(a):
@@ -109,9 +110,13 @@ class Diagnostics:
 
     def restore(self, record):
         """Take up the records of ``record`` (what :meth:`as_dict` gave, as a resumed run's checkpoint keeps it),
-        where they are of this model's parameters and layers; otherwise start afresh."""
-        if (not record or set(record.get("gradient_norm", {})) != set(self.gradient_norm)
-                or set(record.get("output", {})) != set(self.output)):
+        where they are of this model's parameters and layers; otherwise start afresh. ValueError, saying what is
+        wrong, where ``record`` is not such records (check_record)."""
+        if record is None:
+            return
+        check_record(record)
+        if (set(record["gradient_norm"]) != set(self.gradient_norm)
+                or set(record["output"]) != set(self.output)):
             return
         self.iterations = list(record["iterations"])
         self.gradient_norm = {k: list(v) for k, v in record["gradient_norm"].items()}
@@ -122,6 +127,43 @@ class Diagnostics:
         """The records as metrics.json keeps them (JSON: non-finite values become None)."""
         return json_safe({"every": self.every, "iterations": self.iterations, "gradient_norm": self.gradient_norm,
                           "update_ratio": self.update_ratio, "output": self.output})
+
+
+def _is_value(v):
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def check_record(record):
+    """ValueError naming the first part of ``record`` that is not as :meth:`Diagnostics.as_dict` writes it: a dict
+    with ``every`` (a whole number), ``iterations`` (whole numbers, increasing), and under ``gradient_norm``,
+    ``update_ratio`` and each layer's ``output`` mean, std and zeros, one number (or null) per iteration."""
+    if not isinstance(record, dict):
+        raise ValueError(f"they are {type(record).__name__}, not a dict of records")
+    for key in ("every", "iterations", "gradient_norm", "update_ratio", "output"):
+        if key not in record:
+            raise ValueError(f"{key} is missing")
+    iterations = record["iterations"]
+    if not isinstance(record["every"], int) or isinstance(record["every"], bool) or record["every"] < 1:
+        raise ValueError(f"every = {json.dumps(record['every'])[:40]} is not a positive whole number")
+    if (not isinstance(iterations, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                    for i in iterations)
+            or any(b <= a for a, b in zip(iterations, iterations[1:]))):
+        raise ValueError(f"iterations = {json.dumps(iterations)[:40]} is not a list of increasing whole numbers")
+    series = [(f"gradient_norm[{name!r}]", values) for name, values in _items(record, "gradient_norm")]
+    series += [(f"update_ratio[{name!r}]", values) for name, values in _items(record, "update_ratio")]
+    for name, stats in _items(record, "output"):
+        if not isinstance(stats, dict) or set(stats) != {"mean", "std", "zeros"}:
+            raise ValueError(f"output[{name!r}] does not hold mean, std and zeros")
+        series += [(f"output[{name!r}][{s!r}]", stats[s]) for s in ("mean", "std", "zeros")]
+    for name, values in series:
+        if not isinstance(values, list) or len(values) != len(iterations) or not all(map(_is_value, values)):
+            raise ValueError(f"{name} is not a list of {len(iterations)} numbers (one per recorded iteration)")
+
+
+def _items(record, key):
+    if not isinstance(record[key], dict):
+        raise ValueError(f"{key} is not a dict")
+    return record[key].items()
 
 
 def plot_layers(path, record, title=""):

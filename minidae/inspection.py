@@ -200,25 +200,35 @@ def _interpolations(model, test_images, test_labels, pairs, steps):
     return rows
 
 
-def inspect_model(model, train, test, out, pairs=4, steps=9, probe_epochs=10, title=""):
+def inspect_model(model, train, test, out, pairs=4, steps=9, probe_epochs=10, title="", written=None):
     """Write latent.png, interpolation.png, filters.png and feature_maps.png into ``out`` and return what
     inspect.json holds (the probe accuracies, the PCA's explained variance, the files written and, for each
     left out, why). ``train`` and ``test`` are (uint8 images (N, H, W), labels (N,) or None). Without
     encode/decode only the filters and feature maps can be drawn; without labels there is no latent plot or
-    probe (they are by class), and interpolations run between test images 0 and 1, 2 and 3, ..."""
+    probe (they are by class), and interpolations run between test images 0 and 1, 2 and 3, ...
+
+    Each figure is written atomically (minidae.files.atomic_path): a full disk or Ctrl-C never leaves half a
+    file. ``written``, a list, collects the names of those complete as they are written (for the caller to say
+    what an interruption left)."""
     import os
+    from .files import atomic_path
+
+    def write(name, draw):
+        with atomic_path(os.path.join(out, name)) as temporary:  # keeps the .png suffix, which names the format
+            draw(temporary)
+        written.append(name)
+
     (train_images, train_labels), (test_images, test_labels) = train, test
-    result, written, skipped = {"train_images": int(len(train_images)), "test_images": int(len(test_images))}, [], {}
+    written = [] if written is None else written
+    result, skipped = {"train_images": int(len(train_images)), "test_images": int(len(test_images))}, {}
     if hasattr(model, "encode") and hasattr(model, "decode"):
         test_codes = codes(model, test_images)
         result["code_size"] = int(test_codes.shape[1])
-        interpolation_plot(os.path.join(out, "interpolation.png"),
-                           _interpolations(model, test_images, test_labels, pairs, steps), steps)
-        written.append("interpolation.png")
+        rows = _interpolations(model, test_images, test_labels, pairs, steps)
+        write("interpolation.png", lambda path: interpolation_plot(path, rows, steps))
         if test_labels is not None and train_labels is not None:
             points, explained = pca(test_codes)
-            latent_plot(os.path.join(out, "latent.png"), points, numpy.asarray(test_labels), explained, title)
-            written.append("latent.png")
+            write("latent.png", lambda path: latent_plot(path, points, numpy.asarray(test_labels), explained, title))
             pixels = lambda images: images.reshape(len(images), -1).astype(numpy.float64) / 255  # noqa: E731
             result.update(
                 probe_accuracy_code=linear_probe(codes(model, train_images), train_labels, test_codes, test_labels,
@@ -234,8 +244,7 @@ def inspect_model(model, train, test, out, pairs=4, steps=9, probe_epochs=10, ti
     for name, draw in (("filters.png", lambda path: filters_plot(path, model)),
                        ("feature_maps.png", lambda path: feature_maps_plot(path, model, test_images[0]))):
         try:
-            draw(os.path.join(out, name))
-            written.append(name)
+            write(name, draw)
         except ValueError as exc:  # no weighted first layer to show; no conv layers (the dense presets) to map
             skipped[name] = str(exc)
-    return {**result, "written": written, "skipped": skipped}
+    return {**result, "written": list(written), "skipped": skipped}

@@ -5,10 +5,14 @@ and unflatten inside. ``MODELS`` maps each name to its builder; ``minidae models
 and ``minidae summary NAME`` prints the per-layer table that each docstring shows. Where a
 reference leaves something open, the docstring says what minidae chose (docs/results.md too).
 """
+import hashlib
 import importlib
 import importlib.util
 import math
 import os
+import shlex
+import sys
+from dataclasses import dataclass
 
 from collections import Counter, OrderedDict
 
@@ -18,7 +22,8 @@ from . import nn
 from .nn.module import evaluating
 
 __all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_ae_pool", "conv_denoiser", "MODELS",
-           "build", "load_factory", "is_factory_spec", "resolve_spec", "parameter_count", "summary", "format_summary"]
+           "build", "Factory", "import_factory", "load_factory", "for_checkpoint", "check_spec",
+           "is_factory_spec", "resolve_spec", "parameter_count", "summary", "format_summary"]
 
 
 class Chain(nn.Sequential):
@@ -307,47 +312,116 @@ def resolve_spec(name):
     return f"{os.path.abspath(where)}:{factory}" if where.endswith(".py") else name
 
 
-def load_factory(spec):
-    """The function ``spec`` names: ``FILE.py:FACTORY`` (a Python file, imported under a name of its own) or
-    ``package.module:factory`` (an importable module). ValueError, in one line, where it cannot be found."""
+def check_spec(spec):
+    """ValueError, in one line, where ``spec`` is neither a preset's name nor of the form ``FILE.py:FACTORY`` (of a
+    file that exists) or ``package.module:factory``. Imports nothing."""
+    if not is_factory_spec(spec):
+        if spec not in MODELS:
+            raise ValueError(f"unknown model {spec!r}: choose from {', '.join(MODELS)}, or give FILE.py:FACTORY or "
+                             f"package.module:factory (a function returning a minidae Module)")
+        return
     where, _, attribute = spec.rpartition(":")
     if not where or not attribute.isidentifier():
         raise ValueError(f"--model {spec!r}: expected a preset name ({', '.join(MODELS)}) or FILE.py:FACTORY or "
                          f"package.module:factory")
+    if where.endswith(".py") and not os.path.isfile(where):
+        raise ValueError(f"--model {spec}: no such file {where}")
+
+
+@dataclass(frozen=True)
+class Factory:
+    """A model factory of one's own, imported (once): ``spec`` as a checkpoint records it (a file's path made
+    absolute), ``function`` the factory, ``path`` the file its code came from and ``sha256`` the SHA-256 of that
+    file's bytes (None for a module without a file)."""
+    spec: str
+    function: object
+    path: str = None
+    sha256: str = None
+
+
+def _file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def import_factory(spec):
+    """Import the factory ``spec`` names, once: ``FILE.py:FACTORY`` (the file's bytes are read once, hashed and
+    run as a module of its own) or ``package.module:factory`` (an importable module; its file is hashed). Returns
+    a :class:`Factory`; ValueError, in one line, where it cannot be found or its import fails.
+
+    This runs the file's code: call it only for a factory the user named (never for one a checkpoint names)."""
+    check_spec(spec)
+    where, _, attribute = spec.rpartition(":")
     try:
         if where.endswith(".py"):
-            if not os.path.isfile(where):
-                raise ValueError(f"--model {spec}: no such file {where}")
-            module_spec = importlib.util.spec_from_file_location(f"minidae_user_model_{abs(hash(where))}", where)
+            path = os.path.abspath(where)
+            with open(path, "rb") as f:
+                source = f.read()
+            digest = hashlib.sha256(source).hexdigest()
+            module_spec = importlib.util.spec_from_file_location(f"minidae_user_model_{digest[:16]}", path)
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            exec(compile(source, path, "exec"), module.__dict__)  # the very bytes that were hashed
+            spec = f"{path}:{attribute}"
         else:
             module = importlib.import_module(where)
-    except ValueError:
-        raise
+            path = getattr(module, "__file__", None)
+            digest = _file_sha256(path) if path and os.path.isfile(path) else None
     except Exception as exc:  # an error in the user's file, or a module that is not there
         raise ValueError(f"--model {spec}: importing {where} failed ({type(exc).__name__}: {exc})") from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
+    function = getattr(module, attribute, None)
+    if not callable(function):
         defined = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
         raise ValueError(f"--model {spec}: {where} defines no function {attribute!r} (it defines: "
                          f"{', '.join(defined) or 'none'})")
+    return Factory(spec, function, path, digest)
+
+
+def load_factory(spec):
+    """The function ``spec`` names (:func:`import_factory`, which runs its file)."""
+    return import_factory(spec).function
+
+
+def for_checkpoint(config, path, given=None):
+    """What rebuilds the model of the checkpoint at ``path`` (``config`` is its config): the preset's name, or the
+    :class:`Factory` of ``given``, the factory the user named on the command line (``--model``).
+
+    A checkpoint's record of a factory never makes minidae import anything: without ``given``, a ValueError in
+    one line names the recorded factory and the flag that would run it. Where the checkpoint records the SHA-256
+    of the factory's file and the named file differs, one line on stderr says so and the named file is used."""
+    recorded = config.get("model", "conv_dae")  # checkpoints from before the zoo hold the spec network
+    if not is_factory_spec(recorded):
+        if recorded not in MODELS:
+            raise ValueError(f"{path}: it holds an unknown model {recorded!r} (this minidae knows "
+                             f"{', '.join(MODELS)})")
+        return recorded
+    if given is None or not is_factory_spec(given):
+        raise ValueError(f"{path}: its model is built by {recorded}, code of one's own, which minidae runs only "
+                         f"when you name it: if you trust that file, add --model {shlex.quote(recorded)}")
+    factory = import_factory(given)
+    trained = config.get("model_sha256")
+    if trained is None:
+        print(f"minidae: {path} records no SHA-256 of its factory's file (a checkpoint of an older minidae): "
+              f"whether {factory.path or given} is the code it was trained with cannot be checked", file=sys.stderr)
+    elif factory.sha256 != trained:
+        print(f"minidae: --model {given}: {factory.path} differs from the file {path} was trained with (SHA-256 "
+              f"{trained[:12]}... then, {str(factory.sha256)[:12]}... now); going on with the file as it is now",
+              file=sys.stderr)
     return factory
 
 
 def build(name):
     """A freshly initialised model: a preset by name (one of MODELS), or what a factory of one's own returns
-    (``FILE.py:FACTORY`` or ``package.module:factory``: a function taking no argument and returning a minidae
-    Module)."""
-    if is_factory_spec(name):
+    (a :class:`Factory`, or ``FILE.py:FACTORY`` or ``package.module:factory``, imported here: a function taking no
+    argument and returning a minidae Module)."""
+    if isinstance(name, Factory) or is_factory_spec(name):
+        factory = name if isinstance(name, Factory) else import_factory(name)
         try:
-            model = load_factory(name)()
-        except ValueError:
-            raise
+            model = factory.function()
         except Exception as exc:
-            raise ValueError(f"--model {name}: the factory raised {type(exc).__name__}: {exc}") from None
+            raise ValueError(f"--model {factory.spec}: the factory raised {type(exc).__name__}: {exc}") from None
         if not isinstance(model, nn.Module):
-            raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a minidae Module")
+            raise ValueError(f"--model {factory.spec}: the factory returned {type(model).__name__}, not a minidae "
+                             f"Module")
         return model
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}, or give FILE.py:FACTORY")

@@ -34,7 +34,7 @@ from .data import NoisyBatches, load_fashion_mnist, load_images, load_mnist
 from .diagnostics import Diagnostics, plot_layers
 from .data.loader import epoch_seed, unit_images
 from .data.noise import apply_noise, check_noise
-from .files import atomic_path, remove_temporaries, write_json
+from .files import FolderInUse, FolderLock, atomic_path, remove_temporaries, write_json
 from .nn.module import evaluating
 from .presets import PRESETS
 
@@ -73,6 +73,7 @@ class TrainConfig:
     test_data: str = None  # their test images; without it, a fraction of ``data`` is held out
     test_fraction: float = None  # the fraction of ``data`` held out for testing (0.1 unless given), fixed by the seed
     image_size: int = 28  # pictures are brought to image_size x image_size (minidae.data.images states the rule)
+    model_sha256: str = None  # the SHA-256 of a factory's file (recorded by train; checked by eval, --resume, ...)
     diagnostics: bool = True  # per-layer statistics every CHECK_EVERY iterations (metrics.json "layers", layers.png)
     out: str = None
     resume: str = None
@@ -90,11 +91,8 @@ class TrainConfig:
 
     def check(self):
         """Raise ValueError for settings that cannot work, before any data is loaded."""
-        if models.is_factory_spec(self.model):
-            models.load_factory(self.model)  # a factory that cannot be found is refused now, in one line
-        elif self.model not in models.MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose from {', '.join(models.MODELS)}, or give "
-                             f"FILE.py:FACTORY or package.module:factory (a function returning a minidae Module)")
+        if not (self.model is None and self.resume):  # None: a resumed run's own model (a preset's, or refused)
+            models.check_spec(self.model)  # imports nothing: a factory is imported once, by train()
         for name in ("data", "test_data"):
             path = getattr(self, name)
             if path is not None and not os.path.exists(path):
@@ -146,6 +144,38 @@ def make_optimizer(config, params):
     return optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def _check_optimizer_entries(optimizer):
+    """ValueError naming the first parameter whose loaded state lacks an entry its optimiser's step reads ("step",
+    and Adam's moments): a hand-edited checkpoint would otherwise fail at the first step of the resumed run."""
+    needed = ("step", *getattr(optimizer, "buffer_names", ()))
+    for index, p in enumerate(optimizer.params):
+        entry = optimizer.state.get(p)
+        missing = [key for key in needed if entry is not None and key not in entry]
+        if missing:
+            raise ValueError(f"the state of parameter {index} lacks {', '.join(missing)} (each parameter's state holds "
+                           f"{', '.join(needed)})")
+
+
+class OutOfMemory(MemoryError):
+    """A MemoryError with what to do about it, ``hint``, which depends on where it struck (the data, the steps,
+    the evaluation)."""
+
+    def __init__(self, message, hint):
+        super().__init__(message)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def _memory_hint(hint):
+    """Turn a MemoryError in the block into an OutOfMemory with ``hint`` (one raised deeper keeps its own)."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except MemoryError as exc:
+        raise OutOfMemory(str(exc) or "MemoryError", hint) from None
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -190,6 +220,14 @@ def load_data(config, progress=True):
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts
     return train.images, train.labels, test.images, test.labels, {"train": train.source, "test": test.source}
+
+
+def image_shape(config):
+    """(H, W) of a run's images: the data set's 28 x 28, or ``image_size`` square for data of one's own (a
+    TrainConfig, or a checkpoint's config as a dict)."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    size = 28 if get("data") is None else get("image_size", 28)
+    return (size, size)
 
 
 def check_fits(model, image_shape, name):
@@ -306,11 +344,11 @@ def _make_dirs(path):
 
 
 def _prepare_out(config):
-    """-> (the run's directory, the directories made for it, the previous run's files that ``force`` lets this
-    run replace). A new run never replaces another run's files: a directory that holds one is refused unless
+    """A new run never replaces another run's files: a directory that holds one is refused unless
     ``force`` (then they stay until the new run writes its first checkpoint); the default name,
     runs/<timestamp>, gets a suffix (-2, -3, ...) where another run took it. Checks that the directory
-    is writable and removes the temporaries a killed run left there."""
+    is writable, locks it (FolderLock: a folder another live run holds is refused, naming it) and removes the
+    temporaries a killed process left there. Returns (directory, created, replaced, the lock)."""
     in_place = config.resume and os.path.dirname(os.path.abspath(config.resume))
     if config.out is not None and os.path.exists(config.out) and not os.path.isdir(config.out):
         raise ValueError(f"--out {config.out} is a file, not a directory; choose another --out")
@@ -332,23 +370,28 @@ def _prepare_out(config):
         where = config.out or "runs"
         raise ValueError(f"--out {where}: cannot create the directory ({exc.strerror or exc}: {exc.filename}); "
                          f"choose another --out") from None
-    previous = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
-    if os.path.abspath(out) == in_place:
-        previous = []  # the run being resumed: its own files
-    if previous and not config.force:
-        _remove_empty(created)
-        raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}); continue it with --resume "
-                         f"{os.path.join(out, 'checkpoint.npz')}, replace it with --force, or choose another --out")
     try:
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".checkpoint-", suffix=".npz")
+        handle, probe = tempfile.mkstemp(dir=out, prefix=f".checkpoint-{os.getpid()}-", suffix=".npz")
         os.close(handle)
         os.remove(probe)
+        lock = FolderLock(out, "--out").acquire()  # held until train() ends, however it ends
+    except FolderInUse:
+        _remove_empty(created)
+        raise
     except OSError as exc:
         _remove_empty(created)
         raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a directory you can "
                          f"write to") from None
-    remove_temporaries(out, RUN_FILES)
-    return out, created, previous
+    previous = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    if os.path.abspath(out) == in_place:
+        previous = []  # the run being resumed: its own files
+    if previous and not config.force:
+        lock.release()
+        _remove_empty(created)
+        raise ValueError(f"--out {out} already holds a run ({', '.join(previous)}); continue it with --resume "
+                         f"{os.path.join(out, 'checkpoint.npz')}, replace it with --force, or choose another --out")
+    remove_temporaries(out, RUN_FILES)  # those a killed process left; never another live process's
+    return out, created, previous, lock
 
 
 def _remove_empty(directories):
@@ -373,9 +416,19 @@ class _Run:
         self.config = config
         self.replaced = list(replaced)  # the previous run's files (--force), removed at the first save
         state = load_checkpoint(config.resume) if config.resume else None
+        given = config.model  # the model named on the command line (None: the checkpoint's preset)
         if state:
             for key in RECIPE:
                 setattr(config, key, state["config"].get(key, getattr(config, key)))
+            # the checkpoint's factory is imported only where the command line names it (models.for_checkpoint)
+            source = models.for_checkpoint(state["config"], config.resume, given)
+        else:
+            source = models.import_factory(given) if models.is_factory_spec(given) else given
+        if isinstance(source, models.Factory):  # imported once, here; the checkpoints record its file's hash
+            config.model, config.model_sha256 = source.spec, source.sha256
+        else:
+            config.model, config.model_sha256 = source, None
+        if state:
             if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
                 config.epochs = state["config"].get("epochs", 10)
             try:
@@ -394,35 +447,66 @@ class _Run:
         backend.tune_host_allocator()
         self.out = out
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        self.model = models.build(config.model)
+        self.model = models.build(source)
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
-        self.epoch_seconds = []
+        self.epoch_seconds = []  # each completed epoch's training time (NaN where an older checkpoint had none)
+        self.partial_seconds = 0.0  # the time already spent in the epoch under way (a resumed one), NaN if unknown
         self.saved = None  # (epoch, iteration) of the checkpoint at checkpoint_path that this run stands on
+        self.started_at = (0, 0)  # (epoch, iteration) where this run started
         self._graphed = None
         if state:  # before the data: a checkpoint that does not fit is refused at once
             load_weights(self.model, state["model"], config.resume)
             check_optimizer_state(state["optim"], config.resume, self.model.parameters()[0].data.dtype)
             try:
                 self.optimizer.load_state_dict(state["optim"])
+                _check_optimizer_entries(self.optimizer)
             except (KeyError, ValueError, TypeError, IndexError) as exc:
                 raise CheckpointError(f"{config.resume}: its optimiser state does not fit the {config.optimizer} "
                                       f"optimiser ({type(exc).__name__}: {exc}), so the run cannot be resumed "
                                       f"(eval, denoise and export can still use its weights)") from None
             self.epoch, self.iteration = state["epoch"], state["iteration"]
             self.train_losses, self.test_losses = state["train_losses"], state["test_losses"]
+            seconds = state["epoch_seconds"] or []
+            self.epoch_seconds = (seconds + [math.nan] * self.epoch)[:self.epoch]
+            if self.iteration:
+                self.partial_seconds = seconds[self.epoch] if len(seconds) > self.epoch else math.nan
+            self.started_at = (self.epoch, self.iteration)  # where this run took the checkpoint up
             if os.path.abspath(config.resume) == os.path.abspath(self.checkpoint_path):
                 self.saved = (self.epoch, self.iteration)
-        self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config, config.progress)
-        check_fits(self.model, self.train_images.shape[1:], config.model)
-        self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
-                                    seed=config.seed, clip=config.clip)
         self.diagnostics = Diagnostics(self.model, CHECK_EVERY) if config.diagnostics else None
         if self.diagnostics is not None and state:
-            self.diagnostics.restore(state["diagnostics"])
+            try:
+                self.diagnostics.restore(state["diagnostics"])
+            except ValueError as exc:
+                raise CheckpointError(f"{config.resume}: its diagnostics are not minidae's per-layer records "
+                                      f"({exc}); resume with --no-diagnostics to leave them out") from None
+        shape = image_shape(config)
+        check_fits(self.model, shape, config.model)  # before any image is read
+        with _memory_hint("use fewer images (--train-samples, --test-samples) or a smaller --image-size"):
+            self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config,
+                                                                                               config.progress)
+        if tuple(self.train_images.shape[1:]) != shape:
+            check_fits(self.model, self.train_images.shape[1:], config.model)
+        self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
+                                    seed=config.seed, clip=config.clip)
         print(f"training on {len(self.train_images)} images ({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
+
+    def unsaved(self):
+        """What an interruption at once loses, in words: "the step under way", or the steps since the checkpoint
+        this run stands on (or since it started), which a whole epoch's training may be."""
+        steps = len(self.batches)
+        done = self.epoch * steps + self.iteration
+        epoch, iteration = self.saved if self.saved is not None else self.started_at
+        base = epoch * steps + iteration
+        lost = done - base
+        if lost <= 0:
+            return "the step under way was not saved"
+        since = "the last checkpoint" if self.saved is not None or self.config.resume else "the start"
+        return (f"{'its' if lost < steps else 'all'} {lost} step{'s' * (lost != 1)} since {since} "
+                f"{'were' if lost != 1 else 'was'} not saved")
 
     def last_good(self):
         """Where the run can be taken up again: a sentence naming a checkpoint that exists, or saying none does."""
@@ -437,10 +521,11 @@ class _Run:
     def save(self):
         """Write the checkpoint, unless the model's or the optimiser's state is no longer finite (then stop)."""
         recipe = dataclasses.asdict(self.config)
+        seconds = self.epoch_seconds + ([self.partial_seconds] if self.iteration else [])
         try:
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.epoch, self.iteration,
                             self.train_losses, self.test_losses, recipe, backend.rng_state(),
-                            None if self.diagnostics is None else self.diagnostics.as_dict())
+                            None if self.diagnostics is None else self.diagnostics.as_dict(), seconds)
         except NonFiniteState as exc:
             epoch = self.epoch if self.iteration == 0 else self.epoch + 1
             raise TrainingDiverged(f"the weights or optimiser state became nan or inf in epoch {epoch} ({exc.key}); "
@@ -489,11 +574,13 @@ class _Run:
                     pending = []
                 self.iteration = index + 1
                 if signals.pending:
+                    self.partial_seconds += time.perf_counter() - start
+                    start = time.perf_counter()
                     self.save()
                     raise signals.stop(f"in epoch {self.epoch + 1} after iteration {self.iteration}; checkpoint "
                                        f"saved to {self.checkpoint_path}; continue with --resume "
                                        f"{self.checkpoint_path}")
-        seconds = time.perf_counter() - start
+        seconds, self.partial_seconds = self.partial_seconds + time.perf_counter() - start, 0.0
         return seconds, float(numpy.mean(self.train_losses[-len(self.batches):]))
 
     def _flush(self, pending, index):
@@ -515,10 +602,9 @@ def train(config=None, **overrides):
     A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.check()
-    config.model = models.resolve_spec(config.model)  # a factory file's absolute path: found from anywhere later
     config.data, config.test_data = (None if path is None else os.path.abspath(path)
                                      for path in (config.data, config.test_data))  # likewise the data's paths
-    out, created, replaced = _prepare_out(config)
+    out, created, replaced, lock = _prepare_out(config)
     try:
         # A diverging run overflows: it is reported as such (TrainingDiverged), not as NumPy's warnings.
         with _signals() as signals, numpy.errstate(over="ignore", invalid="ignore"):
@@ -530,18 +616,25 @@ def train(config=None, **overrides):
             _train_epochs(run, signals)
             return _finish(run, time.perf_counter() - started, signals)
     except BaseException:
+        lock.release()
         _remove_empty(created)
         raise
+    finally:
+        lock.release()
 
 
 def _train_epochs(run, signals):
     config = run.config
     signals.deferred = True
+    current = run.epoch + 1  # the epoch worked on: its steps, then its evaluation and its checkpoint
     try:
         while run.epoch < config.epochs:
-            seconds, train_loss = run.run_epoch(signals)
-            test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
-                            clip=config.clip)
+            current = run.epoch + 1
+            with _memory_hint("choose a smaller --batch-size"):
+                seconds, train_loss = run.run_epoch(signals)
+            with _memory_hint("evaluate on fewer test images (--test-samples)"):
+                test = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed,
+                                clip=config.clip)
             if not math.isfinite(test["mse_denoised"]):
                 raise TrainingDiverged(f"the test loss became {test['mse_denoised']} after epoch {run.epoch + 1}; "
                                        f"stopped without saving. {run.last_good()}. Try a smaller --lr.")
@@ -560,8 +653,7 @@ def _train_epochs(run, signals):
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
-        raise signals.stop(f"at once (a second signal) in epoch {run.epoch + 1}; the step under way was not "
-                           f"saved. {run.last_good()}"
+        raise signals.stop(f"at once (a second signal) in epoch {current}; {run.unsaved()}. {run.last_good()}"
                            + (f"; continue with --resume {run.checkpoint_path}" if run.saved else "")) from None
     finally:
         signals.deferred = False
@@ -572,11 +664,13 @@ def _finish(run, wall_seconds, signals):
     config = run.config
     written = [os.path.basename(run.checkpoint_path)]
     try:
-        final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
+        with _memory_hint("evaluate on fewer test images (--test-samples)"):
+            final = evaluate(run.model, run.test_images, config.noise, config.noise_level, config.seed, clip=config.clip)
         recipe = {key: getattr(config, key) for key in RECIPE + ("epochs",)}
         if config.optimizer == "adam":
             recipe["betas"] = [0.9, 0.999]
-        result = {"model": config.model, "parameters": models.parameter_count(run.model), "recipe": recipe,
+        result = {"model": config.model, **({"model_sha256": config.model_sha256} if config.model_sha256 else {}),
+                  "parameters": models.parameter_count(run.model), "recipe": recipe,
                   "backend": config.backend, "versions": _versions(), "seed": config.seed,
                   "epochs": [{"epoch": e + 1,
                               "train_loss": float(numpy.mean(run.train_losses[e * len(run.batches):

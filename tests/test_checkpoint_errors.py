@@ -87,6 +87,8 @@ DAMAGE = {
         dict(CONFIG, batch_size="64"))))), r'its config has batch_size = "64", which is not a whole number'),
     "seed as text": (lambda p: rewrite(p, lambda a: a.update(config=np.array(json.dumps(dict(CONFIG, seed="abc"))))),
                      r'its config has seed = "abc", which is not a whole number'),
+    "model_sha256 as a number": (lambda p: rewrite(p, lambda a: a.update(config=np.array(json.dumps(
+        dict(CONFIG, model="x.py:f", model_sha256=12))))), r"its config has model_sha256 = 12, which is not a SHA-256"),
     "float64 weights beyond float32": (lambda p: rewrite(p, lambda a: a.update(
         {"model.l2.bias": np.full(a["model.l2.bias"].shape, 1e300)})),
         r"the weights are not finite numbers as float32 \(l2.bias holds values beyond its range"),

@@ -141,22 +141,23 @@ def test_an_array_and_a_model_file_at_another_image_size_through_every_command(t
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the checkpoint's paths are absolute: every command finds model and data again
     checkpoint = tmp_path / "run" / "checkpoint.npz"
-    assert run(["eval", checkpoint, "--out", "ev"], capsys)[0] == 0
+    named = ["--model", tmp_path / "models" / "mine.py:small"]  # the checkpoint's factory runs only when named
+    assert run(["eval", checkpoint, "--out", "ev", *named], capsys)[0] == 0
     assert json.loads((elsewhere / "ev" / "eval.json").read_text())
     Image.fromarray(shapes(1, 50, 50)[0][0]).save(elsewhere / "in.png")
-    assert run(["denoise", checkpoint, "in.png", "out.png"], capsys)[0] == 0
+    assert run(["denoise", checkpoint, "in.png", "out.png", *named], capsys)[0] == 0
     assert Image.open(elsewhere / "out.png").size == (20, 20)
-    assert run(["export", checkpoint, "mine.safetensors"], capsys)[0] == 0
-    status, out, _ = run(["summary", checkpoint], capsys)
+    assert run(["export", checkpoint, "mine.safetensors", *named], capsys)[0] == 0
+    status, out, _ = run(["summary", checkpoint, *named], capsys)
     assert status == 0 and "input (1, 20, 20)" in out and "Conv2d" in out
-    status, out, err = run(["train", "--resume", checkpoint, "--epochs", 3, "--no-progress"], capsys)
+    status, out, err = run(["train", "--resume", checkpoint, "--epochs", 3, "--no-progress", *named], capsys)
     assert status == 0, err
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 3
-    status, _, err = run(["train", "--resume", checkpoint, "--epochs", 4, "--data", "other.npy"], capsys)
+    status, _, err = run(["train", "--resume", checkpoint, "--epochs", 4, "--data", "other.npy", *named], capsys)
     assert status == 1 and "--data" in err and "the checkpoint's" in err, "a resumed run keeps its data"
 
     (tmp_path / "models" / "mine.py").unlink()
-    status, _, err = run(["eval", checkpoint], capsys)
+    status, _, err = run(["eval", checkpoint, *named], capsys)
     assert status == 1 and err.count("\n") == 1 and "its model cannot be rebuilt" in err and "mine.py" in err
 
 
@@ -213,7 +214,8 @@ REFUSALS = {
                                                                          r"failed"),
     "a model for another size": (["--data", "{tmp}/x20.npy", "--image-size", "20"],
                                  r"the model conv_dae cannot take 20x20 images .*build it for that size"),
-    "an array of another size": (["--image-size", "20"], r"x.npy: its images are 28 x 28, not 20 x 20"),
+    "an array of another size": (["--image-size", "20", "--model", "{tmp}/mine.py:small"],
+                                 r"x.npy: its images are 28 x 28, not 20 x 20"),
     "a folder without pictures": (["--data", "{tmp}/empty"], r"empty: no image files"),
     "a missing data path": (["--data", "{tmp}/missing"], r"--data .*missing: no such file or folder"),
     "a test fraction of 1.5": (["--test-fraction", "1.5"], r"--test-fraction 1.5: a fraction in \(0, 1\)"),

