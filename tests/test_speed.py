@@ -13,7 +13,7 @@ from minidae.speed import cpu
 
 im2col, col2im = speed.core("im2col"), speed.core("col2im")
 
-TESTED = {"im2col", "col2im", "max_winners", "matmul", "adam_step", "zero_grads"}
+TESTED = {"im2col", "col2im", "correlate_transpose", "max_winners", "matmul", "adam_step", "zero_grads"}
 
 
 def test_every_numpy_replacement_is_tested_here():
@@ -133,6 +133,44 @@ def test_the_outer_product_equals_the_gemm_and_other_shapes_are_the_gemm():
     np.testing.assert_array_equal(cpu.matmul(a, b), speed.core("matmul")(a, b))
     a, b = rng.normal(size=(3, 2)), rng.normal(size=(2, 4))
     np.testing.assert_array_equal(cpu.matmul(a, b), a @ b)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("m, k, n", [(32, 1960, 576), (16, 3920, 128), (2, 100, 64), (1, 300, 288), (8, 50, 9)])
+def test_a_weight_gradients_gemm_swapped_equals_the_gemm(m, k, n, dtype, rtol):
+    """dY @ cols^T (cols row-major, so its transpose column-major) as (cols @ dY^T)^T: the same dot products,
+    summed in another order: equal to float rounding."""
+    rng = np.random.default_rng(3)
+    dy, cols = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(n, k)).astype(dtype)
+    got = cpu.matmul(dy, cols.T)
+    assert got.shape == (m, n) and got.dtype == dtype
+    np.testing.assert_allclose(got, dy.astype(np.float64) @ cols.T.astype(np.float64), rtol=rtol,
+                               atol=rtol * np.sqrt(k))
+    out = rng.normal(size=(m, n // 1)).astype(dtype)
+    expected = out + dy @ cols.T
+    speed.bound("matmul_add")(out, dy, cols.T)  # what a weight gradient's += goes through
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.sqrt(k))
+
+
+FLIPS = [((20, 32, 28, 28), 1, (3, 3), (1, 1)), ((10, 64, 14, 14), 32, (3, 3), (1, 1)), ((2, 5, 7, 6), 3, (3, 3), (0, 0)),
+         ((2, 4, 9, 5), 1, (2, 2), (1, 1)), ((3, 3, 5, 5), 2, (3, 3), (2, 2)), ((2, 6, 6, 7), 2, (3, 2), (1, 0)),
+         ((2, 4, 8, 8), 8, (3, 3), (1, 1)), ((2, 4, 9, 9), 2, (3, 3), (3, 3))]  # the last two: the core's cases
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("x_shape, out_channels, kernel, padding", FLIPS)
+def test_the_flipped_kernel_correlation_equals_col2im(x_shape, out_channels, kernel, padding, dtype, rtol):
+    """W^T * z for a stride-1 correlation with fewer output than input channels, as z correlated with the flipped
+    kernel, equals the core's col2im(W2^T @ z) to float rounding; elsewhere the core function runs."""
+    rng = np.random.default_rng(4)
+    n, c, h, w = x_shape
+    out_hw = tuple(conv_output_size(s, k, 1, p) for s, k, p in zip((h, w), kernel, padding))
+    weight = rng.normal(size=(out_channels, c, *kernel)).astype(dtype)
+    z = rng.normal(size=(out_channels, out_hw[0] * out_hw[1] * n)).astype(dtype)
+    args = (z, weight, out_hw, x_shape, (1, 1), padding, (1, 1), 1)
+    got, expected = cpu.correlate_transpose(*args), speed.core("correlate_transpose")(*args)
+    assert got.shape == expected.shape == x_shape and got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
 def test_flat_adam_and_zero_grad_equal_the_per_parameter_loop():

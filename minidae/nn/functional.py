@@ -81,6 +81,7 @@ def correlate(x, weight, stride, padding, dilation, groups, out_hw):
     return grouped_matmul(weight.reshape(weight.shape[0], -1), cols, groups), cols
 
 
+@replaceable
 def correlate_transpose(Z, weight, windows_hw, out_shape, stride, padding, dilation, groups):
     """W^T * z, the adjoint of :func:`correlate`: Z (O, OH*OW*N), one row per channel of a correlation's
     output over its OH x OW windows (``windows_hw``) -> col2im(W2^T @ Z) per group, of ``out_shape``
