@@ -6,6 +6,7 @@ import pytest
 
 import minidae
 from minidae import backend, optim, speed
+from minidae import nn
 from minidae.nn import Parameter, functional as F
 from minidae.nn import im2col as windows
 from minidae.nn.im2col import conv_output_size
@@ -13,7 +14,8 @@ from minidae.speed import cpu
 
 im2col, col2im = speed.core("im2col"), speed.core("col2im")
 
-TESTED = {"im2col", "col2im", "correlate_transpose", "max_winners", "matmul", "adam_step", "zero_grads"}
+TESTED = {"im2col", "col2im", "correlate_transpose", "conv2d", "conv2d_backward", "max_winners", "matmul", "adam_step",
+          "zero_grads"}
 
 
 def test_every_numpy_replacement_is_tested_here():
@@ -209,3 +211,43 @@ def test_where_the_flat_arrays_cannot_serve_the_core_function_runs(case):
     cpu.adam_step(opt)
     assert opt.__dict__.get("_flat") is None and np.allclose(params[0].data, 0.9)
     assert np.allclose(params[1].data, 0.9 if case == "two dtypes" else 1.0)  # no gradient: not moved
+
+
+TAPS = [((20, 32, 28, 28), 1, (3, 3), (1, 1, 1, 1)), ((2, 5, 7, 6), 3, (3, 3), (0, 0, 0, 0)),
+        ((2, 4, 9, 5), 2, (2, 2), (0, 1, 1, 0)), ((3, 6, 5, 5), 4, (3, 3), (2, 2, 2, 2)),
+        ((2, 3, 6, 6), 5, (3, 3), (1, 1, 1, 1)), ((0, 3, 6, 6), 1, (3, 3), (1, 1, 1, 1))]  # the last two: the core's
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("x_shape, out_channels, kernel, padding", TAPS)
+def test_the_tap_wise_convolution_equals_im2col_and_its_backward_too(x_shape, out_channels, kernel, padding, dtype,
+                                                                      rtol):
+    """conv2d as a sum over kernel taps (stride 1, at most 4 output channels) and the backward from what it keeps:
+    output, dL/dx, dL/dW and dL/db equal the core pair's to float rounding; elsewhere the core pair runs."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=x_shape).astype(dtype)
+    weight = rng.normal(size=(out_channels, x_shape[1], *kernel)).astype(dtype)
+    bias = rng.normal(size=out_channels).astype(dtype)
+    results = []
+    for forward, backward in ((cpu.conv2d, cpu.conv2d_backward), (speed.core("conv2d"), speed.core("conv2d_backward"))):
+        y, saved = forward(x, weight, bias, (1, 1), padding, (1, 1), 1)
+        dy = np.random.default_rng(6).normal(size=y.shape).astype(dtype)
+        grads = [np.zeros_like(weight), np.zeros_like(bias)]
+        dx = backward(dy, saved, weight, x.shape, (1, 1), padding, (1, 1), 1, *grads)
+        results.append([y, dx, *grads])
+        used_taps = used_taps if forward is not cpu.conv2d else isinstance(saved, cpu.Taps)
+    assert used_taps == (out_channels <= 4 and x_shape[0] > 0)
+    for got, expected in zip(*results):
+        assert got.shape == expected.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(initial=0), 1))
+
+
+def test_the_tap_wise_forward_runs_only_with_its_own_backward():
+    """What the tap-wise conv2d keeps is not im2col's matrix: with its backward switched off, it leaves the forward
+    to the core too, so the core backward always gets what it expects."""
+    layer, x = nn.Conv2d(8, 1, 3, padding=1), np.ones((2, 8, 6, 6), np.float32)
+    with speed.disabled("conv2d_backward"):
+        y = layer(x)
+        assert layer.backward(np.ones_like(y)).shape == x.shape
+    y = layer(x)
+    assert isinstance(layer._waiting[-1].ctx.cols, cpu.Taps) and layer.backward(np.ones_like(y)).shape == x.shape

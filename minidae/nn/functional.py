@@ -90,6 +90,7 @@ def correlate_transpose(Z, weight, windows_hw, out_shape, stride, padding, dilat
     return col2im(dcols, out_shape, weight.shape[2:], stride, padding, windows_hw, dilation)
 
 
+@replaceable
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     """y = W * x + b:  x (N, C, H, W), W (O, C/G, KH, KW), b (O,) or None -> (y (N, O, OH, OW), saved cols)."""
     (n, _, h, w), (top, bottom, left, right) = x.shape, padding
@@ -102,6 +103,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     return y, cols
 
 
+@replaceable
 def conv2d_backward(dy, cols, weight, x_shape, stride, padding, dilation, groups, weight_grad=None, bias_grad=None,
                     input_grad=True):
     """dL/dW += dY @ cols^T (per group),  dL/db += sum over (n, i, j) of dy;  returns dL/dx = W^T * dy."""

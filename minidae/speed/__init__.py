@@ -81,7 +81,8 @@ def bind(lib=None):
         previous = _BOUND.get(hook, function)
         if wanted is previous:
             continue
-        for module in [m for name, m in sys.modules.items() if name.startswith("minidae") and m is not None]:
+        for module in [m for name, m in sys.modules.items() if name.startswith("minidae") and m is not None
+                       and not name.startswith(__name__)]:  # the speed devices' own names stay their own
             if vars(module).get(hook) is previous:
                 setattr(module, hook, wanted)
         _BOUND[hook] = wanted

@@ -24,8 +24,9 @@
 import numpy
 
 from ..backend import CORE
+from ..nn import functional
 from ..nn.functional import correlate
-from ..nn.im2col import padded_extent, rows_to_nchw
+from ..nn.im2col import nchw_to_rows, padded_extent, rows_to_nchw
 from ..optim import optimizers
 from . import register
 from .flat import FlatAdam, zero_grads_for
@@ -105,6 +106,74 @@ def correlate_transpose(Z, weight, windows_hw, out_shape, stride, padding, dilat
     dx_rows, _ = correlate(rows_to_nchw(Z, n, *windows_hw), flipped, (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]),
                            (1, 1), 1, (h, w))
     return rows_to_nchw(dx_rows, n, h, w)
+
+
+class Taps:
+    """What the tap-wise conv2d keeps for its backward instead of im2col's copy: the input padded, in (C, HP + 1,
+    WP, N) memory seen as one row per channel (``flat``), and the output's size; a tap (i, j)'s view of every
+    window is the column slice of ``flat`` that starts (i WP + j) N further."""
+
+    __slots__ = ("flat", "out_hw", "wp", "n")
+
+    def __init__(self, flat, out_hw, wp, n):
+        self.flat, self.out_hw, self.wp, self.n = flat, out_hw, wp, n
+
+    def tap(self, i, j):
+        """The (C, OH*WP*N) view tap (i, j) of every window reads: output (oh, w, n) for w < OW, else wrap-around."""
+        start = (i * self.wp + j) * self.n
+        return self.flat[:, start:start + self.out_hw[0] * self.wp * self.n]
+
+
+def conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """functional.conv2d for a stride-1 convolution with at most 4 output channels (a last layer mapping 32
+    channels to 1), as a sum over the KH x KW kernel taps, y = sum_ij W[:, :, i, j] @ (xpad shifted by (i, j)),
+    each shift a column slice of the padded input laid out (C, HP, WP, N): no im2col copy of C*KH*KW rows (2.6x
+    faster for 32 -> 1 channels at 28 x 28; the output's WP - OW extra columns per row are computed and dropped).
+    Its backward is :func:`conv2d_backward`'s, from the padded input it keeps (:class:`Taps`). The same sums in
+    another order: equal to float rounding. Elsewhere the core function (im2col and one GEMM)."""
+    o, c, kh, kw = weight.shape
+    if (tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1 or o > 4 or not x.size
+            or functional.conv2d_backward is not conv2d_backward):
+        return CORE["conv2d"](x, weight, bias, stride, padding, dilation, groups)
+    (n, _, h, w), (top, bottom, left, right) = x.shape, padding
+    hp, wp = h + top + bottom, w + left + right
+    out_hw = (hp - kh + 1, wp - kw + 1)
+    padded = _bordered((c, hp + 1, wp, n), (top, h, left, w), 0, x.dtype)  # one row more: the last tap's slice
+    padded[:, top:top + h, left:left + w] = x.transpose(1, 2, 3, 0)
+    saved = Taps(padded.reshape(c, -1), out_hw, wp, n)
+    y = numpy.zeros((o, out_hw[0] * wp * n), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += weight[:, :, i, j] @ saved.tap(i, j)
+    y = numpy.ascontiguousarray(y.reshape(o, out_hw[0], wp, n)[:, :, :out_hw[1]])  # (O, OH, OW, N): rows
+    y = y.transpose(3, 0, 1, 2)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y, saved
+
+
+def conv2d_backward(dy, cols, weight, x_shape, stride, padding, dilation, groups, weight_grad=None, bias_grad=None,
+                    input_grad=True):
+    """functional.conv2d_backward after the tap-wise :func:`conv2d`: dL/dW[:, :, i, j] += dY (as WP-wide rows,
+    zeros in the extra columns) @ (tap (i, j)'s view)^T, the bias's gradient as the core's, and dL/dx as
+    functional.correlate_transpose (for these layers, the flipped-kernel correlation). After the core conv2d
+    (``cols`` an array) the core function."""
+    if not isinstance(cols, Taps):
+        return CORE["conv2d_backward"](dy, cols, weight, x_shape, stride, padding, dilation, groups, weight_grad,
+                                       bias_grad, input_grad)
+    (o, _, kh, kw), (oh, ow), dY = weight.shape, cols.out_hw, nchw_to_rows(dy)
+    if weight_grad is not None:
+        rows = numpy.zeros((o, oh, cols.wp, cols.n), dtype=dy.dtype)
+        rows[:, :, :ow] = dY.reshape(o, oh, ow, cols.n)
+        rows = rows.reshape(o, -1)
+        for i in range(kh):
+            for j in range(kw):
+                weight_grad[:, :, i, j] += rows @ cols.tap(i, j).T
+    if bias_grad is not None:
+        functional.backend.add_row_sums(bias_grad, dY)
+    if not input_grad:
+        return None
+    return functional.correlate_transpose(dY, weight, dy.shape[2:], x_shape, stride, padding[::2], dilation, groups)
 
 
 def first_maximum(windows, best):
@@ -193,6 +262,7 @@ zero_grads = zero_grads_for(numpy)  # one fill of the flat gradients (minidae.sp
 
 
 for _name, _function in (("im2col", im2col), ("col2im", col2im), ("correlate_transpose", correlate_transpose),
+                         ("conv2d", conv2d), ("conv2d_backward", conv2d_backward),
                          ("max_winners", first_maximum), ("matmul", matmul), ("adam_step", adam_step),
                          ("zero_grads", zero_grads)):
     register(_name, "numpy", _function)
