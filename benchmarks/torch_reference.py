@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -174,9 +175,13 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=int, default=1, help="test loss every N epochs (the last always)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--torch-init", action="store_true", help="PyTorch's own initial weights (torch.manual_seed)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="torch.set_flush_denormal(True): the CPU's flush-to-zero modes (issue 26's comparison)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        print("torch.set_flush_denormal(True) is not supported on this CPU", file=sys.stderr)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "momentum", "noise",
                                                "noise_level") if getattr(args, k) is not None}
     config = TrainConfig.from_preset(args.preset, seed=args.seed, train_samples=args.train_samples,
