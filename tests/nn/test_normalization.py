@@ -4,6 +4,7 @@ save / load / training checkpoints, and the errors."""
 import numpy as np
 import pytest
 
+import minidae
 from minidae import backend, gradcheck, models, nn, optim
 from minidae.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from parity import TOLERANCE, relative_error
