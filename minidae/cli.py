@@ -1,7 +1,6 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
 import errno
-import math
 import os
 import re
 import sys
@@ -61,13 +60,17 @@ def add_train_arguments(parser):
     add("--dataset", choices=sorted(LOADERS), default=None, help="data set (default: mnist)")
     add("--data", default=None, metavar="PATH",
         help="train on images of one's own instead: a folder of PNG/JPEG/BMP/TIFF/GIF files (sub-folders as "
-             "classes), a .npy/.npz array (N, H, W) or (N, 1, H, W) of uint8 or floats in [0, 1], or an IDX file; "
-             "pictures become grayscale, centre-cropped and resized to --image-size")
+             "classes), a .npy/.npz array (N, H, W), (N, 1, H, W) or, with --channels 3, (N, 3, H, W) of uint8 or "
+             "floats in [0, 1], or an IDX file; pictures are made grayscale (or kept in colour with --channels 3), "
+             "centre-cropped and resized to --image-size (minidae.data.images states the rule)")
     add("--test-data", default=None, metavar="PATH", help="the test images for --data (default: a held-out fraction)")
     add("--test-fraction", type=float, default=None, metavar="F",
         help="the fraction of --data held out for testing, chosen by the seed (default: 0.1)")
     add("--image-size", type=int, default=None, metavar="S",
         help="bring pictures to S x S pixels (default: 28); the model must be built for that size")
+    add("--channels", type=int, choices=[1, 3], default=None,
+        help="1: make --data's pictures grayscale (the default); 3: keep their colour (RGB), with a preset built "
+             "for 3 channels in and out (a model of one's own must take them)")
     add("--no-diagnostics", action="store_true",
         help="no per-layer statistics (layers.png, metrics.json's 'layers'; they cost one forward every 25 steps)")
     add("--data-dir", default=None, metavar="DIR",
@@ -90,7 +93,7 @@ RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", 
                 "noise_level", "clip")
 # Flags a resumed run takes from its checkpoint instead (minidae.train.RECIPE), and their defaults.
 RESUME_FLAGS = {"preset": None, "seed": 0, "train_samples": None, "test_samples": None, "dataset": "mnist",
-                "data": None, "test_data": None, "test_fraction": None, "image_size": 28}
+                "data": None, "test_data": None, "test_fraction": None, "image_size": 28, "channels": 1}
 
 
 def config_from_args(args):
@@ -175,9 +178,9 @@ def run_train(args):
 
 
 def _load_model(path, given=None):
-    """(the checkpoint's model, rebuilt by name or by its factory with its weights, its config); CheckpointError
-    if it cannot be. ``given`` is the factory named on the command line (``--model``): a checkpoint's own record of
-    a factory is never imported (models.for_checkpoint)."""
+    """(the checkpoint's model, rebuilt by name (for the run's channel count) or by its factory with its weights,
+    its config); CheckpointError if it cannot be. ``given`` is the factory named on the command line
+    (``--model``): a checkpoint's own record of a factory is never imported (models.for_checkpoint)."""
     from . import models
     from .checkpoint import CheckpointError, load_checkpoint, load_weights
     state = load_checkpoint(path)
@@ -186,7 +189,8 @@ def _load_model(path, given=None):
         raise CheckpointError(f"--model {given}: {path} holds the built-in model {recorded!r}, which needs no "
                               f"--model; drop it")
     try:
-        model = models.build(models.for_checkpoint(state["config"], path, given))
+        model = models.build(models.for_checkpoint(state["config"], path, given),
+                             channels=state["config"].get("channels", 1))
     except ValueError as exc:
         if str(exc).startswith(f"{path}: "):
             raise
@@ -199,10 +203,10 @@ def _test_images(config, args, model):
     own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint).
     A model that cannot take the run's image size is refused first, before any image is read."""
     from .train import TrainConfig, check_fits, image_shape, load_data
-    check_fits(model, image_shape(config), config.get("model", "conv_dae"))
+    check_fits(model, image_shape(config), config.get("model", "conv_dae"), config.get("channels", 1))
     run = TrainConfig(dataset=config["dataset"], data_dir=args.data_dir, data=config.get("data"),
                       test_data=config.get("test_data"), test_fraction=config.get("test_fraction"),
-                      image_size=config.get("image_size", 28), seed=config["seed"],
+                      image_size=config.get("image_size", 28), channels=config.get("channels", 1), seed=config["seed"],
                       train_samples=getattr(args, "train_samples", None), test_samples=args.test_samples)
     return load_data(run, progress=False)
 
@@ -251,70 +255,30 @@ def _refuse_overwriting(output, inputs):
                          f"output file")
 
 
-def read_gray(path):
-    """An image file as a grayscale Pillow image: mode "L" (levels 0-255), or "F" (levels in [0, 1]) for a
-    floating-point or 16-bit image.
-
-    Transparent pixels become the paper: white behind dark ink, black behind light ink (a drawing on a
-    transparent background). Floating-point images (TIFF) hold levels in [0, 1], or in [0, 255] where they go
-    beyond 1; 16-bit images levels out of 65535.
-    """
-    from PIL import Image
-    from .data.budget import MAX_PICTURE_PIXELS
-    from .files import open_regular
-    try:
-        with open_regular(path) as f, Image.open(f) as image:
-            if image.size[0] * image.size[1] > MAX_PICTURE_PIXELS:  # from the header, before decoding
-                raise ValueError(f"{path}: refused: its header declares {image.size[0]} x {image.size[1]} pixels, "
-                                 f"more than the {MAX_PICTURE_PIXELS:,} a picture may have; shrink it first "
-                                 f"(minidae resizes it to 28 x 28 anyway)")
-            if image.mode in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-                return Image.fromarray(_unit_levels(numpy.asarray(image, dtype=numpy.float64), image.mode, path),
-                                       mode="F")
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                alpha = numpy.asarray(rgba.getchannel("A"), dtype=numpy.float64) / 255
-                ink = numpy.asarray(rgba.convert("RGB").convert("L"), dtype=numpy.float64)
-                covered = alpha.sum()
-                paper = 255 if covered and (ink * alpha).sum() / covered < 128 else 0
-                return Image.fromarray(numpy.round(ink * alpha + paper * (1 - alpha)).astype(numpy.uint8), mode="L")
-            return image.convert("L")
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path}: refused: {exc} Shrink the image first (minidae resizes it to 28 x 28 "
-                         f"anyway)") from None
-
-
-def _unit_levels(values, mode, path):
-    """A floating-point or 16-bit image's pixels as float32 levels in [0, 1]."""
-    if mode != "F":
-        return (values / 65535).astype(numpy.float32)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if not (math.isfinite(low) and math.isfinite(high) and low >= 0 and high <= 255):
-        raise ValueError(f"{path}: its floating-point pixels span [{low}, {high}]; minidae reads them as gray "
-                         f"levels in [0, 1] (or [0, 255]): rescale the image first")
-    return (values / (1 if high <= 1 else 255)).astype(numpy.float32)
-
-
 def run_denoise(args):
-    """Denoise one image: read as grayscale, resize to 28 x 28 (the network's input), denoise, write."""
+    """Denoise one picture: read by the rule ``train --data`` reads its pictures with (minidae.data.images:
+    grayscale, or colour for a run with --channels 3; centre-cropped and resized to the run's image size),
+    denoise, write."""
     from PIL import Image
+    from .data.images import read_picture
     from .files import atomic_path
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint, args.factory)
-    size = config.get("image_size", 28)
-    gray = read_gray(args.input).resize((size, size), Image.Resampling.LANCZOS)
-    pixels = numpy.asarray(gray, dtype=numpy.float32)
-    pixels = numpy.clip(pixels, 0, 1) if gray.mode == "F" else pixels / 255
+    size, channels = config.get("image_size", 28), config.get("channels", 1)
+    pixels = read_picture(args.input, size, channels).astype(numpy.float32) / 255
+    pixels = pixels[None] if channels == 1 else pixels  # (C, S, S)
     if args.invert:
         pixels = 1 - pixels
     with minidae_evaluating(model):  # inference: BatchNorm2d's running statistics, no dropout, nothing kept
-        output = backend.to_numpy(model(backend.xp.asarray(pixels[None, None])))[0, 0]
+        output = backend.to_numpy(model(backend.xp.asarray(pixels[None])))[0]
     if args.invert:
         output = 1 - output
-    result = Image.fromarray(numpy.round(output * 255).astype(numpy.uint8), mode="L")
+    levels = numpy.round(numpy.clip(output, 0, 1) * 255).astype(numpy.uint8)
+    result = Image.fromarray(levels[0], mode="L") if channels == 1 else Image.fromarray(levels.transpose(1, 2, 0),
+                                                                                       mode="RGB")
     if args.size:
         result = result.resize((args.size, args.size), Image.Resampling.NEAREST)
     with atomic_path(args.output) as temporary:
@@ -338,17 +302,23 @@ def run_summary(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model.endswith(".npz") and os.path.isfile(args.model):
+        if args.channels is not None:
+            raise ValueError(f"summary {args.model}: --channels is for a preset; a checkpoint's model has its run's")
         model, config = _load_model(args.model, args.factory)
-        size = config.get("image_size", 28)
+        size, channels = config.get("image_size", 28), config.get("channels", 1)
     elif models.is_factory_spec(args.model) or args.model in models.MODELS:
         if args.factory is not None:
             raise ValueError(f"summary {args.model}: --model names the factory of a checkpoint; give the model "
                              f"itself as the argument instead")
-        model, size = models.build(args.model), 28
+        if args.channels is not None and args.model not in models.MODELS:
+            raise ValueError(f"summary {args.model}: --channels is for a preset; a factory builds its model for the "
+                             f"channels it takes (give --input-shape)")
+        channels = args.channels or 1
+        model, size = models.build(args.model, channels=channels), 28
     else:
         raise ValueError(f"summary {args.model}: not a preset ({', '.join(models.MODELS)}), a FILE.py:FACTORY or a "
                          f"checkpoint .npz")
-    shape = tuple(args.input_shape) if args.input_shape else (1, size, size)
+    shape = tuple(args.input_shape) if args.input_shape else (channels, size, size)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"--input-shape takes C H W, three positive numbers, got {' '.join(map(str, shape))}")
     print(models.format_summary(args.model, args.batch_size, shape, model=model))
@@ -366,9 +336,12 @@ def run_inspect(args):
     os.makedirs(out, exist_ok=True)
     written = []  # the files complete so far, for the line an interruption prints
     try:
+        name = os.path.basename(str(config.get("model", "conv_dae")))  # a factory by its file's name
         result = inspection.inspect_model(model, (train, train_labels), (test, labels), out, pairs=args.pairs,
-                                          probe_epochs=args.probe_epochs, title=f"{config.get('model')}: test codes",
-                                          written=written)
+                                          probe_epochs=args.probe_epochs, title=f"{name}: test codes",
+                                          written=written, classes=sources.get("classes"), name=name,
+                                          kind="digit" if config.get("data") is None and
+                                          config.get("dataset", "mnist") == "mnist" else "class")
         result.update(checkpoint=os.path.abspath(args.checkpoint), data=sources)
         write_json(os.path.join(out, "inspect.json"), result)
     except KeyboardInterrupt:
@@ -462,22 +435,29 @@ def main(argv=None):
     summary.add_argument("model", help=f"a preset ({', '.join(MODELS)}), a model of one's own as FILE.py:FACTORY "
                                        f"or package.module:factory, or a checkpoint .npz")
     summary.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                         help="one input's shape (default: 1 28 28, or the checkpoint's image size)")
+                         help="one input's shape (default: --channels 28 28, or the checkpoint's channels and image "
+                              "size)")
     summary.add_argument("--batch-size", type=int, default=1, help="the batch the shapes and counts are for "
                                                                     "(default: %(default)s)")
+    summary.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                         help="a preset built for images of 1 (the default) or 3 (colour) channels")
     export = commands.add_parser("export", help="write a checkpoint's weights as safetensors (for PyTorch)",
                                  description="Writes the model weights of a checkpoint to a .safetensors file "
                                              "with PyTorch's key names: safetensors.torch.load_file(OUT) then "
                                              "load_state_dict loads them into the PyTorch twin.")
     export.add_argument("checkpoint", help="a checkpoint.npz written by training")
     export.add_argument("out", help="the .safetensors file to write (never the checkpoint itself)")
-    denoise = commands.add_parser("denoise", help="denoise one grayscale image (resized to 28x28)",
-                                  description="Reads any image as grayscale, resizes it to the network's 28x28 "
-                                              "input (Lanczos), denoises it and writes the 28x28 result (or a "
-                                              "nearest-neighbour enlargement with --size). MNIST digits are light "
-                                              "on dark: pass --invert for dark-on-light images. Transparent "
-                                              "pixels become the paper (white behind dark ink, black behind "
-                                              "light ink); floating-point TIFFs hold levels in [0, 1].")
+    denoise = commands.add_parser("denoise", help="denoise one picture (brought to the run's size, 28x28 unless "
+                                                  "it trained at another)",
+                                  description="Reads a picture by the rule train --data reads its pictures with "
+                                              "(minidae.data.images): grayscale, or colour for a run trained with "
+                                              "--channels 3; transparent pixels laid on the paper that shows the "
+                                              "ink (white behind dark ink, black behind light ink); "
+                                              "floating-point TIFFs hold levels in [0, 1]; centre-cropped to a "
+                                              "square and resized to the network's input (Lanczos). Denoises it "
+                                              "and writes the result at that size (or a nearest-neighbour "
+                                              "enlargement with --size). MNIST digits are light on dark: pass "
+                                              "--invert for dark-on-light images.")
     denoise.add_argument("checkpoint")
     denoise.add_argument("input")
     denoise.add_argument("output")
@@ -485,8 +465,9 @@ def main(argv=None):
     denoise.add_argument("--size", type=int, default=None, help="enlarge the output to SIZE x SIZE pixels")
     denoise.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     inspect = commands.add_parser("inspect", help="look inside a trained model: its code, interpolations, filters",
-                                  description="Writes latent.png (the test set's codes, PCA to 2-D, by digit), "
-                                              "interpolation.png (decoded between two digits' codes), filters.png, "
+                                  description="Writes latent.png (the test set's codes, PCA to 2-D, by class), "
+                                              "interpolation.png (decoded between two test images' codes), "
+                                              "filters.png, "
                                               "feature_maps.png and inspect.json (the linear-probe accuracy of the "
                                               "codes beside the raw pixels').")
     inspect.add_argument("checkpoint", help="a checkpoint.npz written by training")

@@ -1,15 +1,16 @@
 """Image-quality metrics for batches of images in [0, 1], on NumPy or CuPy.
 
-All take (N, H, W) or (N, 1, H, W) arrays and return one number per image; average them
-yourself (``mean``) or use :func:`summarize`.
+All take (N, H, W) grayscale or (N, C, H, W) arrays (C = 1, or 3 for colour) and return one number per
+image; average them yourself (``mean``) or use :func:`summarize`.
 
-    mse   (1 / HW) sum (x - y)^2
+    mse   (1 / CHW) sum (x - y)^2                (over every channel and pixel)
     psnr  10 log10(1 / mse)                      (data range 1; capped at 100 dB for mse = 0)
     ssim  mean over the valid 'same-size' window positions of
           ((2 mu_x mu_y + C1)(2 s_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))
-          with an 11 x 11 Gaussian window (sigma 1.5), C1 = (0.01)^2, C2 = (0.03)^2
+          with an 11 x 11 Gaussian window (sigma 1.5), C1 = (0.01)^2, C2 = (0.03)^2, computed for each
+          channel on its own and averaged over the channels
           (Wang et al. 2004; skimage's structural_similarity with gaussian_weights=True,
-          use_sample_covariance=False, data_range=1).
+          use_sample_covariance=False, data_range=1, and channel_axis for colour).
 """
 
 import numpy
@@ -20,14 +21,17 @@ __all__ = ["mse", "psnr", "ssim", "sums", "summarize"]
 
 
 def _images(x):
+    """(N, C, H, W) float64 of (N, H, W) or (N, C, H, W) images."""
     xp = backend.array_module(x)
     x = xp.asarray(x, dtype=xp.float64)
-    return x.reshape(x.shape[0], x.shape[-2], x.shape[-1])
+    if x.ndim not in (3, 4):
+        raise ValueError(f"metrics: expected images (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    return x[:, None] if x.ndim == 3 else x
 
 
 def mse(x, y):
-    """Mean squared error of each image pair: (N,) float64."""
-    return ((_images(x) - _images(y)) ** 2).mean(axis=(1, 2))
+    """Mean squared error of each image pair over its channels and pixels: (N,) float64."""
+    return ((_images(x) - _images(y)) ** 2).mean(axis=(1, 2, 3))
 
 
 def psnr(x, y):
@@ -45,10 +49,13 @@ def _gaussian_valid(images, window):
 
 
 def ssim(x, y, window_size=11, sigma=1.5):
-    """Structural similarity of each image pair, as the module docstring defines it: (N,) in [-1, 1]."""
+    """Structural similarity of each image pair, as the module docstring defines it (each channel on its own,
+    then their mean): (N,) in [-1, 1]."""
     x, y = _images(x), _images(y)
-    if min(x.shape[1:]) < window_size:
-        raise ValueError(f"ssim: images {x.shape[1:]} are smaller than the {window_size}x{window_size} window")
+    count, channels = x.shape[:2]
+    if min(x.shape[2:]) < window_size:
+        raise ValueError(f"ssim: images {x.shape[2:]} are smaller than the {window_size}x{window_size} window")
+    x, y = x.reshape(count * channels, *x.shape[2:]), y.reshape(count * channels, *y.shape[2:])  # one plane each
     offsets = numpy.arange(window_size) - (window_size - 1) / 2
     window = numpy.exp(-offsets ** 2 / (2 * sigma ** 2))
     window /= window.sum()
@@ -58,7 +65,7 @@ def ssim(x, y, window_size=11, sigma=1.5):
     cov = _gaussian_valid(x * y, window) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(axis=(1, 2))
+    return ssim_map.mean(axis=(1, 2)).reshape(count, channels).mean(axis=1)
 
 
 def sums(noisy, denoised, clean):

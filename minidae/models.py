@@ -1,7 +1,9 @@
 """Ready-made networks: the specification's DAE and every system of the reference material.
 
 Each maps (N, 1, 28, 28) images in [0, 1] to (N, 1, 28, 28); the fully connected ones flatten
-and unflatten inside. ``MODELS`` maps each name to its builder; ``minidae models`` lists them
+and unflatten inside. Every builder takes a channel count, ``channels=3`` for colour pictures (N, 3, 28, 28):
+the first layer then takes and the last gives that many channels, and nothing else changes (the spec network
+has 572,675 parameters with 3, 578 more than with 1). ``MODELS`` maps each name to its builder; ``minidae models`` lists them
 and ``minidae summary NAME`` prints the per-layer table that each docstring shows. Where a
 reference leaves something open, the docstring says what minidae chose (docs/results.md too).
 """
@@ -27,7 +29,8 @@ __all__ = ["Chain", "ConvDAE", "conv_dae", "fc_dae", "dense_ae", "fc_ae", "conv_
 
 
 class Chain(nn.Sequential):
-    """A Sequential of layers for (N, 1, 28, 28) images whose first ``code_after`` layers are the encoder.
+    """A Sequential of layers for (N, C, 28, 28) images whose first ``code_after`` layers are the encoder
+    (``channels`` = C: 1 for grayscale, 3 for colour).
 
     ``layers`` are (name, module) pairs, or modules: a layer with parameters is named as the reference's PyTorch
     code names it (conv1, fc1, ...), so that state_dict keys read alike; the others get their class's name and
@@ -40,9 +43,9 @@ class Chain(nn.Sequential):
 
     code_after = None  # layers in the encoder; each model sets it
 
-    def __init__(self, layers, code_after):
+    def __init__(self, layers, code_after, channels=1):
         super().__init__(_named_layers(layers))
-        self.code_after = code_after
+        self.code_after, self.channels = code_after, channels
 
     @property
     def layers(self):
@@ -50,7 +53,7 @@ class Chain(nn.Sequential):
         return list(self._modules.values())
 
     def forward(self, ctx, x, part=None):
-        """(N, 1, 28, 28) images through every layer in order; ``part="encoder"`` runs the first ``code_after``
+        """(N, C, 28, 28) images through every layer in order; ``part="encoder"`` runs the first ``code_after``
         layers only, ``part="decoder"`` the rest (from a code)."""
         layers = self.layers
         if part == "decoder":
@@ -63,18 +66,22 @@ class Chain(nn.Sequential):
         return x
 
     def encode(self, x):
-        """The code of images x (N, 1, 28, 28): the output of the encoder's last layer (``code_after``)."""
+        """The code of images x (N, C, 28, 28): the output of the encoder's last layer (``code_after``)."""
         return self(x, part="encoder")
 
     def decode(self, z):
-        """Images (N, 1, 28, 28) from codes z (as :meth:`encode` gives them): the decoder's layers."""
+        """Images (N, C, 28, 28) from codes z (as :meth:`encode` gives them): the decoder's layers."""
         return self(z, part="decoder")
 
     def _check_images(self, x):
-        if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"{type(self).__name__}: expected images of shape (N, 1, 28, 28), got "
-                             f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 grayscale images: "
-                             f"resize yours first (as `minidae denoise` does) and add the batch and channel axes")
+        expected = (self.channels, 28, 28)
+        if getattr(x, "ndim", 0) != 4 or tuple(x.shape[1:]) != expected:
+            kind = "grayscale" if self.channels == 1 else f"{self.channels}-channel"
+            raise ValueError(f"{type(self).__name__}: expected images of shape (N, {self.channels}, 28, 28), got "
+                             f"{tuple(getattr(x, 'shape', ()))}; the network is built for 28 x 28 {kind} images: "
+                             f"resize yours first (as `minidae denoise` does) and add the batch and channel axes"
+                             + ("; build it with channels=3 for colour images" if self.channels == 1 and
+                                getattr(x, "ndim", 0) == 4 and x.shape[1] == 3 else ""))
 
 
 def _named_layers(layers):
@@ -96,7 +103,8 @@ def _named_layers(layers):
 
 
 class ConvDAE(Chain):
-    """The specification's convolutional denoising autoencoder (docs/spec.md). 572,097 parameters.
+    """The specification's convolutional denoising autoencoder (docs/spec.md). 572,097 parameters; with
+    ``channels=3`` (colour: conv1 Conv2d(3, 16, ...), conv6 ConvTranspose2d(16, 3, ...)) 572,675.
 
     ==========  ===================================================  ==================
     layer       definition                                           output shape
@@ -120,35 +128,39 @@ class ConvDAE(Chain):
     matches the table. l1 and l2 have no activation (a linear bottleneck of 256).
     """
 
-    def __init__(self):
-        super().__init__([("conv1", nn.Conv2d(1, 16, 3, stride=2, padding=2)), nn.ReLU(),
+    def __init__(self, channels=1):
+        super().__init__([("conv1", nn.Conv2d(channels, 16, 3, stride=2, padding=2)), nn.ReLU(),
                           ("conv2", nn.Conv2d(16, 32, 3, stride=2, padding=1)), nn.ReLU(),
                           ("conv3", nn.Conv2d(32, 64, 3, stride=2, padding=1)), nn.ReLU(), nn.Flatten(),
                           ("l1", nn.Linear(1024, 256)), ("l2", nn.Linear(256, 1024)), nn.Unflatten((64, 4, 4)),
                           ("conv4", nn.ConvTranspose2d(64, 32, 3, stride=3, padding=2)), nn.ReLU(),
                           ("conv5", nn.ConvTranspose2d(32, 16, 3, stride=3, padding=4)), nn.ReLU(),
-                          ("conv6", nn.ConvTranspose2d(16, 1, 3, stride=2, padding=3, output_padding=1)),
+                          ("conv6", nn.ConvTranspose2d(16, channels, 3, stride=2, padding=3, output_padding=1)),
                           nn.Sigmoid()],
-                         code_after=8)  # through l1: the 256 numbers of the linear bottleneck
+                         code_after=8, channels=channels)  # through l1: the 256 numbers of the linear bottleneck
 
 
-def conv_dae():
-    """A freshly initialised :class:`ConvDAE` (PyTorch's default init, from ``backend.seed``)."""
-    return ConvDAE()
+def conv_dae(channels=1):
+    """A freshly initialised :class:`ConvDAE` for images of ``channels`` channels (PyTorch's default init, from
+    ``backend.seed``)."""
+    return ConvDAE(channels)
 
 
 class _Dense(Chain):
-    """A fully connected autoencoder: Flatten, Linear layers with ReLU between, Sigmoid, Unflatten."""
+    """A fully connected autoencoder: Flatten, Linear layers with ReLU between, Sigmoid, Unflatten. ``sizes``
+    start and end with 784, the pixels of one channel: with ``channels`` C, the first and last layers take and
+    give C x 784 numbers."""
 
-    def __init__(self, names, sizes):
+    def __init__(self, names, sizes, channels=1):
+        sizes = [sizes[0] * channels, *sizes[1:-1], sizes[-1] * channels]
         layers = [nn.Flatten()]
         for index, (name, (n_in, n_out)) in enumerate(zip(names, zip(sizes, sizes[1:]))):
             layers += [(name, nn.Linear(n_in, n_out)), nn.ReLU() if index < len(names) - 1 else nn.Sigmoid()]
-        super().__init__(layers + [nn.Unflatten((1, 28, 28))],
+        super().__init__(layers + [nn.Unflatten((channels, 28, 28))], channels=channels,
                          code_after=1 + 2 * (len(names) // 2))  # through the middle layer and its ReLU
 
 
-def fc_dae():
+def fc_dae(channels=1):
     """Fully connected DAE of references/fc_dae_article.txt (PyTorch): 784-512-256-128-256-512-784.
 
     ======  =================  ============  ==========
@@ -166,10 +178,10 @@ def fc_dae():
     Recipe (preset ``fc_dae``): input = clean + N(0, 1) noise, not clipped; MSE against the clean
     image; Adam lr 1e-2; batch 128; 10 epochs.
     """
-    return _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 512, 256, 128, 256, 512, 784])
+    return _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 512, 256, 128, 256, 512, 784], channels)
 
 
-def dense_ae():
+def dense_ae(channels=1):
     """Dense AE of references/dense_ae_article.txt (Keras): 784-128-64-32-64-128-784, He-normal init.
 
     ======  =================  ============  ==========
@@ -190,7 +202,7 @@ def dense_ae():
     chooses MSE, the specification's Gaussian noise (std 0.5, clipped) and Keras's default batch of
     32, with Adam lr 1e-3 for 200 epochs (preset ``dense_ae``).
     """
-    model = _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 128, 64, 32, 64, 128, 784])
+    model = _Dense(["fc1", "fc2", "fc3", "fc4", "fc5", "fc6"], [784, 128, 64, 32, 64, 128, 784], channels)
     for _, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
@@ -198,7 +210,7 @@ def dense_ae():
     return model
 
 
-def fc_ae():
+def fc_ae(channels=1):
     """FC autoencoder of references/fc_ae_and_conv_ae_pool_report.txt (part 1): 784-256-128-256-784.
 
     ==========  =================  ============  ==========
@@ -214,7 +226,7 @@ def fc_ae():
     decoder 234,512, as the report counts). Recipe (preset ``fc_ae``): a plain autoencoder (no
     noise), MSE, SGD lr 1.0, batch 10, 10 epochs.
     """
-    return _Dense(["fcEncoder1", "fcEncoder2", "fcDecoder1", "fcDecoder2"], [784, 256, 128, 256, 784])
+    return _Dense(["fcEncoder1", "fcEncoder2", "fcDecoder1", "fcDecoder2"], [784, 256, 128, 256, 784], channels)
 
 
 class ConvAEPool(Chain):
@@ -239,19 +251,19 @@ class ConvAEPool(Chain):
     ``conv_ae_pool``): no noise, MSE, SGD lr 1.0, batch 10, 10 epochs.
     """
 
-    def __init__(self):
+    def __init__(self, channels=1):
         pool, up = ("pool", nn.MaxPool2d(2)), ("up", nn.Upsample(scale_factor=2))
-        super().__init__([("conv1", nn.Conv2d(1, 32, 3, padding=1)), nn.ReLU(), pool,
+        super().__init__([("conv1", nn.Conv2d(channels, 32, 3, padding=1)), nn.ReLU(), pool,
                           ("conv2", nn.Conv2d(32, 64, 3, padding=1)), nn.ReLU(), pool,
                           ("conv3", nn.Conv2d(64, 64, 3, padding=1)), nn.ReLU(), up,
                           ("conv4", nn.Conv2d(64, 32, 3, padding=1)), nn.ReLU(), up,
-                          ("conv5", nn.Conv2d(32, 1, 3, padding=1)), nn.Sigmoid()],
-                         code_after=6)  # through the second pooling: (N, 64, 7, 7)
+                          ("conv5", nn.Conv2d(32, channels, 3, padding=1)), nn.Sigmoid()],
+                         code_after=6, channels=channels)  # through the second pooling: (N, 64, 7, 7)
 
 
-def conv_ae_pool():
-    """A freshly initialised :class:`ConvAEPool`."""
-    return ConvAEPool()
+def conv_ae_pool(channels=1):
+    """A freshly initialised :class:`ConvAEPool` for images of ``channels`` channels."""
+    return ConvAEPool(channels)
 
 
 class ConvDenoiser(Chain):
@@ -277,21 +289,21 @@ class ConvDenoiser(Chain):
     epochs. The reference does not shuffle its training batches; minidae's pipeline does.
     """
 
-    def __init__(self):
+    def __init__(self, channels=1):
         pool = ("pool", nn.MaxPool2d(2, 2))
-        super().__init__([("conv1", nn.Conv2d(1, 32, 3, padding=1)), nn.ReLU(), pool,
+        super().__init__([("conv1", nn.Conv2d(channels, 32, 3, padding=1)), nn.ReLU(), pool,
                           ("conv2", nn.Conv2d(32, 16, 3, padding=1)), nn.ReLU(), pool,
                           ("conv3", nn.Conv2d(16, 8, 3, padding=1)), nn.ReLU(), pool,
                           ("t_conv1", nn.ConvTranspose2d(8, 8, 3, stride=2)), nn.ReLU(),
                           ("t_conv2", nn.ConvTranspose2d(8, 16, 2, stride=2)), nn.ReLU(),
                           ("t_conv3", nn.ConvTranspose2d(16, 32, 2, stride=2)), nn.ReLU(),
-                          ("conv_out", nn.Conv2d(32, 1, 3, padding=1)), nn.Sigmoid()],
-                         code_after=9)  # through the third pooling: (N, 8, 3, 3)
+                          ("conv_out", nn.Conv2d(32, channels, 3, padding=1)), nn.Sigmoid()],
+                         code_after=9, channels=channels)  # through the third pooling: (N, 8, 3, 3)
 
 
-def conv_denoiser():
-    """A freshly initialised :class:`ConvDenoiser`."""
-    return ConvDenoiser()
+def conv_denoiser(channels=1):
+    """A freshly initialised :class:`ConvDenoiser` for images of ``channels`` channels."""
+    return ConvDenoiser(channels)
 
 
 MODELS = {"conv_dae": conv_dae, "fc_dae": fc_dae, "dense_ae": dense_ae, "fc_ae": fc_ae, "conv_ae_pool": conv_ae_pool,
@@ -409,10 +421,11 @@ def for_checkpoint(config, path, given=None):
     return factory
 
 
-def build(name):
-    """A freshly initialised model: a preset by name (one of MODELS), or what a factory of one's own returns
-    (a :class:`Factory`, or ``FILE.py:FACTORY`` or ``package.module:factory``, imported here: a function taking no
-    argument and returning a minidae Module)."""
+def build(name, channels=1):
+    """A freshly initialised model: a preset by name (one of MODELS) for images of ``channels`` channels, or what
+    a factory of one's own returns (a :class:`Factory`, or ``FILE.py:FACTORY`` or ``package.module:factory``,
+    imported here: a function taking no argument and returning a minidae Module, built for the channels it
+    takes; ``channels`` is not passed to it)."""
     if isinstance(name, Factory) or is_factory_spec(name):
         factory = name if isinstance(name, Factory) else import_factory(name)
         try:
@@ -425,7 +438,9 @@ def build(name):
         return model
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}, or give FILE.py:FACTORY")
-    return MODELS[name]()
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB colour), got {channels!r}")
+    return MODELS[name](channels) if channels != 1 else MODELS[name]()
 
 
 def parameter_count(model):

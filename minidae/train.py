@@ -31,14 +31,17 @@ from . import __version__, backend, metrics, models, nn, optim
 from .checkpoint import (CheckpointError, NonFiniteState, check_optimizer_state, load_checkpoint, load_weights,
                          save_checkpoint)
 from .data import NoisyBatches, load_fashion_mnist, load_images, load_mnist
+from .data.datasets import CLASS_NAMES
 from .diagnostics import Diagnostics, plot_layers
-from .data.loader import epoch_seed, unit_images
+from .data.loader import epoch_seed
+from .data.images import unit_images
 from .data.noise import apply_noise, check_noise
 from .files import FolderInUse, FolderLock, atomic_path, remove_temporaries, write_json
 from .nn.module import evaluating
 from .presets import PRESETS
 
-__all__ = ["TrainConfig", "TrainingDiverged", "Interrupted", "train", "evaluate", "load_split", "denoise_examples"]
+__all__ = ["TrainConfig", "TrainingDiverged", "Interrupted", "train", "evaluate", "load_split", "denoise_examples",
+           "example_index"]
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 EVAL_STREAM = 1_000_000  # the noise stream of evaluation, apart from every training epoch's
@@ -73,6 +76,7 @@ class TrainConfig:
     test_data: str = None  # their test images; without it, a fraction of ``data`` is held out
     test_fraction: float = None  # the fraction of ``data`` held out for testing (0.1 unless given), fixed by the seed
     image_size: int = 28  # pictures are brought to image_size x image_size (minidae.data.images states the rule)
+    channels: int = 1  # pictures of one's own made grayscale (1) or kept in colour (3, RGB); the model takes as many
     model_sha256: str = None  # the SHA-256 of a factory's file (recorded by train; checked by eval, --resume, ...)
     diagnostics: bool = True  # per-layer statistics every CHECK_EVERY iterations (metrics.json "layers", layers.png)
     out: str = None
@@ -105,6 +109,11 @@ class TrainConfig:
                              f"when no --test-data is given")
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 1024:
             raise ValueError(f"--image-size must be a whole number of pixels in 8..1024, got {self.image_size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"--channels must be 1 (grayscale) or 3 (RGB colour), got {self.channels!r}")
+        if self.channels != 1 and self.data is None:
+            raise ValueError(f"--channels {self.channels} needs --data (pictures of one's own): {self.dataset} is "
+                             f"grayscale")
         if self.optimizer not in OPTIMIZERS or self.loss not in LOSSES:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} and loss one of {', '.join(LOSSES)}, "
                              f"got {self.optimizer!r} and {self.loss!r}")
@@ -132,7 +141,7 @@ class TrainConfig:
 # Settings a resumed run takes from its checkpoint: changing them would make it another run.
 RECIPE = ("model", "optimizer", "momentum", "loss", "clip", "preset", "batch_size", "lr", "weight_decay", "noise",
           "noise_level", "seed", "train_samples", "test_samples", "dataset", "data", "test_data", "test_fraction",
-          "image_size")
+          "image_size", "channels")
 LOSSES = {"mse": nn.MSELoss, "bce": nn.BCELoss}
 OPTIMIZERS = ("adam", "sgd")
 
@@ -196,15 +205,20 @@ def load_data(config, progress=True):
     """(training images, their labels, test images, their labels, {"train": ..., "test": ...} saying where they
     came from); labels are None where the data has none. The data set's splits, or ``config.data`` (and
     ``config.test_data``, or a held-out fraction chosen by the seed), each cut to ``train_samples`` /
-    ``test_samples`` where given."""
+    ``test_samples`` where given, read with ``config.channels`` channels. Where the data name their classes
+    (MNIST's digits, Fashion-MNIST's garments, a folder's class sub-folders) the dict also holds ``classes``:
+    {"train": names or None, "test": names or None}, label k being names[k]."""
+    channels = getattr(config, "channels", 1)
     if config.data is None:
         train, train_labels = load_split(config.dataset, "train", config.data_dir, config.train_samples, progress)
         test, labels = load_split(config.dataset, "test", config.data_dir, config.test_samples, progress)
         name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}[config.dataset]
-        return train, train_labels, test, labels, {"train": f"the {name} training set", "test": f"the {name} test set"}
-    found = load_images(config.data, config.image_size, progress)
+        names = list(CLASS_NAMES[config.dataset])
+        return train, train_labels, test, labels, {"train": f"the {name} training set", "test": f"the {name} test set",
+                                                   "classes": {"train": names, "test": names}}
+    found = load_images(config.data, config.image_size, progress, channels=channels)
     if config.test_data is not None:
-        train, test = found, load_images(config.test_data, config.image_size, progress)
+        train, test = found, load_images(config.test_data, config.image_size, progress, channels=channels)
     else:
         fraction = 0.1 if config.test_fraction is None else config.test_fraction
         count = max(1, round(len(found) * fraction))
@@ -219,7 +233,28 @@ def load_data(config, progress=True):
         parts.append(part if samples is None else
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts
-    return train.images, train.labels, test.images, test.labels, {"train": train.source, "test": test.source}
+    sources = {"train": train.source, "test": test.source, "colour": _colour_kept(train, channels)}
+    if train.classes or test.classes:
+        sources["classes"] = {"train": train.classes, "test": test.classes}
+    return train.images, train.labels, test.images, test.labels, sources
+
+
+def _colour_kept(found, channels):
+    """What became of the images' colour, in words (metrics.json's data.colour)."""
+    if not found.pictures:
+        return f"arrays of {channels} channel{'s' * (channels > 1)}, as stored"
+    return "pictures made grayscale" if channels == 1 else "pictures kept in colour (RGB)"
+
+
+def colour_line(sources, channels):
+    """The start of a run's first line: what became of the colour of one's own pictures and how to change it ("" for
+    a public data set, which is grayscale, and for arrays, which are taken as they are)."""
+    kept = sources.get("colour")
+    if kept is None or not kept.startswith("pictures"):
+        return ""  # a public set is grayscale; arrays are taken as they are (metrics.json's data.colour says so)
+    if channels == 1:
+        return f"{kept} (--channels 1, the default; --channels 3 keeps their colour); "
+    return f"{kept} (--channels 3; --channels 1 makes them grayscale); "
 
 
 def image_shape(config):
@@ -230,21 +265,26 @@ def image_shape(config):
     return (size, size)
 
 
-def check_fits(model, image_shape, name):
-    """ValueError, in one line, unless ``model`` maps a batch of images of ``image_shape`` (H, W) to one of the
-    same shape, as a denoiser must: checked on two blank images before any training."""
-    x = backend.xp.zeros((2, 1, *image_shape), dtype=model.parameters()[0].data.dtype if model.parameters()
+def check_fits(model, image_shape, name, channels=1):
+    """ValueError, in one line, unless ``model`` maps a batch of images of ``channels`` channels and
+    ``image_shape`` (H, W) to one of the same shape, as a denoiser must: checked on two blank images before any
+    training."""
+    x = backend.xp.zeros((2, channels, *image_shape), dtype=model.parameters()[0].data.dtype if model.parameters()
                          else numpy.float32)
+    kind = "" if channels == 1 else f" {channels}-channel (colour)"
     try:
         with evaluating(model):
             y = model(x)
     except Exception as exc:
-        raise ValueError(f"the model {name} cannot take {image_shape[0]}x{image_shape[1]} images "
-                         f"({type(exc).__name__}: {exc}); build it for that size, or give --image-size") from None
+        raise ValueError(f"the model {name} cannot take{kind} {image_shape[0]}x{image_shape[1]} images "
+                         f"({type(exc).__name__}: {exc}); build it for that size"
+                         + (" and channel count, or give --channels 1" if channels != 1 else ", or give --image-size")
+                         ) from None
     if tuple(y.shape) != tuple(x.shape):
         raise ValueError(f"the model {name} maps images of shape {tuple(x.shape[1:])} to {tuple(y.shape[1:])}; a "
                          f"denoiser must give back the shape it takes (build it for {image_shape[0]}x"
-                         f"{image_shape[1]} images, or give --image-size)")
+                         f"{image_shape[1]} images of {channels} channel{'s' * (channels > 1)}, or give "
+                         f"--image-size or --channels)")
 
 
 def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
@@ -266,19 +306,31 @@ def evaluate(model, images, noise, level, seed, batch_size=500, clip=True):
     return {key: float(value) / len(images) for key, value in totals.items()}  # one read back at the end
 
 
-def denoise_examples(model, images, labels, noise, level, seed, clip=True):
-    """(noisy, denoised, clean) host arrays for the first test image of each class, in class order, or for the
-    first ten test images where there are no labels (eval mode)."""
+def example_index(images, labels, count=10):
+    """The test images denoising.png shows: the first of each class, in class order (at most 20 classes); where
+    there are fewer than ``count`` classes, the next of each class in turn until there are ``count`` (grouped
+    by class); the first ``count`` where there are no labels."""
     if labels is None:
-        index = list(range(min(10, len(images))))
-    else:
-        labels = numpy.asarray(labels)
-        index = [int(numpy.flatnonzero(labels == c)[0]) for c in numpy.unique(labels)][:20]
-    clean = unit_images(images[index])
+        return list(range(min(count, len(images))))
+    labels = numpy.asarray(labels)
+    members = [numpy.flatnonzero(labels == c) for c in numpy.unique(labels)][:20]
+    taken = [1] * len(members)
+    while sum(taken) < count and any(t < len(m) for t, m in zip(taken, members)):
+        for k, chosen in enumerate(members):
+            if sum(taken) < count and taken[k] < len(chosen):
+                taken[k] += 1
+    return [int(i) for chosen, t in zip(members, taken) for i in chosen[:t]]
+
+
+def denoise_examples(model, images, labels, noise, level, seed, clip=True):
+    """(noisy, denoised, clean) host arrays for the images :func:`example_index` chooses (eval mode): (N, H, W) for
+    grayscale images, (N, C, H, W) for colour."""
+    clean = unit_images(images[example_index(images, labels)])
     noisy = apply_noise(noise, clean, level, seed=seed, clip=clip)
     with evaluating(model):
         denoised = model(noisy)
-    return tuple(backend.to_numpy(a)[:, 0] for a in (noisy, denoised, clean))
+    return tuple(backend.to_numpy(a)[:, 0] if a.shape[1] == 1 else backend.to_numpy(a)
+                 for a in (noisy, denoised, clean))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -447,7 +499,7 @@ class _Run:
         backend.tune_host_allocator()
         self.out = out
         self.checkpoint_path = os.path.join(self.out, "checkpoint.npz")
-        self.model = models.build(source)
+        self.model = models.build(source, channels=config.channels)
         self.optimizer = make_optimizer(config, self.model.parameters())
         self.criterion = LOSSES[config.loss]()
         self.epoch, self.iteration, self.train_losses, self.test_losses = 0, 0, [], []
@@ -483,15 +535,18 @@ class _Run:
                 raise CheckpointError(f"{config.resume}: its diagnostics are not minidae's per-layer records "
                                       f"({exc}); resume with --no-diagnostics to leave them out") from None
         shape = image_shape(config)
-        check_fits(self.model, shape, config.model)  # before any image is read
+        check_fits(self.model, shape, config.model, config.channels)  # before any image is read
         with _memory_hint("use fewer images (--train-samples, --test-samples) or a smaller --image-size"):
             self.train_images, _, self.test_images, self.test_labels, self.sources = load_data(config,
                                                                                                config.progress)
-        if tuple(self.train_images.shape[1:]) != shape:
-            check_fits(self.model, self.train_images.shape[1:], config.model)
+        if tuple(self.train_images.shape[-2:]) != shape:
+            check_fits(self.model, self.train_images.shape[-2:], config.model, config.channels)
         self.batches = NoisyBatches(self.train_images, config.batch_size, config.noise, config.noise_level,
                                     seed=config.seed, clip=config.clip)
-        print(f"training on {len(self.train_images)} images ({self.sources['train']}), testing on "
+        if self.diagnostics is not None:
+            self.diagnostics.last = config.epochs * len(self.batches) - 1  # a record at the run's last step too
+        print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} images "
+              f"({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
 
     def unsaved(self):
@@ -688,9 +743,13 @@ def _finish(run, wall_seconds, signals):
         written.append("loss_vs_iters.png")
         examples = denoise_examples(run.model, run.test_images, run.test_labels, config.noise, config.noise_level,
                                     config.seed, clip=config.clip)
+        index = example_index(run.test_images, run.test_labels)
+        names = (None if run.test_labels is None else
+                 plots.class_names(numpy.asarray(run.test_labels)[index],
+                                   run.sources.get("classes", {}).get("test")))
         name = os.path.basename(config.model)  # a factory of one's own by its file's name, not its whole path
         with atomic_path(os.path.join(run.out, "denoising.png")) as temporary:
-            plots.denoising_grid(temporary, *examples,
+            plots.denoising_grid(temporary, *examples, names=names,
                                  title=f"{name}: " + ("no noise (a plain autoencoder)" if config.noise == "none"
                                                       else f"{config.noise} noise, level {config.noise_level}"
                                                       + ("" if config.clip else ", unclipped")))
@@ -698,7 +757,7 @@ def _finish(run, wall_seconds, signals):
         if run.diagnostics is not None and run.diagnostics.iterations:
             with atomic_path(os.path.join(run.out, "layers.png")) as temporary:
                 plot_layers(temporary, result["layers"],
-                            title=f"{name}: per-layer diagnostics, every {CHECK_EVERY} iterations")
+                            title=f"{name}: per-layer diagnostics, every {CHECK_EVERY} iterations and the last")
             written.append("layers.png")
     except KeyboardInterrupt:
         missing = [name for name in ("metrics.json", "loss_vs_iters.png", "denoising.png", "layers.png")

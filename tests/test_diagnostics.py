@@ -83,11 +83,11 @@ def test_the_trainer_records_them_resumes_them_and_can_leave_them_out(tmp_path, 
     common = ["train", "--train-samples", "640", "--test-samples", "64", "--data-dir", mnist_root, "--no-progress"]
     assert cli.main(common + ["--epochs", "1", "--out", str(tmp_path / "on")]) == 0
     first = json.loads((tmp_path / "on" / "metrics.json").read_text())["layers"]
-    assert first["iterations"] == [0] and (tmp_path / "on" / "layers.png").stat().st_size > 10000
+    assert first["iterations"] == [0, 9] and (tmp_path / "on" / "layers.png").stat().st_size > 10000  # and the last
     assert cli.main(["train", "--resume", str(tmp_path / "on" / "checkpoint.npz"), "--epochs", "3",
                      "--data-dir", mnist_root, "--no-progress"]) == 0
     resumed = json.loads((tmp_path / "on" / "metrics.json").read_text())["layers"]
-    assert resumed["iterations"] == [0, 25] and resumed["gradient_norm"]["conv1.weight"][0] == \
+    assert resumed["iterations"] == [0, 9, 25, 29] and resumed["gradient_norm"]["conv1.weight"][0] == \
         first["gradient_norm"]["conv1.weight"][0], "the records before the resume are kept"
     assert cli.main(common + ["--epochs", "3", "--no-diagnostics", "--out", str(tmp_path / "off")]) == 0
     assert "layers" not in json.loads((tmp_path / "off" / "metrics.json").read_text())

@@ -56,5 +56,5 @@ def test_inspect_model_writes_its_figures_and_probe(tmp_path, mnist_root, name):
 
 
 def test_a_model_without_encode_is_named():
-    with pytest.raises(ValueError, match="has no encode/decode: define encode"):
+    with pytest.raises(ValueError, match="has no encode: define encode"):
         inspection.codes(nn.Sequential(nn.Flatten()), np.zeros((1, 28, 28), np.uint8))

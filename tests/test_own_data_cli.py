@@ -133,7 +133,9 @@ def test_an_array_and_a_model_file_at_another_image_size_through_every_command(t
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["train_images"], metrics["test_images"]) == (40, 12)
     assert metrics["data"] == {"train": f"40 images from {tmp_path / 'train.npy'}",
-                               "test": f"12 images from {tmp_path / 'test.npz'}"}
+                               "test": f"12 images from {tmp_path / 'test.npz'}",
+                               "colour": "arrays of 1 channel, as stored"}
+    assert out.startswith("training on 40 images"), "arrays are taken as they are: nothing to say of colour"
     config = load_checkpoint(tmp_path / "run" / "checkpoint.npz")["config"]
     assert config["model"] == f"{tmp_path / 'models' / 'mine.py'}:small" and config["image_size"] == 20
 
@@ -259,3 +261,48 @@ def test_summary_of_any_module_is_the_presets_table():
     nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2)), nn.ModuleList([nn.ReLU()])[0])
     assert models.summary(nested, input_shape=(3, 9, 9)) == [
         ("0.0 Conv2d", (1, 4, 4, 4), 3 * 4 * 9 + 4, 4 * 4 * 4 * 27), ("1 ReLU", (1, 4, 4, 4), 0, 0)]
+
+
+def test_a_colour_run_through_every_command(tmp_path, monkeypatch, capsys):
+    """docs/usage.md's "Colour pictures", command by command, on a small folder of colour pictures: the run keeps
+    the colour (and says so first), the model takes and gives 3 channels, and eval, denoise, inspect, export and
+    summary work on it; what denoising.png, interpolation.png and the denoised picture hold is checked."""
+    from minidae import inspection, plots
+    from safetensors.numpy import load_file
+    monkeypatch.chdir(tmp_path)
+    picture_folder(tmp_path / "my_pictures", count=24)
+    Image.fromarray(shapes(1, 64, 48, seed=5)[0][0]).save(tmp_path / "photo.png")
+    drawn = {}
+    for module, function in ((plots, "denoising_grid"), (inspection, "interpolation_plot")):
+        real = getattr(module, function)
+        monkeypatch.setattr(module, function, lambda *a, _real=real, _name=function, **k:
+                            drawn.setdefault(_name, (a, k)) and _real(*a, **k))
+    commands, _ = console_commands("Colour pictures")
+    assert [argv[0] for argv in commands] == ["train", "eval", "denoise", "inspect", "export", "summary"]
+    outputs = []
+    for argv in commands:
+        status, out, err = run(argv, capsys)
+        assert status == 0, (argv, err)
+        outputs.append(out)
+    assert outputs[0].startswith("pictures kept in colour (RGB) (--channels 3; --channels 1 makes them grayscale); "
+                                 "training on 22 images")
+    state = load_checkpoint("runs/colour/checkpoint.npz")
+    assert state["config"]["channels"] == 3
+    assert state["model"]["conv1.weight"].shape == (16, 3, 3, 3) and state["model"]["conv6.weight"].shape == (16, 3, 3, 3)
+    metrics = json.loads(pathlib.Path("runs/colour/metrics.json").read_text())
+    assert metrics["parameters"] == 572_675 and metrics["data"]["colour"] == "pictures kept in colour (RGB)"
+    assert metrics["data"]["classes"] == {"train": ["discs", "squares"], "test": ["discs", "squares"]}
+    (noisy, denoised, clean), options = drawn["denoising_grid"][0][1:], drawn["denoising_grid"][1]
+    assert clean.shape == noisy.shape == denoised.shape == (2, 3, 28, 28), "colour images, channels kept"
+    assert options["names"] == ["discs", "squares"], "the columns are named by the folders"
+    rows = json.loads(pathlib.Path("runs/colour/eval.json").read_text())["rows"]
+    assert len(rows) == 9 and all(-1 <= r["ssim_noisy"] <= 1 and r["psnr_noisy"] > 0 for r in rows)
+    with Image.open("colour_clean.png") as result:
+        assert result.mode == "RGB" and result.size == (112, 112)
+    inspected = json.loads(pathlib.Path("runs/colour/inspect.json").read_text())
+    assert {"latent.png", "interpolation.png", "filters.png", "feature_maps.png"} <= set(inspected["written"])
+    assert inspected["skipped"] == {} and 0 <= inspected["probe_accuracy_code"] <= 1
+    rows, steps = drawn["interpolation_plot"][0][1:3]
+    assert rows[0][:2] == ("discs", "squares") and rows[0][2].shape == (steps, 3, 28, 28)
+    assert load_file("colour.safetensors")["conv6.bias"].shape == (3,)
+    assert "input (3, 28, 28)" in outputs[-1] and re.search(r"total\s+572,675", outputs[-1])

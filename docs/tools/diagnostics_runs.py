@@ -24,8 +24,8 @@ from minidae.train import TrainConfig, train
 def sigmoid_dae():
     """conv_dae with a Sigmoid wherever the specification has a ReLU: the classic vanishing-gradient setup."""
     model = models.conv_dae()
-    model.layers = [nn.Sigmoid() if isinstance(layer, nn.ReLU) else layer for layer in model.layers]
-    return model
+    return models.Chain([(name.replace("relu", "sigmoid"), nn.Sigmoid()) if isinstance(layer, nn.ReLU) else
+                         (name, layer) for name, layer in model.named_children()], model.code_after)
 
 
 RUNS = {"healthy": {}, "lr0.1": {"lr": 1e-1},
@@ -43,7 +43,7 @@ def describe(name, layers):
                                                    for k, s in layers["output"].items()))
     print("   fraction of zeros at the end: " + ", ".join(f"{k} {last(s['zeros'])[-1]:.2f}"
                                                           for k, s in layers["output"].items()
-                                                          if "ReLU" in k))
+                                                          if k.startswith("relu")))
 
 
 def main():

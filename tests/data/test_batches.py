@@ -46,7 +46,7 @@ def test_no_shuffle_and_drop_last(xp, images):
 def test_bad_arguments(images):
     with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]"):
         NoisyBatches(images.astype(np.float32))  # 0..255 as floats: the forgotten / 255
-    with pytest.raises(ValueError, match=r"expected images \(N, H, W\) or \(N, 1, H, W\)"):
+    with pytest.raises(ValueError, match=r"NoisyBatches: expected images \(N, H, W\) or \(N, C, H, W\)"):
         NoisyBatches(images.astype(np.int32))
     with pytest.raises(ValueError, match="unknown noise"):
         NoisyBatches(images, noise="blur")

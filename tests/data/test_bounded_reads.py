@@ -251,8 +251,8 @@ def test_a_picture_whose_header_declares_too_many_pixels_is_never_decoded(tmp_pa
 def test_a_size_the_model_cannot_take_is_refused_before_any_picture_is_read(tmp_path, capsys, monkeypatch):
     folder = pictures(tmp_path / "pictures", count=30)
     read = []
-    real = images_module._read_picture
-    monkeypatch.setattr(images_module, "_read_picture", lambda *a: read.append(a) or real(*a))
+    real = images_module.read_picture
+    monkeypatch.setattr(images_module, "read_picture", lambda *a: read.append(a) or real(*a))
     assert cli.main(["train", "--data", str(folder), "--image-size", "1024", "--epochs", "1",
                      "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     assert "the model conv_dae cannot take 1024x1024 images" in one_line(capsys)
@@ -264,7 +264,7 @@ def test_pictures_that_would_take_more_than_the_budget_are_refused_before_any_is
     folder = pictures(tmp_path / "pictures", count=40)
     monkeypatch.setenv("MINIDAE_MAX_DATA_MB", "16")
     read = []
-    monkeypatch.setattr(images_module, "_read_picture", lambda *a: read.append(a))
+    monkeypatch.setattr(images_module, "read_picture", lambda *a: read.append(a))
     with pytest.raises(DataError, match=r"its 40 pictures at 1024 x 1024 would take 40.0 MiB, more than the data "
                                         r"budget of 16.0 MiB"):
         load_images(folder, image_size=1024)

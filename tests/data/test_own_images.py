@@ -111,23 +111,37 @@ def test_a_path_with_no_usable_image_is_refused_in_one_line(tmp_path, make, mess
 
 
 def test_the_data_loader_batches_shuffles_by_seed_and_keeps_labels(xp):
+    """Arrays as they are (no rescaling outside the image tools), a tuple per batch, the order by the seed."""
     images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2)
     labels = np.arange(10)
     loader = DataLoader(ArrayDataset(images, labels), batch_size=3, shuffle=True, seed=5)
     first = [(backend.to_numpy(x), backend.to_numpy(y)) for x, y in loader]
     second = [(backend.to_numpy(x), backend.to_numpy(y)) for x, y in loader]
-    assert len(loader) == len(first) == 4 and first[-1][0].shape == (1, 1, 2, 2)  # 10 = 3 + 3 + 3 + 1
-    assert all(x.dtype == np.float32 and x.shape[1] == 1 for x, _ in first)
+    assert len(loader) == len(first) == 4 and first[-1][0].shape == (1, 2, 2)  # 10 = 3 + 3 + 3 + 1
+    assert all(x.dtype == np.uint8 and y.dtype == labels.dtype for x, y in first)
     for x, y in first:  # each image keeps its label
-        assert np.array_equal(x[:, 0], images[y] / np.float32(255))
+        assert np.array_equal(x, images[y])
     order = np.concatenate([y for _, y in first])
     assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
     assert not np.array_equal(order, np.concatenate([y for _, y in second]))  # the next epoch reshuffles
     replay = [backend.to_numpy(y) for _, y in loader.epoch(0)]
     assert np.array_equal(np.concatenate(replay), order)  # epoch 0 again, the same order
     assert len(DataLoader(ArrayDataset(images), batch_size=3, drop_last=True)) == 3
-    unlabelled = next(iter(DataLoader(ArrayDataset(images), batch_size=4)))
-    assert unlabelled[1] is None
+    alone = next(iter(DataLoader(ArrayDataset(images), batch_size=4)))
+    assert isinstance(alone, tuple) and len(alone) == 1 and alone[0].shape == (4, 2, 2)
+
+
+def test_from_path_gives_unit_images_with_a_channel_axis_and_the_class_names(tmp_path):
+    """The image tool: pictures read by the rule, as float32 (N, C, S, S) in [0, 1], labels and class names."""
+    colour_pictures(tmp_path / "root" / "dog", count=2, seed=1)
+    colour_pictures(tmp_path / "root" / "cat", count=1, seed=2)
+    gray = ArrayDataset.from_path(tmp_path / "root")
+    images, labels = gray.arrays
+    assert images.dtype == np.float32 and images.shape == (3, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
+    assert labels.tolist() == [0, 1, 1] and gray.classes == ["cat", "dog"] and "3 images from the folder" in gray.source
+    colour, _ = ArrayDataset.from_path(tmp_path / "root", channels=3).arrays
+    assert colour.shape == (3, 3, 28, 28)
+    np.testing.assert_array_equal(np.round(images[:, 0] * 255), load_images(tmp_path / "root").images)
 
 
 def test_noisy_batches_draw_the_noise_from_the_epochs_generator_after_its_shuffle(xp):
