@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -288,6 +289,36 @@ def test_two_fetches_meeting_a_damaged_cache_file_both_succeed(tmp_path):
     errs = "".join(err for _, err in results)
     assert errs.count("does not match its SHA-256; moved it aside") == 1, errs
     assert hashlib.sha256(damaged.read_bytes()).hexdigest() == hashes["t10k-images-idx3-ubyte"]
+
+
+HOLD = '''
+import sys, time
+from minidae.data import datasets
+from minidae.files import FolderLock
+FolderLock(sys.argv[1], name=datasets.FETCH_LOCK).acquire()
+print("held", flush=True)
+time.sleep(60)
+'''
+
+
+def test_a_verified_cache_is_read_without_waiting_for_another_process_that_holds_the_fetch_lock(tmp_path,
+                                                                                                monkeypatch):
+    """Two runs sharing a cache: reading files that verify takes no lock, so one run never waits for (or prints a
+    line about) another that is checking or fetching; a file to fetch still waits for the lock."""
+    root = tmp_path / "root"
+    hashes = small_mnist_files(root / "mnist")
+    monkeypatch.setitem(datasets.DATASETS["mnist"].sha256, "t10k-images-idx3-ubyte", hashes["t10k-images-idx3-ubyte"])
+    monkeypatch.setitem(datasets.DATASETS["mnist"].sha256, "t10k-labels-idx1-ubyte", hashes["t10k-labels-idx1-ubyte"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root / "mnist")], stdout=subprocess.PIPE, text=True,
+                              env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        images, labels = load_mnist("test", root=str(root), download=False, progress=False)
+        assert images.shape == (4, 28, 28) and time.perf_counter() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def offline(monkeypatch):

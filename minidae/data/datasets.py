@@ -348,8 +348,13 @@ def _cache_lock(cache):
 
 
 def _ensure(spec, names, root, download_allowed, progress):
-    """Make every file in ``names`` present and verified in the cache; return the cache directory."""
+    """Make every file in ``names`` present and verified in the cache; return the cache directory. Files that are
+    there and verify are read without the fetch lock (reading never changes them, and a fetch installs a file by
+    renaming it into place), so runs that share a cache never wait for each other; only a file to fetch, set
+    aside or copy takes the lock, and is checked again under it."""
     cache = data_root(root) / spec.name
+    if all((cache / name).is_file() and _idx_sha256(cache / name) == spec.sha256[name] for name in names):
+        return cache
     with _cache_lock(cache):
         return _ensure_held(spec, names, root, download_allowed, progress)
 
