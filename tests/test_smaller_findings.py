@@ -8,7 +8,6 @@ own said "the file was deleted" about a file it kept; an error line listing 20,0
 a range message; out-of-memory advice naming --batch-size where the batch size was not the cause. (A config
 ``data`` naming a FIFO in eval: tests/data/test_bounded_reads.py.)
 """
-import errno
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from PIL import Image
 from minidae import backend, cli, inspection, plots, train as training
 from minidae.checkpoint import load_checkpoint
 from minidae.data import DataError, datasets, load_images, load_mnist, write_idx
+from cli_checks import full_disk, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
@@ -45,16 +45,6 @@ def data(tmp_path, monkeypatch):
 def train_argv(data, out, *extra):
     return ["train", "--data", str(data), "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
             *extra]
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
-def full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 # ------------------------------------------------------------------------------------------ inspect

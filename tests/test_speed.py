@@ -228,7 +228,7 @@ def test_the_tap_wise_convolution_equals_im2col_and_its_backward_too(x_shape, ou
     x = rng.normal(size=x_shape).astype(dtype)
     weight = rng.normal(size=(out_channels, x_shape[1], *kernel)).astype(dtype)
     bias = rng.normal(size=out_channels).astype(dtype)
-    results = []
+    results, used_taps = [], None
     for forward, backward in ((cpu.conv2d, cpu.conv2d_backward), (speed.core("conv2d"), speed.core("conv2d_backward"))):
         y, saved = forward(x, weight, bias, (1, 1), padding, (1, 1), 1)
         dy = np.random.default_rng(6).normal(size=y.shape).astype(dtype)

@@ -18,6 +18,7 @@ import pytest
 
 from minidae import cli, optim, plots, train as training
 from minidae.checkpoint import load_checkpoint
+from cli_checks import one_line, full_disk
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "train_conv_dae.py")
 
@@ -43,16 +44,6 @@ def quick(out, mnist_root, **overrides):
 def argv(out, mnist_root, *extra):
     return ["train", "--train-samples", "128", "--test-samples", "16", "--epochs", "1", "--data-dir", mnist_root,
             "--out", str(out), "--no-progress", *extra]
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
-
-
-def full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 # ------------------------------------------------------------------------------------------ divergence

@@ -25,6 +25,7 @@ from PIL import Image
 from minidae import backend, cli, models, optim
 from minidae.checkpoint import load_checkpoint, save_checkpoint, CheckpointError
 from minidae.data import DataError, IDXError, images as images_module, load_images, read_idx, write_idx
+from cli_checks import one_line
 
 
 @contextlib.contextmanager
@@ -60,12 +61,6 @@ def pictures(folder, count=3, size=(20, 16)):
     for index in range(count):
         Image.fromarray(rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)).save(folder / f"{index}.png")
     return folder
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.fixture(autouse=True)
