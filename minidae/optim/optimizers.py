@@ -46,6 +46,11 @@ def set_flush_denormal(enabled=True):
     return previous
 
 
+def flushing():
+    """True while the optimisers flush tiny values (:func:`set_flush_denormal`); the speed devices ask this."""
+    return _FLUSH[0]
+
+
 def flush_tiny(arrays):
     """Every element of magnitude below ``FLUSH_BELOW`` set to zero, in place, in each float32 or float16 array of
     ``arrays`` (float64 ones are left as they are)."""

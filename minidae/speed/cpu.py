@@ -229,7 +229,7 @@ def adam_step(optimizer):
         return CORE["adam_step"](optimizer)
     if len(flat.scratch_arrays) != 2 or flat.scratch_arrays[0].size != flat.arrays["data"].size:
         flat.scratch_arrays = [numpy.empty_like(flat.arrays["data"]) for _ in range(2)]
-    flush = optimizers._FLUSH[0] and flat.arrays["data"].dtype.itemsize <= 4  # optim.flush_tiny, in cache
+    flush = optimizers.flushing() and flat.arrays["data"].dtype.itemsize <= 4  # optim.flush_tiny, in cache
     for (group, start, end, first, last), t in zip(flat.groups, steps):
         flat.steps[first:last] += 1
         for i in range(start, end, BLOCK):

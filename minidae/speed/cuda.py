@@ -283,7 +283,7 @@ def adam_step(optimizer):
         return CORE["adam_step"](optimizer)
     before_each_replay(lambda: _hyperparameters(optimizer, flat))
     a = flat.arrays
-    flush = optimizers._FLUSH[0] and a["data"].dtype.itemsize <= 4
+    flush = optimizers.flushing() and a["data"].dtype.itemsize <= 4
     for index, (group, start, end, first, last) in enumerate(flat.groups):
         flat.steps[first:last] += 1
         _launch("adam", a["data"].dtype, end - start, (a["data"][start:end], a["grad"][start:end],
