@@ -65,3 +65,27 @@ def test_quickest_run_table_and_json(tmp_path):
     pids = [p["pid"] for framework in ("minidae", "torch") for p in row[framework]["processes"]]
     assert len(set(pids)) == 4  # four separate processes
     assert row["ratio"] == pytest.approx(row["minidae"]["median_ms"] / row["torch"]["median_ms"])
+
+
+def test_subnormal_check_shows_a_users_loop_flushing_tiny_weights(tmp_path):
+    """benchmarks/subnormal_check.py on a spec network whose weights hold tiny values (the state a long run
+    leaves, shrunk here by hand): after 10 steps of a user's own Adam loop the flush has set every value below
+    1e-30 to zero, and with the flush off they are still there. The timings are printed, not checked."""
+    import numpy as np
+    from minidae import backend, models
+    backend.use("numpy", seed_value=0)
+    state = {k: np.asarray(v) for k, v in models.conv_dae().state_dict().items()}
+    state["l2.weight"][:100] = 1e-39   # dead units' weights, subnormal
+    state["l2.weight"][100:200] = 1e-32  # tiny but normal: their products underflow
+    weights = tmp_path / "tiny.npz"
+    np.savez(weights, **state)
+    script = ROOT / "benchmarks" / "subnormal_check.py"
+    result = subprocess.run([sys.executable, str(script), str(weights), "--steps", "10", "--batch-size", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {line[:42].strip(): line[42:].split() for line in result.stdout.splitlines()[2:]}
+    below = {name: int(values[1]) for name, values in rows.items()}
+    assert below["fresh weights"] == 0
+    assert below["trained weights"] == 200 * state["l2.weight"].shape[1]
+    assert below["trained, then 10 Adam steps, flush on"] == 0
+    assert below["trained, then 10 Adam steps, flush off"] > 0
