@@ -303,3 +303,78 @@ def test_optim_page_quotes_adams_statements_as_they_are():
     assert None not in positions, (f"not in optim.adam ({inspect.getsourcefile(optim.adam)}): "
                                    f"{[c for c, p in zip(quoted, positions) if p is None]}")
     assert positions == sorted(positions), "docs/optim.md lists Adam's statements in another order than the code"
+
+
+# -------------------------------------------------------------------------------------------------
+# The remaining code blocks of the pages run too (usage.md's run in tests/test_readme.py; PyTorch's own
+# code in optim.md is not minidae's and is left out).
+
+def _blocks_of(page):
+    return _python_blocks((ROOT / "docs" / page).read_text())
+
+
+def test_backprop_training_step_fragment_runs():
+    """backprop.md's two-line training step (the one block that is neither an import-led example nor a quote)."""
+    from minidae import models, nn
+    fragments = [b for b in _blocks_of("backprop.md") if not b.startswith(("import", "from", "# minidae/"))]
+    assert len(fragments) == 1
+    net, loss_fn = models.conv_dae(), nn.MSELoss()
+    clean = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    namespace = {"net": net, "loss_fn": loss_fn, "clean": clean, "noisy": clean * 0.9}
+    exec(compile(fragments[0], "docs/backprop.md", "exec"), namespace)
+    assert namespace["loss"].shape == () and net.conv1.weight.grad.any()
+
+
+def test_optim_page_constructors_and_step_run():
+    """optim.md's first block: the three constructors as written, then one zero_grad / backward / step."""
+    from minidae import nn, optim
+    block = _blocks_of("optim.md")[0]
+    assert block.startswith("opt = optim.Adam(")
+    model, loss_fn = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), nn.MSELoss()
+    x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    loss_fn(model(x), np.zeros((5, 2), np.float32))
+    before = model[0].weight.data.copy()
+    namespace = {"optim": optim, "model": model, "loss_fn": loss_fn}
+    exec(compile(block, "docs/optim.md", "exec"), namespace)
+    assert isinstance(namespace["opt"], optim.SGD) and not np.array_equal(model[0].weight.data, before)
+
+
+def test_optim_page_state_dict_layout_is_adams():
+    """optim.md's picture of ``opt.state_dict()`` (with ``...`` for what it leaves out) has the keys and the
+    hyperparameters of a real Adam(lr=1e-3, weight_decay=1e-5) state dict after a step."""
+    from minidae import nn, optim
+    block = next(b for b in _blocks_of("optim.md") if b.startswith('{"state"'))
+    shown = eval(block.replace(", ...}", "}"), {"array": np.array})  # "..., " as the last key: entries left out
+    model, loss_fn = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), nn.MSELoss()
+    opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    loss_fn(model(np.ones((2, 4), np.float32)), np.zeros((2, 2), np.float32))
+    opt.zero_grad()
+    model.backward(loss_fn.backward())
+    opt.step()
+    real = opt.state_dict()
+    assert set(shown) == set(real)
+    assert set(shown["state"][0]) == set(real["state"][0]) and real["state"][0]["step"].dtype == np.int64
+    (group,), (real_group,) = shown["param_groups"], real["param_groups"]
+    assert set(group) == set(real_group)
+    assert {k: v for k, v in group.items() if k != "params"} == {k: v for k, v in real_group.items() if k != "params"}
+    assert real_group["params"][:2] == group["params"][:2]
+
+
+def test_architecture_buffer_block_registers_what_it_says():
+    """architecture.md's register_buffer lines, run in an ``__init__``: two buffers in the state dict, in order,
+    the counter 0-d int64, and the one registered as None left out."""
+    import numpy
+    from minidae import backend, nn
+    block = next(b for b in _blocks_of("architecture.md") if "register_buffer" in b)
+
+    class WithBuffers(nn.Module):
+        def __init__(self, num_features):
+            super().__init__()
+            exec(compile(block, "docs/architecture.md", "exec"),
+                 {"self": self, "backend": backend, "numpy": numpy, "num_features": num_features})
+
+    module = WithBuffers(3)
+    assert list(module.state_dict()) == ["running_mean", "num_batches_tracked"]
+    assert module.running_var is None and "running_var" in module._buffers
+    assert module.num_batches_tracked.shape == () and module.num_batches_tracked.dtype == np.int64
+    assert not list(module.parameters())

@@ -40,3 +40,14 @@ def test_usage_examples_run(index):
     for block in blocks[:index + 1]:  # later blocks may use names from earlier ones
         exec(compile(block, "docs/usage.md", "exec"), namespace)
     assert namespace["net"].conv6.weight.grad.any()
+
+
+def test_every_maths_function_is_as_short_as_the_readme_says():
+    """README: every function of minidae/nn/functional.py is at most N lines with its docstring (decorator too)."""
+    import ast
+    limit = int(re.search(r"none longer than (\d+) lines with its docstring", README.replace("\n", " ")).group(1))
+    tree = ast.parse((ROOT / "minidae" / "nn" / "functional.py").read_text())
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    lengths = {f.name: f.end_lineno - min([f.lineno] + [d.lineno for d in f.decorator_list]) + 1 for f in functions}
+    assert len(functions) > 40 and max(lengths.values()) <= limit, \
+        {name: n for name, n in lengths.items() if n > limit}

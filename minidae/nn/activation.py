@@ -1,8 +1,9 @@
-"""Elementwise activations; their formulas are in :mod:`minidae.nn.functional` (one kernel each on a GPU).
+"""Activations; their formulas are in :mod:`minidae.nn.functional` (ReLU's and Sigmoid's one kernel each on a GPU).
 
-Each output element depends on its own input element only, so each backward multiplies dL/dy
-elementwise by the derivative: ⊙ is that elementwise product (NumPy's ``*``; in the conv
-docstrings ``*`` is cross-correlation) and [x > 0] is 1 where x > 0 and 0 elsewhere.
+In ReLU, LeakyReLU, Tanh and Sigmoid each output element depends on its own input element only, so each
+backward multiplies dL/dy elementwise by the derivative (Softmax and LogSoftmax mix each vector along ``dim``):
+⊙ is that elementwise product (NumPy's ``*``; in the conv docstrings ``*`` is cross-correlation) and [x > 0] is 1
+where x > 0 and 0 elsewhere.
 """
 from . import functional as F
 from .module import Module

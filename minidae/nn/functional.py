@@ -17,7 +17,8 @@ when the backend is chosen; what you read is what those compute, and ``minidae.p
 
 Notation as in :mod:`minidae.nn.im2col`: x (N, C, H, W), y (N, O, OH, OW), dy = dL/dy; cols = im2col(x) (the
 windows as columns), Y, dY and x_rows the GEMM layouts (one row per channel); ⊙ the elementwise product;
-padding given as (top, bottom, left, right).
+padding given as (top, bottom, left, right) to conv2d, conv2d_backward and pad, as (top, left) to correlate and
+correlate_transpose, and as (PH, PW), on each side, to the transposed convolution and the pooling.
 
 >>> import numpy as np
 >>> y, positive = relu(np.array([-1.0, 2.0]))

@@ -23,9 +23,10 @@ Never a guess: a backward goes back through a call that is named for certain, or
 saying how to name it.
 
 * The calls a forward makes are recorded on its context, in order: ``ctx.calls``, each a :class:`Call` with a
-  ``backward`` of its own. A container's backprop goes back through them, newest first (Sequential's whole
-  backprop is ``for call in reversed(ctx.calls): dy = call.backward(dy)``), so a layer used at several places, or
-  called in a loop any number of times, pairs with each of its calls exactly.
+  ``backward`` of its own. A container's backprop goes back through them, newest first (Sequential's backprop,
+  :func:`~minidae.nn.containers.backprop_chain`, is at heart ``for call in reversed(ctx.calls): dy =
+  call.backward(dy)``), so a layer used at several places, or called in a loop any number of times, pairs with each
+  of its calls exactly.
 * ``module.backward(dy)`` goes back through *the* call of ``module`` that waits for its backward: inside a
   backprop, the one call of ``module`` that the forward being gone back through made; at the top level, the one
   forward of ``module`` called from outside any module. When several wait (a siamese pair ``z1 = net(x1);

@@ -4,9 +4,9 @@ The maths of minidae is written once, as plain array code: the layers' formulas 
 :mod:`minidae.nn.functional`, the window primitives in :mod:`minidae.nn.im2col`, the GEMMs in
 :mod:`minidae.backend`, the optimisers in :mod:`minidae.optim`. A handful of those functions are marked
 ``@backend.replaceable``. For each, a faster function may be registered here for a library (``"numpy"`` or
-``"cupy"``), taking the same arguments and returning the same values (tests/test_speed.py and
-tests/test_cuda.py check each against the core function it stands in for), so reading the core function is
-reading what runs.
+``"cupy"``), taking the same arguments and returning the same values (bit for bit, or equal to float rounding
+where it sums the same products in another order; tests/test_speed.py and tests/test_cuda.py check each against
+the core function it stands in for), so reading the core function is reading what runs.
 
 Which function runs is settled once, not looked up per call: whenever a backend is chosen
 (``backend.use``), :func:`bind` puts that library's versions in place of the core functions, under the same
@@ -130,8 +130,8 @@ class plain_maths:
     """The switch for the plain maths: ``minidae.plain_maths()`` (or ``plain_maths(True)``) makes every core
     function run from now on (functional.py, im2col.py, optimizers.py as written, no speed device),
     ``plain_maths(False)`` brings the speed devices back, and ``with minidae.plain_maths():`` does it for a block.
-    The numbers are the same either way (tests/test_speed.py checks each replacement against its core function);
-    only the speed differs."""
+    The numbers are the same either way, or equal to float rounding where a replacement sums in another order
+    (tests/test_speed.py checks each replacement against its core function); only the speed differs."""
 
     def __init__(self, on=True):
         self.previous = set(_OFF)

@@ -19,7 +19,7 @@
     Adam's update applied once to flat arrays holding every parameter, gradient and moment (each
     ``p.data``, ``p.grad`` and moment becomes a view into them) instead of once per parameter: 16 NumPy
     calls instead of 16 per parameter, each writing into one of two scratch arrays instead of a new one,
-    and zero_grad is one fill. The operations are optim.adam's, in its order.
+    and zero_grad(set_to_none=False) is one fill. The operations are optim.adam's, in its order.
 """
 import numpy
 
