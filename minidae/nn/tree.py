@@ -55,6 +55,14 @@ class ModuleTree:
             self._modules[key] = value
         object.__setattr__(self, key, value)
 
+    def __delattr__(self, key):
+        """``del self.<name>`` unregisters a parameter, sub-module or buffer too (as PyTorch)."""
+        self._params.pop(key, None)
+        self._modules.pop(key, None)
+        if key in self._buffers:
+            self._buffers.remove(key)
+        object.__delattr__(self, key)
+
     def named_modules(self, prefix="", remove_duplicate=True):
         """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first; a module registered
         at several places is listed once, under its first name, unless ``remove_duplicate`` is False."""

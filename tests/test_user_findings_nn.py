@@ -1,0 +1,27 @@
+"""What a careful PyTorch user met using minidae's nn and optim, each compared with PyTorch in float64: a defect
+found, a test that failed, and the smallest fix."""
+import numpy as np
+import pytest
+
+from minidae import nn, optim
+
+torch = pytest.importorskip("torch", reason="these findings are compared with PyTorch: pip install -e .[test]")
+
+
+class _Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(3, 2), nn.Linear(2, 2)
+        self.register_buffer("scale", np.ones(2, np.float32))
+
+
+def test_del_unregisters_a_submodule_parameter_or_buffer_as_torch():
+    ours = _Two()
+    del ours.head                       # keep the body only, as for feature extraction
+    del ours.body.bias
+    del ours.scale
+    assert list(ours.state_dict()) == ["body.weight"]
+    assert len(ours.parameters()) == 1 and list(ours.named_buffers()) == []
+    assert [name for name, _ in ours.named_modules()] == ["", "body"]
+    with pytest.raises(AttributeError):
+        ours.head
