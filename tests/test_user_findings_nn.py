@@ -25,3 +25,17 @@ def test_del_unregisters_a_submodule_parameter_or_buffer_as_torch():
     assert [name for name, _ in ours.named_modules()] == ["", "body"]
     with pytest.raises(AttributeError):
         ours.head
+
+
+def test_an_array_assigned_to_a_parameter_or_a_number_to_a_submodule_is_refused_as_torch():
+    ours, theirs = _Two(), torch.nn.Linear(3, 2)
+    with pytest.raises(TypeError):
+        theirs.weight = torch.ones(2, 3)
+    with pytest.raises(TypeError, match=r"weight.*Parameter.*\.data"):
+        ours.body.weight = np.ones((2, 3), np.float32)   # was: silently no longer a parameter, forward then failed
+    with pytest.raises(TypeError, match="head"):
+        ours.head = np.ones(2)
+    assert list(ours.state_dict()) == ["scale", "body.weight", "body.bias", "head.weight", "head.bias"]
+    ours.body.bias = None                                # None stays allowed, as in PyTorch
+    ours.head = nn.Identity()
+    assert list(ours.state_dict()) == ["scale", "body.weight"]

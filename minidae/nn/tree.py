@@ -43,6 +43,11 @@ class ModuleTree:
     def __setattr__(self, key, value):
         if "_params" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if value is not None and (key in self._params and not isinstance(value, Parameter)
+                                  or key in self._modules and not isinstance(value, ModuleTree)):
+            what = f"parameter {key!r} (a Parameter or None expected; to set its values: self.{key}.data = array)" \
+                if key in self._params else f"sub-module {key!r} (a Module or None expected)"
+            raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} as {what}, as in PyTorch")
         if not isinstance(value, Parameter):
             self._params.pop(key, None)
         if not isinstance(value, ModuleTree):
