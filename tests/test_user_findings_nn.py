@@ -39,3 +39,17 @@ def test_an_array_assigned_to_a_parameter_or_a_number_to_a_submodule_is_refused_
     ours.body.bias = None                                # None stays allowed, as in PyTorch
     ours.head = nn.Identity()
     assert list(ours.state_dict()) == ["scale", "body.weight"]
+
+
+@pytest.mark.parametrize("key", ["keys", "train", "forward", "backward"])
+def test_a_module_dict_key_that_would_hide_a_method_is_refused_as_torch(key):
+    if key != "backward":  # minidae's own method; PyTorch's modules have none
+        with pytest.raises(KeyError, match="already exists"):
+            torch.nn.ModuleDict({key: torch.nn.ReLU()})
+    with pytest.raises(KeyError, match=f"{key}.*already exists"):  # was: md.keys() called the ReLU
+        nn.ModuleDict({key: nn.ReLU()})
+    with pytest.raises(KeyError, match="already exists"):
+        nn.Module().add_module("train", nn.ReLU())
+    heads = nn.ModuleDict({"a": nn.ReLU()})
+    heads["a"] = nn.Tanh()                                      # replacing a module stays allowed
+    assert heads.keys() == ["a"] and isinstance(heads["a"], nn.Tanh)

@@ -131,6 +131,8 @@ class ModuleTree:
                            f"got {name!r}")
         if module is not None and not isinstance(module, ModuleTree):
             raise TypeError(f"{type(self).__name__}.add_module: {type(module).__name__} is not a Module")
+        if hasattr(self, name) and name not in self._modules:  # ModuleDict({"keys": ...}) would hide .keys()
+            raise KeyError(f"{type(self).__name__}.add_module: attribute '{name}' already exists (as in PyTorch)")
         if module is None:
             self._modules[name] = None
             object.__setattr__(self, name, None)
