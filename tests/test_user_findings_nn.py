@@ -53,3 +53,19 @@ def test_a_module_dict_key_that_would_hide_a_method_is_refused_as_torch(key):
     heads = nn.ModuleDict({"a": nn.ReLU()})
     heads["a"] = nn.Tanh()                                      # replacing a module stays allowed
     assert heads.keys() == ["a"] and isinstance(heads["a"], nn.Tanh)
+
+
+def test_a_loaded_optimiser_state_brings_initial_lr_back_so_a_scheduler_can_resume_as_torch():
+    def run(nn_module, optim_module):
+        layer = nn_module.Linear(2, 2)
+        opt = optim_module.SGD(layer.parameters(), lr=0.1)
+        scheduler = optim_module.lr_scheduler.StepLR(opt, 2, gamma=0.5)
+        for _ in range(3):
+            scheduler.step()
+        saved = opt.state_dict()
+        resumed = optim_module.SGD(layer.parameters(), lr=0.1)
+        resumed.load_state_dict(saved)       # was: initial_lr dropped, so the next line raised a KeyError
+        again = optim_module.lr_scheduler.StepLR(resumed, 2, gamma=0.5, last_epoch=scheduler.last_epoch)
+        again.step()
+        return resumed.param_groups[0]["initial_lr"], again.get_last_lr()
+    assert run(nn, optim) == run(torch.nn, torch.optim)

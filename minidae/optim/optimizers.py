@@ -195,9 +195,9 @@ class Optimizer:
                     raise ValueError(f"{name}.load_state_dict: {buffer} of parameter {key} has shape {value.shape}, "
                                      f"the parameter {tuple(p.data.shape)}")
                 restored[p][buffer] = xp.asarray(value.astype(p.data.dtype))
-        for group, saved in zip(self.param_groups, saved_groups or []):
+        for group, saved in zip(self.param_groups, saved_groups or []):  # a scheduler's initial_lr too, as PyTorch
             group.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()
-                          if k != "params" and k in self.defaults})
+                          if k != "params" and (k in self.defaults or k == "initial_lr")})
         self.state = restored
 
     def __getstate__(self):
