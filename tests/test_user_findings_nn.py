@@ -61,11 +61,52 @@ def test_a_loaded_optimiser_state_brings_initial_lr_back_so_a_scheduler_can_resu
         opt = optim_module.SGD(layer.parameters(), lr=0.1)
         scheduler = optim_module.lr_scheduler.StepLR(opt, 2, gamma=0.5)
         for _ in range(3):
+            opt.step()                       # no gradients: changes nothing
             scheduler.step()
         saved = opt.state_dict()
         resumed = optim_module.SGD(layer.parameters(), lr=0.1)
         resumed.load_state_dict(saved)       # was: initial_lr dropped, so the next line raised a KeyError
         again = optim_module.lr_scheduler.StepLR(resumed, 2, gamma=0.5, last_epoch=scheduler.last_epoch)
+        resumed.step()
         again.step()
         return resumed.param_groups[0]["initial_lr"], again.get_last_lr()
     assert run(nn, optim) == run(torch.nn, torch.optim)
+
+
+def twins(seed=0):
+    """Linear-Tanh-Linear in minidae and PyTorch, float64, same weights."""
+    torch.manual_seed(seed)
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    ours = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(np.float64)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def step_both(ours, theirs, our_opt, their_opt, steps=3, seed=1, zero=lambda opt: opt.zero_grad()):
+    rng = np.random.default_rng(seed)
+    our_loss = nn.MSELoss()
+    for _ in range(steps):
+        x, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+        zero(our_opt)
+        our_loss(ours(x), t)
+        ours.backward(our_loss.backward())
+        our_opt.step()
+        zero(their_opt)
+        torch.nn.functional.mse_loss(theirs(torch.tensor(x)), torch.tensor(t)).backward()
+        their_opt.step()
+
+
+def assert_same_weights(ours, theirs):
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=0, atol=1e-13, err_msg=key)
+
+
+def test_pytorchs_sgd_momentum_state_loads_and_training_goes_on_as_in_torch():
+    ours, theirs = twins()
+    their_opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    step_both(ours, theirs, optim.SGD(ours.parameters(), lr=0.1), their_opt)
+    ours.load_state_dict(theirs.state_dict())
+    our_opt = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    our_opt.load_state_dict(their_opt.state_dict())   # PyTorch's SGD keeps no "step": was a KeyError at step()
+    step_both(ours, theirs, our_opt, their_opt)
+    assert_same_weights(ours, theirs)

@@ -186,6 +186,8 @@ class Optimizer:
             xp = backend.array_module(p.data)
             restored[p] = {}
             for buffer, value in entry.items():
+                if value is None:  # an older PyTorch's momentum_buffer without momentum
+                    continue
                 value = numpy.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else
                                       backend.to_numpy(value))
                 if buffer == "step":
@@ -378,6 +380,8 @@ class SGD(Optimizer):
                 if not p.requires_grad or p.grad is None:
                     continue
                 state = self.state_of(p)
+                if "step" not in state:  # a state loaded from PyTorch's SGD, which counts no steps
+                    state["step"] = backend.array_module(p.data).zeros((), dtype=numpy.int64)
                 first = "momentum_buffer" not in state
                 if group["momentum"] and first:
                     state["momentum_buffer"] = backend.array_module(p.data).zeros_like(p.data)
