@@ -110,3 +110,17 @@ def test_pytorchs_sgd_momentum_state_loads_and_training_goes_on_as_in_torch():
     our_opt.load_state_dict(their_opt.state_dict())   # PyTorch's SGD keeps no "step": was a KeyError at step()
     step_both(ours, theirs, our_opt, their_opt)
     assert_same_weights(ours, theirs)
+
+
+def test_zero_grad_without_set_to_none_leaves_a_parameter_no_backward_reached_alone_as_torch():
+    ours, theirs = twins()
+    our_head, their_head = nn.Linear(2, 2).to(np.float64), torch.nn.Linear(2, 2).double()  # never used
+    our_head.load_state_dict(their_head.state_dict())
+    our_opt = optim.AdamW(ours.parameters() + our_head.parameters(), lr=0.1)
+    their_opt = torch.optim.AdamW(list(theirs.parameters()) + list(their_head.parameters()), lr=0.1)
+    step_both(ours, theirs, our_opt, their_opt, zero=lambda opt: opt.zero_grad(set_to_none=False))
+    assert our_head.weight.grad is None and their_head.weight.grad is None  # was: zeros, so AdamW decayed it
+    assert_same_weights(our_head, their_head)
+    assert_same_weights(ours, theirs)
+    ours.zero_grad(set_to_none=False)
+    assert all((p.grad == 0).all() for p in ours.parameters())

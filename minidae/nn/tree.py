@@ -194,7 +194,7 @@ class ModuleTree:
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default), or with ``set_to_none=False``
-        with a gradient of zeros; a backward then gives each parameter it reaches a gradient again."""
+        zero the gradients there are; a backward then gives each parameter it reaches a gradient again."""
         for param in self.parameters():
             param.zero_grad(set_to_none)
 

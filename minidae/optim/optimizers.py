@@ -140,7 +140,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default: a backward gives each one it
-        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient."""
+        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient there is."""
         zero_grads(self, set_to_none)
 
     def step(self):
@@ -248,7 +248,8 @@ def nested_state_dict(flat):
 
 @replaceable
 def zero_grads(optimizer, set_to_none=True):
-    """Every parameter left without a gradient (None), or with ``set_to_none=False`` given a gradient of zeros."""
+    """Every parameter left without a gradient (None), or with ``set_to_none=False`` its gradient zeroed (where it
+    has one, as PyTorch)."""
     for p in optimizer.params:
         p.zero_grad(set_to_none)
 
