@@ -124,3 +124,18 @@ def test_zero_grad_without_set_to_none_leaves_a_parameter_no_backward_reached_al
     assert_same_weights(ours, theirs)
     ours.zero_grad(set_to_none=False)
     assert all((p.grad == 0).all() for p in ours.parameters())
+
+
+def test_a_forward_hook_that_raises_leaves_no_forward_waiting():
+    ours, _ = twins()
+    skip = [True]
+
+    def check(module, inputs, output):  # a check that skips a batch by raising, caught by the training loop
+        if skip[0]:
+            raise FloatingPointError("skip this batch")
+    ours.register_forward_hook(check)
+    with pytest.raises(FloatingPointError):
+        ours(np.ones((5, 3)))
+    skip[0] = False
+    y = ours(np.ones((5, 3)))
+    assert ours.backward(np.ones_like(y)).shape == (5, 3)  # was: refused, two forwards waited

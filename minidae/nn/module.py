@@ -216,21 +216,22 @@ class Module(ModuleTree):
         """``forward`` with a fresh context, kept for the backward (module docstring) unless within no_grad()."""
         if inputs and (self._params or self._buffers or inputs[0].__class__ is not numpy.ndarray):
             self._check_input(inputs[0])
-        ctx = Context()
-        if _GRAD_ENABLED[0]:
+        ctx, keep = Context(), _GRAD_ENABLED[0]
+        if keep:
             _FORWARDS.append(ctx)
             try:
                 output = self.forward(ctx, *inputs, **kwargs)
             finally:
                 _FORWARDS.pop()
+        else:
+            output = self.forward(ctx, *inputs, **kwargs)
+        for hook in self._forward_hooks:  # before the call is kept: a hook that raises leaves nothing waiting
+            hook(self, inputs, output)
+        if keep:
             if _FORWARDS:  # made by another call's forward: on that call's record
                 _FORWARDS[-1].calls.append(Call(self, ctx, output))
             else:
                 self._keep(Call(self, ctx, output))
-        else:
-            output = self.forward(ctx, *inputs, **kwargs)
-        for hook in self._forward_hooks:
-            hook(self, inputs, output)
         return output
 
     def backward(self, grad_out=None, output=None, input_grad=True):
