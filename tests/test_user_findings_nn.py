@@ -139,3 +139,14 @@ def test_a_forward_hook_that_raises_leaves_no_forward_waiting():
     skip[0] = False
     y = ours(np.ones((5, 3)))
     assert ours.backward(np.ones_like(y)).shape == (5, 3)  # was: refused, two forwards waited
+
+
+def test_a_forward_hook_that_returns_a_new_output_is_refused_not_ignored():
+    theirs = torch.nn.Linear(2, 2)
+    theirs.register_forward_hook(lambda module, inputs, output: output * 0)
+    assert (theirs(torch.ones(1, 2)) == 0).all()          # PyTorch uses what the hook returns
+    ours = nn.Linear(2, 2)
+    ours.register_forward_hook(lambda module, inputs, output: output * 0)
+    with pytest.raises(TypeError, match="hook.*returned"):  # was: ignored, the output unchanged
+        ours(np.ones((1, 2), np.float32))
+    assert not ours._waiting

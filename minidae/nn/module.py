@@ -226,7 +226,10 @@ class Module(ModuleTree):
         else:
             output = self.forward(ctx, *inputs, **kwargs)
         for hook in self._forward_hooks:  # before the call is kept: a hook that raises leaves nothing waiting
-            hook(self, inputs, output)
+            if hook(self, inputs, output) is not None:
+                raise TypeError(f"{type(self).__name__}: a forward hook returned a value; minidae's hooks cannot "
+                                f"replace the output (PyTorch's can), as the backward goes back through the output "
+                                f"the forward returned: return None, and change the output in a module of your own")
         if keep:
             if _FORWARDS:  # made by another call's forward: on that call's record
                 _FORWARDS[-1].calls.append(Call(self, ctx, output))
@@ -252,7 +255,8 @@ class Module(ModuleTree):
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every forward of this module (as PyTorch's); returns a
-        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none."""
+        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none.
+        A hook returns None: unlike PyTorch's, it cannot replace the output (a TypeError says so)."""
         self._forward_hooks.append(hook)
         return _HookHandle(self._forward_hooks, hook)
 
