@@ -150,3 +150,13 @@ def test_a_forward_hook_that_returns_a_new_output_is_refused_not_ignored():
     with pytest.raises(TypeError, match="hook.*returned"):  # was: ignored, the output unchanged
         ours(np.ones((1, 2), np.float32))
     assert not ours._waiting
+
+
+@pytest.mark.parametrize("layer", [nn.Dropout(0.3), nn.Dropout2d(0.3)])
+def test_dropout_runs_in_a_float16_model(layer):
+    x = np.ones((4, 3, 2, 2), np.float16)
+    y = layer(x)                              # was: TypeError: Unsupported dtype dtype('float16') for random
+    kept = y[y != 0]
+    assert y.dtype == np.float16 and 0 < kept.size < y.size
+    np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-3)
+    assert layer.backward(np.ones_like(y)).dtype == np.float16
