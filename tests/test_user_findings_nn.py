@@ -160,3 +160,9 @@ def test_dropout_runs_in_a_float16_model(layer):
     assert y.dtype == np.float16 and 0 < kept.size < y.size
     np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-3)
     assert layer.backward(np.ones_like(y)).dtype == np.float16
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.complex64])
+def test_batch_norm_refuses_an_input_that_is_not_floating_point_naming_itself(dtype):
+    with pytest.raises(ValueError, match="BatchNorm2d: expected a floating-point input"):  # was: uint8 images
+        nn.BatchNorm2d(2)(np.ones((2, 2, 3, 3), dtype))                                  # gave float64 silently
