@@ -166,3 +166,18 @@ def test_dropout_runs_in_a_float16_model(layer):
 def test_batch_norm_refuses_an_input_that_is_not_floating_point_naming_itself(dtype):
     with pytest.raises(ValueError, match="BatchNorm2d: expected a floating-point input"):  # was: uint8 images
         nn.BatchNorm2d(2)(np.ones((2, 2, 3, 3), dtype))                                  # gave float64 silently
+
+
+def test_a_sequentials_items_are_replaced_and_deleted_as_torch():
+    def edit(module):
+        model = module.Sequential(module.Linear(3, 4), module.ReLU(), module.Linear(4, 2), module.Tanh())
+        model[-2] = module.Linear(4, 5)        # a new head (was: 'Sequential' object does not support item assignment)
+        del model[-1]                          # and no last activation
+        del model[:1]
+        return list(model.state_dict()), [type(m).__name__ for m in model]
+    assert edit(nn) == edit(torch.nn) == (["1.weight", "1.bias"], ["ReLU", "Linear"])
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[-1] = nn.Linear(4, 5)
+    assert model(np.ones((2, 3), np.float32)).shape == (2, 5)
+    with pytest.raises(TypeError, match="not a minidae Module"):
+        model[0] = torch.nn.Linear(3, 4)
