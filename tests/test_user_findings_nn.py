@@ -181,3 +181,11 @@ def test_a_sequentials_items_are_replaced_and_deleted_as_torch():
     assert model(np.ones((2, 3), np.float32)).shape == (2, 5)
     with pytest.raises(TypeError, match="not a minidae Module"):
         model[0] = torch.nn.Linear(3, 4)
+
+
+def test_a_list_given_as_the_gradient_is_named_a_list_not_a_scalar():
+    layer = nn.Linear(2, 2)
+    y = layer(np.ones((2, 2), np.float32))
+    with pytest.raises(TypeError, match=r"Linear.backward: got a list where an array of shape \(2, 2\)"):
+        layer.backward(y.tolist())                      # was: "got a scalar where dL/dy of shape (2, 2) is needed"
+    assert layer.backward(np.ones_like(y)).shape == (2, 2)

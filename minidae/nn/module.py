@@ -373,6 +373,9 @@ def _check_gradient(name, grad, shape):
             raise ValueError(f"{name}.backward needs dL/dy, the gradient of the loss with respect to this module's "
                              f"output (an array of shape {shape}): e.g. net.backward(criterion.backward())")
         return
+    if isinstance(grad, (list, tuple)):
+        raise TypeError(f"{name}.backward: got a {type(grad).__name__} where an array of shape {shape} (dL/dy) is "
+                        f"needed: pass an array (numpy.asarray(...))")
     grad_shape = tuple(getattr(grad, "shape", ()))
     if shape is None or grad_shape == shape:
         return
