@@ -600,7 +600,7 @@ class _Run:
         return self._graphed(noisy, clean)
 
     def _step(self, noisy, clean):
-        self.optimizer.zero_grad(set_to_none=False)  # every parameter gets a gradient: one fill of the flat array
+        self.optimizer.zero_grad(set_to_none=False)  # the gradients zeroed in place: one fill of the flat array
         loss = self.criterion(self.model(noisy), clean)
         self.model.backward(self.criterion.backward(), input_grad=False)  # nobody needs dL/d(noisy)
         self.optimizer.step()

@@ -571,3 +571,25 @@ def test_an_optimiser_after_its_first_step_pickles_and_deep_copies(copy):
     train_both(model, twin, optimiser, torch.optim.Adam(twin.parameters(), lr=0.01), steps=1, seed=7)
     for (key, a), b in zip(ours.state_dict().items(), model.state_dict().values()):
         assert np.array_equal(a, b), key
+
+
+def test_a_scaled_or_weighted_loss_passes_its_factor_to_the_loss_backward():
+    """``(loss / k).backward()`` and ``(a * l1 + b * l2).backward()``: scaling a returned loss array changes no
+    gradient here (there is no autograd), so the factor goes to ``criterion.backward``; a gradient kept across
+    steps is copied, as the next backward adds into the memory of the last one."""
+    ours, theirs = twin_mlp()
+    rng = np.random.default_rng(3)
+    batches = [(rng.normal(size=(5, 4)), rng.normal(size=(5, 3))) for _ in range(2)]
+    mse, l1 = nn.MSELoss(), nn.L1Loss()
+    kept = []
+    for x, t in batches:                                    # gradient accumulation over 2 micro-batches
+        y = ours(x)
+        mse(y, t), l1(y, t)
+        ours.backward(mse.backward(0.5 / 2) + l1.backward(0.25 / 2))
+        kept.append(ours[0].weight.grad.copy())             # PyTorch's p.grad.clone()
+        x_t, t_t = torch.tensor(x), torch.tensor(t)
+        y_t = theirs(x_t)
+        ((0.5 * torch.nn.functional.mse_loss(y_t, t_t) + 0.25 * torch.nn.functional.l1_loss(y_t, t_t)) / 2).backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert relative_error(p.grad, q.grad.numpy()) < 1e-12, name
+    assert not np.array_equal(kept[0], kept[1])

@@ -26,6 +26,15 @@ def _trains(module):
     return any(p.requires_grad for p in module.parameters())
 
 
+def _renumber(container, modules):
+    """Register ``modules`` in ``container`` as "0", "1", ... in place of its sub-modules (as PyTorch after a
+    deletion)."""
+    for key in list(container._modules):
+        delattr(container, key)
+    for index, module in enumerate(modules):
+        setattr(container, str(index), module)
+
+
 def _checked(module, container, where):
     """``module`` if it is a minidae Module, else a TypeError naming what it is and where it came from."""
     if not isinstance(module, Module):
@@ -51,6 +60,17 @@ class Sequential(Module):
         if isinstance(index, slice):  # a slice of a Sequential is a Sequential, keeping the names (as PyTorch)
             return Sequential(OrderedDict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
+
+    def __setitem__(self, index, module):
+        """Replace the module at ``index``, keeping its name (``model[-1] = nn.Identity()``)."""
+        setattr(self, list(self._modules)[index], _checked(module, "Sequential", f"item {index}"))
+
+    def __delitem__(self, index):
+        """Remove the module (or the slice of modules) at ``index``; the others are numbered "0", "1", ... again,
+        as PyTorch numbers them."""
+        modules = list(self._modules.values())
+        del modules[index]
+        _renumber(self, modules)
 
     def append(self, module):
         """Add ``module`` at the end; returns self."""
@@ -82,13 +102,6 @@ class ModuleList(Module):
         super().__init__()
         self.extend(modules or [])
 
-    def _renumber(self, modules):
-        for key in list(self._modules):
-            delattr(self, key)
-            self._modules.pop(key, None)
-        for index, module in enumerate(modules):
-            setattr(self, str(index), module)
-
     def __getitem__(self, index):
         if isinstance(index, slice):
             return ModuleList(list(self._modules.values())[index])
@@ -97,12 +110,12 @@ class ModuleList(Module):
     def __setitem__(self, index, module):
         modules = list(self._modules.values())
         modules[index] = _checked(module, "ModuleList", f"item {index}")
-        self._renumber(modules)
+        _renumber(self, modules)
 
     def __delitem__(self, index):
         modules = list(self._modules.values())
         del modules[index]
-        self._renumber(modules)
+        _renumber(self, modules)
 
     def __len__(self):
         return len(self._modules)
@@ -131,7 +144,7 @@ class ModuleList(Module):
         """Put ``module`` before position ``index``."""
         modules = list(self._modules.values())
         modules.insert(index, _checked(module, "ModuleList.insert", "the module inserted"))
-        self._renumber(modules)
+        _renumber(self, modules)
 
 
 class ModuleDict(Module):

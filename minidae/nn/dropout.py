@@ -1,5 +1,7 @@
 """Dropout layers: random masks in training, the identity in evaluation. Their masks come from the active
 backend's generator, ``backend.rng()``, which the trainer seeds."""
+import numpy
+
 from .. import backend
 from . import functional as F
 from .arguments import is_real
@@ -32,9 +34,10 @@ class Dropout(Module):
         return tuple(x.shape)
 
     def _draw_mask(self, shape, dtype):
-        """M as booleans: True (keep) with probability 1 - p, one uniform draw in [0, 1) of ``dtype`` per element.
-        Tests replace it to impose a mask (PyTorch's, or a fixed one)."""
-        return backend.rng().random(shape, dtype=dtype) < 1 - self.p
+        """M as booleans: True (keep) with probability 1 - p, one uniform draw in [0, 1) of ``dtype`` per element
+        (float32 for float16, which the generators do not draw). Tests replace it to impose a mask (PyTorch's, or a
+        fixed one)."""
+        return backend.rng().random(shape, dtype=numpy.promote_types(dtype, numpy.float32)) < 1 - self.p
 
     def forward(self, ctx, x):
         shape = self._mask_shape(x)  # checks the input's shape in eval mode too

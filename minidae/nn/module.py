@@ -217,21 +217,25 @@ class Module(ModuleTree):
         """``forward`` with a fresh context, kept for the backward (module docstring) unless within no_grad()."""
         if inputs and (self._params or self._buffers or inputs[0].__class__ is not numpy.ndarray):
             self._check_input(inputs[0])
-        ctx = Context()
-        if _GRAD_ENABLED[0]:
+        ctx, keep = Context(), _GRAD_ENABLED[0]
+        if keep:
             _FORWARDS.append(ctx)
             try:
                 output = self.forward(ctx, *inputs, **kwargs)
             finally:
                 _FORWARDS.pop()
+        else:
+            output = self.forward(ctx, *inputs, **kwargs)
+        for hook in self._forward_hooks:  # before the call is kept: a hook that raises leaves nothing waiting
+            if hook(self, inputs, output) is not None:
+                raise TypeError(f"{type(self).__name__}: a forward hook returned a value; minidae's hooks cannot "
+                                f"replace the output (PyTorch's can), as the backward goes back through the output "
+                                f"the forward returned: return None, and change the output in a module of your own")
+        if keep:
             if _FORWARDS:  # made by another call's forward: on that call's record
                 _FORWARDS[-1].calls.append(Call(self, ctx, output))
             else:
                 self._keep(Call(self, ctx, output))
-        else:
-            output = self.forward(ctx, *inputs, **kwargs)
-        for hook in self._forward_hooks:
-            hook(self, inputs, output)
         return output
 
     def backward(self, grad_out=None, output=None, input_grad=True):
@@ -252,7 +256,8 @@ class Module(ModuleTree):
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every forward of this module (as PyTorch's); returns a
-        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none."""
+        handle whose ``remove()`` takes it away. Hooks run in Python: a step replayed as a CUDA graph runs none.
+        A hook returns None: unlike PyTorch's, it cannot replace the output (a TypeError says so)."""
         self._forward_hooks.append(hook)
         return _HookHandle(self._forward_hooks, hook)
 
@@ -369,6 +374,9 @@ def _check_gradient(name, grad, shape):
             raise ValueError(f"{name}.backward needs dL/dy, the gradient of the loss with respect to this module's "
                              f"output (an array of shape {shape}): e.g. net.backward(criterion.backward())")
         return
+    if isinstance(grad, (list, tuple)):
+        raise TypeError(f"{name}.backward: got a {type(grad).__name__} where an array of shape {shape} (dL/dy) is "
+                        f"needed: pass an array (numpy.asarray(...))")
     grad_shape = tuple(getattr(grad, "shape", ()))
     if shape is None or grad_shape == shape:
         return

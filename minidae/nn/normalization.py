@@ -58,9 +58,9 @@ class BatchNorm2d(Module):
 
     def forward(self, ctx, x):
         c = self.num_features
-        if getattr(x, "ndim", None) != 4 or x.shape[1] != c:
-            raise ValueError(f"BatchNorm2d: expected an input of shape (N, {c}, H, W) (num_features={c}), got "
-                             f"{tuple(getattr(x, 'shape', ()))}")
+        if getattr(x, "ndim", None) != 4 or x.shape[1] != c or x.dtype.kind != "f":
+            raise ValueError(f"BatchNorm2d: expected a floating-point input of shape (N, {c}, H, W) (num_features="
+                             f"{c}), got {tuple(getattr(x, 'shape', ()))} {getattr(x, 'dtype', type(x).__name__)}")
         n, _, h, w = x.shape
         m = n * h * w
         batch_stats = self.training or self.running_mean is None

@@ -48,10 +48,11 @@ class Parameter:
             self._storage = value
 
     def zero_grad(self, set_to_none=True):
-        """No gradient (None; the default, as PyTorch), or with ``set_to_none=False`` a gradient of zeros."""
+        """No gradient (None; the default, as PyTorch), or with ``set_to_none=False`` its gradient zeroed (one that
+        has none keeps none, as in PyTorch: optimisers go on skipping it)."""
         if set_to_none:
             self._grad = None
-        else:
+        elif self._grad is not None:
             self.grad = self.fresh_grad()
 
     def fresh_grad(self):

@@ -43,6 +43,11 @@ class ModuleTree:
     def __setattr__(self, key, value):
         if "_params" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if value is not None and (key in self._params and not isinstance(value, Parameter)
+                                  or key in self._modules and not isinstance(value, ModuleTree)):
+            what = f"parameter {key!r} (a Parameter or None expected; to set its values: self.{key}.data = array)" \
+                if key in self._params else f"sub-module {key!r} (a Module or None expected)"
+            raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} as {what}, as in PyTorch")
         if not isinstance(value, Parameter):
             self._params.pop(key, None)
         if not isinstance(value, ModuleTree):
@@ -54,6 +59,14 @@ class ModuleTree:
         elif isinstance(value, ModuleTree):
             self._modules[key] = value
         object.__setattr__(self, key, value)
+
+    def __delattr__(self, key):
+        """``del self.<name>`` unregisters a parameter, sub-module or buffer too (as PyTorch)."""
+        self._params.pop(key, None)
+        self._modules.pop(key, None)
+        if key in self._buffers:
+            self._buffers.remove(key)
+        object.__delattr__(self, key)
 
     def named_modules(self, prefix="", remove_duplicate=True):
         """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first; a module registered
@@ -118,6 +131,8 @@ class ModuleTree:
                            f"got {name!r}")
         if module is not None and not isinstance(module, ModuleTree):
             raise TypeError(f"{type(self).__name__}.add_module: {type(module).__name__} is not a Module")
+        if hasattr(self, name) and name not in self._modules:  # ModuleDict({"keys": ...}) would hide .keys()
+            raise KeyError(f"{type(self).__name__}.add_module: attribute '{name}' already exists (as in PyTorch)")
         if module is None:
             self._modules[name] = None
             object.__setattr__(self, name, None)
@@ -179,7 +194,7 @@ class ModuleTree:
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default), or with ``set_to_none=False``
-        with a gradient of zeros; a backward then gives each parameter it reaches a gradient again."""
+        zero the gradients there are; a backward then gives each parameter it reaches a gradient again."""
         for param in self.parameters():
             param.zero_grad(set_to_none)
 

@@ -140,7 +140,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default: a backward gives each one it
-        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient."""
+        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient there is."""
         zero_grads(self, set_to_none)
 
     def step(self):
@@ -186,6 +186,8 @@ class Optimizer:
             xp = backend.array_module(p.data)
             restored[p] = {}
             for buffer, value in entry.items():
+                if value is None:  # an older PyTorch's momentum_buffer without momentum
+                    continue
                 value = numpy.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else
                                       backend.to_numpy(value))
                 if buffer == "step":
@@ -195,9 +197,9 @@ class Optimizer:
                     raise ValueError(f"{name}.load_state_dict: {buffer} of parameter {key} has shape {value.shape}, "
                                      f"the parameter {tuple(p.data.shape)}")
                 restored[p][buffer] = xp.asarray(value.astype(p.data.dtype))
-        for group, saved in zip(self.param_groups, saved_groups or []):
+        for group, saved in zip(self.param_groups, saved_groups or []):  # a scheduler's initial_lr too, as PyTorch
             group.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()
-                          if k != "params" and k in self.defaults})
+                          if k != "params" and (k in self.defaults or k == "initial_lr")})
         self.state = restored
 
     def __getstate__(self):
@@ -246,7 +248,8 @@ def nested_state_dict(flat):
 
 @replaceable
 def zero_grads(optimizer, set_to_none=True):
-    """Every parameter left without a gradient (None), or with ``set_to_none=False`` given a gradient of zeros."""
+    """Every parameter left without a gradient (None), or with ``set_to_none=False`` its gradient zeroed (where it
+    has one, as PyTorch)."""
     for p in optimizer.params:
         p.zero_grad(set_to_none)
 
@@ -378,6 +381,8 @@ class SGD(Optimizer):
                 if not p.requires_grad or p.grad is None:
                     continue
                 state = self.state_of(p)
+                if "step" not in state:  # a state loaded from PyTorch's SGD, which counts no steps
+                    state["step"] = backend.array_module(p.data).zeros((), dtype=numpy.int64)
                 first = "momentum_buffer" not in state
                 if group["momentum"] and first:
                     state["momentum_buffer"] = backend.array_module(p.data).zeros_like(p.data)

@@ -295,10 +295,10 @@ def test_register_buffer(xp):
 # ------------------------------------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("make, shape, message", [
-    (lambda: nn.BatchNorm2d(3), (2, 4, 5, 5), r"BatchNorm2d: expected an input of shape \(N, 3, H, W\) "
+    (lambda: nn.BatchNorm2d(3), (2, 4, 5, 5), r"BatchNorm2d: expected a floating-point input of shape \(N, 3, H, W\) "
                                               r"\(num_features=3\), got \(2, 4, 5, 5\)"),
-    (lambda: nn.BatchNorm2d(3), (3, 5, 5), r"expected an input of shape \(N, 3, H, W\) .*got \(3, 5, 5\)"),
-    (lambda: nn.BatchNorm2d(3), (2, 3), r"expected an input of shape \(N, 3, H, W\) .*got \(2, 3\)"),
+    (lambda: nn.BatchNorm2d(3), (3, 5, 5), r"expected a floating-point input of shape \(N, 3, H, W\) .*got \(3, 5, 5\)"),
+    (lambda: nn.BatchNorm2d(3), (2, 3), r"expected a floating-point input of shape \(N, 3, H, W\) .*got \(2, 3\)"),
     (lambda: nn.BatchNorm2d(3), (1, 3, 1, 1), r"more than 1 value per channel .* \(1, 3, 1, 1\)"),
     (lambda: nn.BatchNorm2d(3, track_running_stats=False).eval(), (1, 3, 1, 1), "more than 1 value per channel"),
     (lambda: nn.BatchNorm2d(3, affine=False), (2, 3, 4, 4), "the input is float64 but the buffers are float32"),

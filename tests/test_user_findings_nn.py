@@ -1,0 +1,191 @@
+"""What a careful PyTorch user met using minidae's nn and optim, each compared with PyTorch in float64: a defect
+found, a test that failed, and the smallest fix."""
+import numpy as np
+import pytest
+
+from minidae import nn, optim
+
+torch = pytest.importorskip("torch", reason="these findings are compared with PyTorch: pip install -e .[test]")
+
+
+class _Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(3, 2), nn.Linear(2, 2)
+        self.register_buffer("scale", np.ones(2, np.float32))
+
+
+def test_del_unregisters_a_submodule_parameter_or_buffer_as_torch():
+    ours = _Two()
+    del ours.head                       # keep the body only, as for feature extraction
+    del ours.body.bias
+    del ours.scale
+    assert list(ours.state_dict()) == ["body.weight"]
+    assert len(ours.parameters()) == 1 and list(ours.named_buffers()) == []
+    assert [name for name, _ in ours.named_modules()] == ["", "body"]
+    with pytest.raises(AttributeError):
+        ours.head
+
+
+def test_an_array_assigned_to_a_parameter_or_a_number_to_a_submodule_is_refused_as_torch():
+    ours, theirs = _Two(), torch.nn.Linear(3, 2)
+    with pytest.raises(TypeError):
+        theirs.weight = torch.ones(2, 3)
+    with pytest.raises(TypeError, match=r"weight.*Parameter.*\.data"):
+        ours.body.weight = np.ones((2, 3), np.float32)   # was: silently no longer a parameter, forward then failed
+    with pytest.raises(TypeError, match="head"):
+        ours.head = np.ones(2)
+    assert list(ours.state_dict()) == ["scale", "body.weight", "body.bias", "head.weight", "head.bias"]
+    ours.body.bias = None                                # None stays allowed, as in PyTorch
+    ours.head = nn.Identity()
+    assert list(ours.state_dict()) == ["scale", "body.weight"]
+
+
+@pytest.mark.parametrize("key", ["keys", "train", "forward", "backward"])
+def test_a_module_dict_key_that_would_hide_a_method_is_refused_as_torch(key):
+    if key != "backward":  # minidae's own method; PyTorch's modules have none
+        with pytest.raises(KeyError, match="already exists"):
+            torch.nn.ModuleDict({key: torch.nn.ReLU()})
+    with pytest.raises(KeyError, match=f"{key}.*already exists"):  # was: md.keys() called the ReLU
+        nn.ModuleDict({key: nn.ReLU()})
+    with pytest.raises(KeyError, match="already exists"):
+        nn.Module().add_module("train", nn.ReLU())
+    heads = nn.ModuleDict({"a": nn.ReLU()})
+    heads["a"] = nn.Tanh()                                      # replacing a module stays allowed
+    assert heads.keys() == ["a"] and isinstance(heads["a"], nn.Tanh)
+
+
+def test_a_loaded_optimiser_state_brings_initial_lr_back_so_a_scheduler_can_resume_as_torch():
+    def run(nn_module, optim_module):
+        layer = nn_module.Linear(2, 2)
+        opt = optim_module.SGD(layer.parameters(), lr=0.1)
+        scheduler = optim_module.lr_scheduler.StepLR(opt, 2, gamma=0.5)
+        for _ in range(3):
+            opt.step()                       # no gradients: changes nothing
+            scheduler.step()
+        saved = opt.state_dict()
+        resumed = optim_module.SGD(layer.parameters(), lr=0.1)
+        resumed.load_state_dict(saved)       # was: initial_lr dropped, so the next line raised a KeyError
+        again = optim_module.lr_scheduler.StepLR(resumed, 2, gamma=0.5, last_epoch=scheduler.last_epoch)
+        resumed.step()
+        again.step()
+        return resumed.param_groups[0]["initial_lr"], again.get_last_lr()
+    assert run(nn, optim) == run(torch.nn, torch.optim)
+
+
+def twins(seed=0):
+    """Linear-Tanh-Linear in minidae and PyTorch, float64, same weights."""
+    torch.manual_seed(seed)
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    ours = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(np.float64)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def step_both(ours, theirs, our_opt, their_opt, steps=3, seed=1, zero=lambda opt: opt.zero_grad()):
+    rng = np.random.default_rng(seed)
+    our_loss = nn.MSELoss()
+    for _ in range(steps):
+        x, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+        zero(our_opt)
+        our_loss(ours(x), t)
+        ours.backward(our_loss.backward())
+        our_opt.step()
+        zero(their_opt)
+        torch.nn.functional.mse_loss(theirs(torch.tensor(x)), torch.tensor(t)).backward()
+        their_opt.step()
+
+
+def assert_same_weights(ours, theirs):
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=0, atol=1e-13, err_msg=key)
+
+
+def test_pytorchs_sgd_momentum_state_loads_and_training_goes_on_as_in_torch():
+    ours, theirs = twins()
+    their_opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    step_both(ours, theirs, optim.SGD(ours.parameters(), lr=0.1), their_opt)
+    ours.load_state_dict(theirs.state_dict())
+    our_opt = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    our_opt.load_state_dict(their_opt.state_dict())   # PyTorch's SGD keeps no "step": was a KeyError at step()
+    step_both(ours, theirs, our_opt, their_opt)
+    assert_same_weights(ours, theirs)
+
+
+def test_zero_grad_without_set_to_none_leaves_a_parameter_no_backward_reached_alone_as_torch():
+    ours, theirs = twins()
+    our_head, their_head = nn.Linear(2, 2).to(np.float64), torch.nn.Linear(2, 2).double()  # never used
+    our_head.load_state_dict(their_head.state_dict())
+    our_opt = optim.AdamW(ours.parameters() + our_head.parameters(), lr=0.1)
+    their_opt = torch.optim.AdamW(list(theirs.parameters()) + list(their_head.parameters()), lr=0.1)
+    step_both(ours, theirs, our_opt, their_opt, zero=lambda opt: opt.zero_grad(set_to_none=False))
+    assert our_head.weight.grad is None and their_head.weight.grad is None  # was: zeros, so AdamW decayed it
+    assert_same_weights(our_head, their_head)
+    assert_same_weights(ours, theirs)
+    ours.zero_grad(set_to_none=False)
+    assert all((p.grad == 0).all() for p in ours.parameters())
+
+
+def test_a_forward_hook_that_raises_leaves_no_forward_waiting():
+    ours, _ = twins()
+    skip = [True]
+
+    def check(module, inputs, output):  # a check that skips a batch by raising, caught by the training loop
+        if skip[0]:
+            raise FloatingPointError("skip this batch")
+    ours.register_forward_hook(check)
+    with pytest.raises(FloatingPointError):
+        ours(np.ones((5, 3)))
+    skip[0] = False
+    y = ours(np.ones((5, 3)))
+    assert ours.backward(np.ones_like(y)).shape == (5, 3)  # was: refused, two forwards waited
+
+
+def test_a_forward_hook_that_returns_a_new_output_is_refused_not_ignored():
+    theirs = torch.nn.Linear(2, 2)
+    theirs.register_forward_hook(lambda module, inputs, output: output * 0)
+    assert (theirs(torch.ones(1, 2)) == 0).all()          # PyTorch uses what the hook returns
+    ours = nn.Linear(2, 2)
+    ours.register_forward_hook(lambda module, inputs, output: output * 0)
+    with pytest.raises(TypeError, match="hook.*returned"):  # was: ignored, the output unchanged
+        ours(np.ones((1, 2), np.float32))
+    assert not ours._waiting
+
+
+@pytest.mark.parametrize("layer", [nn.Dropout(0.3), nn.Dropout2d(0.3)])
+def test_dropout_runs_in_a_float16_model(layer):
+    x = np.ones((4, 3, 2, 2), np.float16)
+    y = layer(x)                              # was: TypeError: Unsupported dtype dtype('float16') for random
+    kept = y[y != 0]
+    assert y.dtype == np.float16 and 0 < kept.size < y.size
+    np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-3)
+    assert layer.backward(np.ones_like(y)).dtype == np.float16
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.complex64])
+def test_batch_norm_refuses_an_input_that_is_not_floating_point_naming_itself(dtype):
+    with pytest.raises(ValueError, match="BatchNorm2d: expected a floating-point input"):  # was: uint8 images
+        nn.BatchNorm2d(2)(np.ones((2, 2, 3, 3), dtype))                                  # gave float64 silently
+
+
+def test_a_sequentials_items_are_replaced_and_deleted_as_torch():
+    def edit(module):
+        model = module.Sequential(module.Linear(3, 4), module.ReLU(), module.Linear(4, 2), module.Tanh())
+        model[-2] = module.Linear(4, 5)        # a new head (was: 'Sequential' object does not support item assignment)
+        del model[-1]                          # and no last activation
+        del model[:1]
+        return list(model.state_dict()), [type(m).__name__ for m in model]
+    assert edit(nn) == edit(torch.nn) == (["1.weight", "1.bias"], ["ReLU", "Linear"])
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[-1] = nn.Linear(4, 5)
+    assert model(np.ones((2, 3), np.float32)).shape == (2, 5)
+    with pytest.raises(TypeError, match="not a minidae Module"):
+        model[0] = torch.nn.Linear(3, 4)
+
+
+def test_a_list_given_as_the_gradient_is_named_a_list_not_a_scalar():
+    layer = nn.Linear(2, 2)
+    y = layer(np.ones((2, 2), np.float32))
+    with pytest.raises(TypeError, match=r"Linear.backward: got a list where an array of shape \(2, 2\)"):
+        layer.backward(y.tolist())                      # was: "got a scalar where dL/dy of shape (2, 2) is needed"
+    assert layer.backward(np.ones_like(y)).shape == (2, 2)
