@@ -192,7 +192,8 @@ def max_pool2d_backward(dy, winners, x_shape, kernel, stride, padding, dilation)
     """dL/dx = col2im(winners ⊙ dL/dy): each gradient goes to its window's winner, summed where windows overlap."""
     dY = nchw_to_rows(dy)
     dwindows = winners * dY[:, None]
-    return col2im(dwindows.reshape(winners.shape[0] * winners.shape[1], dY.shape[1]), x_shape, kernel, stride, padding, dy.shape[2:], dilation)
+    return col2im(dwindows.reshape(winners.shape[0] * winners.shape[1], dY.shape[1]), x_shape, kernel, stride,
+                  padding, dy.shape[2:], dilation)
 
 
 def max_pool2d_indices(winners, x_shape, kernel, stride, padding, dilation, out_hw):

@@ -140,7 +140,8 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default: a backward gives each one it
-        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient there is."""
+        reaches a new one, and :meth:`step` skips the others), or with ``set_to_none=False`` zero every gradient
+        there is."""
         zero_grads(self, set_to_none)
 
     def step(self):
