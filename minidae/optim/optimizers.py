@@ -136,6 +136,16 @@ class Optimizer:
                              **{key: xp.zeros_like(p.data) for key in self.buffer_names}}
         return self.state[p]
 
+    def updates(self):
+        """(group, p, state) for each trainable parameter that has a gradient, in order, with its step count raised
+        by one: the parameters a step updates (one without a gradient is skipped: no step, no decay)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.requires_grad and p.grad is not None:
+                    state = self.state_of(p)
+                    state["step"] += 1
+                    yield group, p, state
+
     buffer_names = ()
 
     def zero_grad(self, set_to_none=True):
@@ -276,16 +286,11 @@ def adam_step(optimizer):
     unless switched off (:func:`set_flush_denormal`), at every 10th step of a parameter the tiny values of what it
     wrote flushed (:func:`flush_tiny`)."""
     written = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if not p.requires_grad or p.grad is None:
-                continue
-            state = optimizer.state_of(p)
-            state["step"] += 1
-            adam(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], int(state["step"]), group["lr"],
-                 group["betas"], group["eps"], group["weight_decay"], group["decoupled_weight_decay"])
-            if int(state["step"]) % FLUSH_EVERY == 0:
-                written += [p.data, state["exp_avg"], state["exp_avg_sq"]]
+    for group, p, state in optimizer.updates():
+        adam(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], int(state["step"]), group["lr"],
+             group["betas"], group["eps"], group["weight_decay"], group["decoupled_weight_decay"])
+        if int(state["step"]) % FLUSH_EVERY == 0:
+            written += [p.data, state["exp_avg"], state["exp_avg_sq"]]
     if _FLUSH[0]:
         flush_tiny(written)
 
@@ -372,25 +377,25 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=bool(nesterov)))
 
+    def state_of(self, p):
+        """``state[p]``; one loaded from PyTorch's SGD, which counts no steps, starts counting at 0."""
+        state = super().state_of(p)
+        if "step" not in state:
+            state["step"] = backend.array_module(p.data).zeros((), dtype=numpy.int64)
+        return state
+
     def step(self):
         """One SGD update of every trainable parameter that has a gradient (:func:`sgd`); then, unless switched off
         (:func:`set_flush_denormal`), at every 10th step of a parameter the tiny values of what it wrote flushed
         (:func:`flush_tiny`)."""
         written = []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if not p.requires_grad or p.grad is None:
-                    continue
-                state = self.state_of(p)
-                if "step" not in state:  # a state loaded from PyTorch's SGD, which counts no steps
-                    state["step"] = backend.array_module(p.data).zeros((), dtype=numpy.int64)
-                first = "momentum_buffer" not in state
-                if group["momentum"] and first:
-                    state["momentum_buffer"] = backend.array_module(p.data).zeros_like(p.data)
-                state["step"] += 1
-                sgd(p.data, p.grad, state.get("momentum_buffer"), first, group["lr"], group["momentum"],
-                    group["dampening"], group["weight_decay"], group["nesterov"])
-                if int(state["step"]) % FLUSH_EVERY == 0:
-                    written += [p.data] + ([state["momentum_buffer"]] if "momentum_buffer" in state else [])
+        for group, p, state in self.updates():
+            first = "momentum_buffer" not in state
+            if group["momentum"] and first:
+                state["momentum_buffer"] = backend.array_module(p.data).zeros_like(p.data)
+            sgd(p.data, p.grad, state.get("momentum_buffer"), first, group["lr"], group["momentum"],
+                group["dampening"], group["weight_decay"], group["nesterov"])
+            if int(state["step"]) % FLUSH_EVERY == 0:
+                written += [p.data] + ([state["momentum_buffer"]] if "momentum_buffer" in state else [])
         if _FLUSH[0]:
             flush_tiny(written)
