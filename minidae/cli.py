@@ -67,7 +67,7 @@ def add_train_arguments(parser):
     add("--test-fraction", type=float, default=None, metavar="F",
         help="the fraction of --data held out for testing, chosen by the seed (default: 0.1)")
     add("--image-size", type=int, default=None, metavar="S",
-        help="bring pictures to S x S pixels (default: 28); the model must be built for that size")
+        help="bring --data's pictures to S x S pixels (default: 28); the model must be built for that size")
     add("--channels", type=int, choices=[1, 3], default=None,
         help="1: make --data's pictures grayscale (the default); 3: keep their colour (RGB), with a preset built "
              "for 3 channels in and out (a model of one's own must take them)")
@@ -262,12 +262,13 @@ def run_denoise(args):
     from PIL import Image
     from .data.images import read_picture
     from .files import atomic_path
+    from .train import image_shape
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint, args.factory)
-    size, channels = config.get("image_size", 28), config.get("channels", 1)
+    (size, _), channels = image_shape(config), config.get("channels", 1)
     pixels = read_picture(args.input, size, channels).astype(numpy.float32) / 255
     pixels = pixels[None] if channels == 1 else pixels  # (C, S, S)
     if args.invert:
@@ -304,8 +305,9 @@ def run_summary(args):
     if args.model.endswith(".npz") and os.path.isfile(args.model):
         if args.channels is not None:
             raise ValueError(f"summary {args.model}: --channels is for a preset; a checkpoint's model has its run's")
+        from .train import image_shape
         model, config = _load_model(args.model, args.factory)
-        size, channels = config.get("image_size", 28), config.get("channels", 1)
+        (size, _), channels = image_shape(config), config.get("channels", 1)
     elif models.is_factory_spec(args.model) or args.model in models.MODELS:
         if args.factory is not None:
             raise ValueError(f"summary {args.model}: --model names the factory of a checkpoint; give the model "

@@ -109,6 +109,9 @@ class TrainConfig:
                              f"when no --test-data is given")
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 1024:
             raise ValueError(f"--image-size must be a whole number of pixels in 8..1024, got {self.image_size!r}")
+        if self.image_size != 28 and self.data is None and not self.resume:  # (an older checkpoint may record one)
+            raise ValueError(f"--image-size {self.image_size} needs --data (pictures of one's own): {self.dataset}'s "
+                             f"images are 28 x 28")
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 (grayscale) or 3 (RGB colour), got {self.channels!r}")
         if self.channels != 1 and self.data is None:

@@ -1,0 +1,66 @@
+"""Findings of using the command line as a careful user would, each as it was found.
+
+Every test here failed before its fix: a silent wrong result, a traceback or a misleading line where one clear
+error line belongs. Runs are tiny (40 images of one's own, one epoch) and use no public data set.
+"""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minidae import backend, cli, models, optim
+from minidae.checkpoint import load_checkpoint, save_checkpoint
+from cli_checks import one_line
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """One short run on 28 x 28 images of one's own with labels, trained once for the tests below."""
+    folder = tmp_path_factory.mktemp("stored")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "x.npz", images=(rng.random((40, 28, 28)) * 255).astype(np.uint8), labels=np.arange(40) % 2)
+    backend.use("numpy", seed_value=0)
+    assert cli.main(["train", "--data", str(folder / "x.npz"), "--epochs", "1", "--batch-size", "8", "--out",
+                     str(folder / "run"), "--no-progress", "--no-diagnostics"]) == 0
+    return folder / "run"
+
+
+@pytest.fixture
+def run_dir(tmp_path, stored_run, monkeypatch):
+    """A copy of the stored run's folder (cwd: tmp_path, the public sets' cache an empty folder)."""
+    monkeypatch.setenv("MINIDAE_DATA", str(tmp_path / "public-cache"))
+    monkeypatch.chdir(tmp_path)
+    backend.use("numpy", seed_value=0)
+    shutil.copytree(stored_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def picture(path, size=(40, 30)):
+    Image.fromarray((np.random.default_rng(1).random(size) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------ --image-size on a public set
+
+def test_image_size_without_data_is_refused_not_ignored(tmp_path, monkeypatch, capsys):
+    """`train --image-size 32` on MNIST trained at 28 x 28 and recorded 32: denoise and summary of its checkpoint
+    then failed (denoise blamed the user for not resizing)."""
+    monkeypatch.setenv("MINIDAE_DATA", str(tmp_path / "public-cache"))
+    status = cli.main(["train", "--image-size", "32", "--epochs", "1", "--train-samples", "50",
+                       "--out", str(tmp_path / "run"), "--no-progress"])
+    err = one_line(capsys)
+    assert status == 1 and "--image-size 32" in err and "--data" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "public-cache").exists()
+
+
+def test_a_checkpoint_recording_an_image_size_for_mnist_still_denoises(run_dir, capsys):
+    """Checkpoints written before that refusal record image_size 32 for a 28 x 28 MNIST run."""
+    state = load_checkpoint(run_dir / "checkpoint.npz")
+    config = {**state["config"], "data": None, "test_data": None, "test_fraction": None, "image_size": 32}
+    model = models.build("conv_dae")
+    save_checkpoint(run_dir / "old.npz", model, optim.Adam(model.parameters()), 1, 0, [0.1], [0.1], config)
+    assert cli.main(["denoise", str(run_dir / "old.npz"), str(picture(run_dir / "in.png")), "out.png"]) == 0
+    assert Image.open("out.png").size == (28, 28)
+    assert cli.main(["summary", str(run_dir / "old.npz")]) == 0
+    assert "(1, 1, 28, 28)" in capsys.readouterr().out
