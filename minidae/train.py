@@ -127,6 +127,8 @@ class TrainConfig:
                 continue  # a resumed run keeps its checkpoint's epoch count
             if getattr(self, name) is None or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed must be a whole number >= 0, got {self.seed!r}")
         for name in ("train_samples", "test_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -33,6 +33,7 @@ def run_dir(tmp_path, stored_run, monkeypatch):
     monkeypatch.chdir(tmp_path)
     backend.use("numpy", seed_value=0)
     shutil.copytree(stored_run, tmp_path / "run")
+    np.save(tmp_path / "x.npy", (np.random.default_rng(2).random((20, 28, 28)) * 255).astype(np.uint8))
     return tmp_path / "run"
 
 
@@ -64,3 +65,11 @@ def test_a_checkpoint_recording_an_image_size_for_mnist_still_denoises(run_dir, 
     assert Image.open("out.png").size == (28, 28)
     assert cli.main(["summary", str(run_dir / "old.npz")]) == 0
     assert "(1, 1, 28, 28)" in capsys.readouterr().out
+
+
+def test_a_negative_seed_is_named(run_dir, capsys):
+    """`train --seed -1` said only "error: expected non-negative integer" (NumPy's words), naming no option."""
+    status = cli.main(["train", "--data", str(run_dir.parent / "x.npy"), "--seed", "-1", "--out", "new",
+                       "--no-progress"])
+    err = one_line(capsys)
+    assert status == 1 and "--seed" in err and "-1" in err, err
