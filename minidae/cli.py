@@ -1,6 +1,7 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
 import errno
+import math
 import os
 import re
 import sys
@@ -260,11 +261,16 @@ def run_denoise(args):
     grayscale, or colour for a run with --channels 3; centre-cropped and resized to the run's image size),
     denoise, write."""
     from PIL import Image
+    from .data.budget import MAX_PICTURE_PIXELS
     from .data.images import read_picture
     from .files import atomic_path
     from .train import image_shape
+    largest = math.isqrt(MAX_PICTURE_PIXELS)  # the most pixels a picture minidae reads may have
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
+    if args.size is not None and args.size > largest:
+        raise ValueError(f"--size {args.size}: the output may be 1..{largest} pixels a side ({MAX_PICTURE_PIXELS:,} "
+                         f"pixels, the most a picture minidae reads may have); choose a smaller --size")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint, args.factory)
@@ -464,7 +470,8 @@ def main(argv=None):
     denoise.add_argument("input")
     denoise.add_argument("output")
     denoise.add_argument("--invert", action="store_true", help="invert before and after (dark-on-light images)")
-    denoise.add_argument("--size", type=int, default=None, help="enlarge the output to SIZE x SIZE pixels")
+    denoise.add_argument("--size", type=int, default=None,
+                         help="enlarge the output to SIZE x SIZE pixels (at most 8000)")
     denoise.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     inspect = commands.add_parser("inspect", help="look inside a trained model: its code, interpolations, filters",
                                   description="Writes latent.png (the test set's codes, PCA to 2-D, by class), "

@@ -73,3 +73,13 @@ def test_a_negative_seed_is_named(run_dir, capsys):
                        "--no-progress"])
     err = one_line(capsys)
     assert status == 1 and "--seed" in err and "-1" in err, err
+
+
+@pytest.mark.parametrize("size", [8001, 100_000])
+def test_denoise_size_has_an_upper_bound(run_dir, capsys, size):
+    """`denoise --size 100000` wrote a 10-gigapixel picture (10 GB of memory) without a word."""
+    status = cli.main(["denoise", str(run_dir / "checkpoint.npz"), str(picture(run_dir / "in.png")), "out.png",
+                       "--size", str(size)])
+    err = one_line(capsys)
+    assert status == 1 and f"--size {size}" in err and "1..8000" in err, err
+    assert not (run_dir.parent / "out.png").exists()
