@@ -272,6 +272,13 @@ def run_denoise(args):
         raise ValueError(f"--size {args.size}: the output may be 1..{largest} pixels a side ({MAX_PICTURE_PIXELS:,} "
                          f"pixels, the most a picture minidae reads may have); choose a smaller --size")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
+    if os.path.isdir(args.output):
+        raise ValueError(f"{args.output}: a folder; name the picture file to write, such as "
+                         f"{os.path.join(args.output, 'denoised.png')}")
+    suffix = os.path.splitext(args.output)[1].lower()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        what = f"{suffix} names no picture format Pillow can write" if suffix else "no suffix names its format"
+        raise ValueError(f"{args.output}: {what}; end the name with .png, .jpg, .bmp, .tif or .gif")
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint, args.factory)
     (size, _), channels = image_shape(config), config.get("channels", 1)

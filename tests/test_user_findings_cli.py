@@ -83,3 +83,14 @@ def test_denoise_size_has_an_upper_bound(run_dir, capsys, size):
     err = one_line(capsys)
     assert status == 1 and f"--size {size}" in err and "1..8000" in err, err
     assert not (run_dir.parent / "out.png").exists()
+
+
+@pytest.mark.parametrize("output", ["out.xyz", "out", "out.psd", "folder"])
+def test_denoise_names_an_output_it_cannot_write_before_the_work(run_dir, capsys, output):
+    """`denoise ... out.xyz` said only "unknown file extension: .xyz", and an output without a suffix (or a
+    folder) "unknown file extension: ", after loading the model and denoising."""
+    (run_dir.parent / "folder").mkdir()
+    status = cli.main(["denoise", str(run_dir / "checkpoint.npz"), str(picture(run_dir / "in.png")), output])
+    err = one_line(capsys)
+    assert status == 1 and err.startswith(f"error: {output}: ") and ".png" in err, err
+    assert not list(run_dir.parent.glob("out*")) and not list((run_dir.parent / "folder").iterdir())
