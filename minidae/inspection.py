@@ -49,11 +49,15 @@ def codes(model, images, batch_size=500):
 
 def pca(features, dims=2):
     """(the features projected on their first ``dims`` principal axes, the fraction of variance each explains),
-    from the SVD of the centred features."""
+    from the SVD of the centred features; axes beyond those the features have (one sample, a code of one number)
+    give zeros."""
     centred = features - features.mean(axis=0)
     _, singular, axes = numpy.linalg.svd(centred, full_matrices=False)
-    variance = singular ** 2
-    return centred @ axes[:dims].T, variance[:dims] / max(variance.sum(), 1e-300)
+    variance = numpy.zeros(max(dims, len(singular)))
+    variance[:len(singular)] = singular ** 2
+    points = numpy.zeros((len(features), dims), dtype=centred.dtype)
+    points[:, :len(axes[:dims])] = centred @ axes[:dims].T
+    return points, variance[:dims] / max(variance.sum(), 1e-300)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, epochs=10, batch_size=256, lr=1e-2, seed=0):

@@ -94,3 +94,12 @@ def test_denoise_names_an_output_it_cannot_write_before_the_work(run_dir, capsys
     err = one_line(capsys)
     assert status == 1 and err.startswith(f"error: {output}: ") and ".png" in err, err
     assert not list(run_dir.parent.glob("out*")) and not list((run_dir.parent / "folder").iterdir())
+
+
+def test_inspect_of_one_test_image(run_dir, capsys):
+    """`inspect --test-samples 1` ended in a traceback (IndexError in the latent plot: one image has one principal
+    component)."""
+    status = cli.main(["inspect", str(run_dir / "checkpoint.npz"), "--test-samples", "1", "--train-samples", "8",
+                       "--probe-epochs", "1", "--out", "ins"])
+    assert status == 0, capsys.readouterr().err
+    assert (run_dir.parent / "ins" / "latent.png").is_file()
