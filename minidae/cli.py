@@ -344,6 +344,9 @@ def run_inspect(args):
     """``minidae inspect``: latent.png, interpolation.png, filters.png, feature_maps.png and inspect.json."""
     from . import inspection
     from .files import write_json
+    for flag, value in (("--pairs", args.pairs), ("--probe-epochs", args.probe_epochs)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))

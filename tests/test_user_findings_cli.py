@@ -103,3 +103,15 @@ def test_inspect_of_one_test_image(run_dir, capsys):
                        "--probe-epochs", "1", "--out", "ins"])
     assert status == 0, capsys.readouterr().err
     assert (run_dir.parent / "ins" / "latent.png").is_file()
+
+
+@pytest.mark.parametrize("flag, value", [("--pairs", "0"), ("--pairs", "-1"), ("--probe-epochs", "0"),
+                                         ("--probe-epochs", "-1")])
+def test_inspect_refuses_counts_below_one(run_dir, capsys, flag, value):
+    """`inspect --pairs -1` left out interpolation.png saying the test images hold fewer than two classes;
+    `--probe-epochs -1` reported the accuracy of a probe that never trained, as if it had."""
+    status = cli.main(["inspect", str(run_dir / "checkpoint.npz"), "--test-samples", "8", "--train-samples", "8",
+                       flag, value, "--out", "ins"])
+    err = one_line(capsys)
+    assert status == 1 and f"{flag} must be at least 1, got {value}" in err, err
+    assert not (run_dir.parent / "ins").exists()
