@@ -115,3 +115,18 @@ def test_inspect_refuses_counts_below_one(run_dir, capsys, flag, value):
     err = one_line(capsys)
     assert status == 1 and f"{flag} must be at least 1, got {value}" in err, err
     assert not (run_dir.parent / "ins").exists()
+
+
+@pytest.mark.parametrize("labels", [-(np.arange(40) % 2), (np.arange(40) % 2) * 10**9])
+def test_inspect_probes_labels_that_are_not_0_to_k(tmp_path, monkeypatch, capsys, labels):
+    """An .npz's labels -1 and 0 (or 0 and 10**9) trained fine, then inspect's probe failed: "CrossEntropyLoss:
+    class indices must lie in 0..0" (or an out-of-memory line asking for fewer images, for a 10**9-class probe)."""
+    monkeypatch.chdir(tmp_path)
+    backend.use("numpy", seed_value=0)
+    images = (np.random.default_rng(0).random((40, 28, 28)) * 255).astype(np.uint8)
+    np.savez("x.npz", images=images, labels=labels)
+    assert cli.main(["train", "--data", "x.npz", "--epochs", "1", "--out", "run", "--no-progress",
+                     "--no-diagnostics"]) == 0
+    status = cli.main(["inspect", "run/checkpoint.npz", "--probe-epochs", "1", "--out", "ins"])
+    assert status == 0, capsys.readouterr().err
+    assert "linear probe" in capsys.readouterr().out
