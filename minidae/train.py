@@ -488,6 +488,12 @@ class _Run:
         if state:
             if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
                 config.epochs = state["config"].get("epochs", 10)
+            begun = state["epoch"] + (state["iteration"] > 0)  # epochs done, and the one under way
+            if config.epochs < begun:
+                done = f"{state['epoch']} epoch{'s' * (state['epoch'] != 1)}"
+                raise ValueError(f"--epochs {config.epochs}: {config.resume} has trained {done} already"
+                                 f"{' and part of the next' if state['iteration'] else ''}; give --epochs {begun} or "
+                                 f"more, or leave --epochs out")
             try:
                 config.check()  # the checkpoint's recipe, as a recipe given on the command line is checked
             except ValueError as exc:

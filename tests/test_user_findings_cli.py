@@ -130,3 +130,16 @@ def test_inspect_probes_labels_that_are_not_0_to_k(tmp_path, monkeypatch, capsys
     status = cli.main(["inspect", "run/checkpoint.npz", "--probe-epochs", "1", "--out", "ins"])
     assert status == 0, capsys.readouterr().err
     assert "linear probe" in capsys.readouterr().out
+
+
+def test_resume_refuses_fewer_epochs_than_done(run_dir, capsys):
+    """`train --resume` of a 2-epoch checkpoint with `--epochs 1` "succeeded": it trained nothing and rewrote
+    metrics.json and the checkpoint with a recipe of 1 epoch beside the 2 epochs' losses."""
+    checkpoint = run_dir / "checkpoint.npz"
+    assert cli.main(["train", "--resume", str(checkpoint), "--epochs", "2", "--no-progress"]) == 0
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    status = cli.main(["train", "--resume", str(checkpoint), "--epochs", "1", "--no-progress"])
+    err = one_line(capsys)
+    assert status == 1 and "--epochs 1" in err and "2 epochs" in err, err
+    assert checkpoint.read_bytes() == before
