@@ -315,7 +315,7 @@ def run_summary(args):
     from . import models
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.model.endswith(".npz") and os.path.isfile(args.model):
+    if args.model.lower().endswith(".npz"):  # a checkpoint, or a line saying why it is not one
         if args.channels is not None:
             raise ValueError(f"summary {args.model}: --channels is for a preset; a checkpoint's model has its run's")
         from .train import image_shape

@@ -143,3 +143,10 @@ def test_resume_refuses_fewer_epochs_than_done(run_dir, capsys):
     err = one_line(capsys)
     assert status == 1 and "--epochs 1" in err and "2 epochs" in err, err
     assert checkpoint.read_bytes() == before
+
+
+def test_summary_of_a_missing_checkpoint_says_so(run_dir, capsys):
+    """`summary runs/typo/checkpoint.npz` said it was "not a preset, a FILE.py:FACTORY or a checkpoint .npz"."""
+    status = cli.main(["summary", "typo/checkpoint.npz"])
+    err = one_line(capsys)
+    assert status == 1 and "typo/checkpoint.npz" in err and "no such file" in err, err
