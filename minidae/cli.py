@@ -199,6 +199,14 @@ def _load_model(path, given=None):
     return load_weights(model, state["model"], path), state["config"]
 
 
+def _output_folder(out):
+    """``out`` (eval's and inspect's --out), checked before any work: ValueError where it is a file (os.makedirs
+    would say only "File exists", after minutes of evaluation)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    return out
+
+
 def _test_images(config, args, model):
     """(training images, labels, test images, labels, sources) of a checkpoint's run (minidae.train.load_data): its
     own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint).
@@ -218,7 +226,7 @@ def run_eval(args):
     from .train import evaluate
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    out = _output_folder(args.out or os.path.dirname(os.path.abspath(args.checkpoint)))
     _, _, images, _, _ = _test_images(config, args, model)
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
@@ -349,7 +357,7 @@ def run_inspect(args):
             raise ValueError(f"{flag} must be at least 1, got {value}")
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    out = _output_folder(args.out or os.path.dirname(os.path.abspath(args.checkpoint)))
     train, train_labels, test, labels, sources = _test_images(config, args, model)
     os.makedirs(out, exist_ok=True)
     written = []  # the files complete so far, for the line an interruption prints

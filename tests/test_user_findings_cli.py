@@ -150,3 +150,16 @@ def test_summary_of_a_missing_checkpoint_says_so(run_dir, capsys):
     status = cli.main(["summary", "typo/checkpoint.npz"])
     err = one_line(capsys)
     assert status == 1 and "typo/checkpoint.npz" in err and "no such file" in err, err
+
+
+@pytest.mark.parametrize("command", [["eval", "--noises", "mask"], ["inspect", "--probe-epochs", "1"]])
+def test_eval_and_inspect_refuse_an_out_that_is_a_file_before_the_work(run_dir, capsys, monkeypatch, command):
+    """`eval --out FILE` evaluated every noise level (minutes on the full test set), then said only
+    "error: FILE: File exists"; so did inspect after its probe."""
+    (run_dir.parent / "afile").write_text("mine")
+    from minidae import train as training
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    status = cli.main([command[0], str(run_dir / "checkpoint.npz"), *command[1:], "--out", "afile"])
+    err = one_line(capsys)
+    assert status == 1 and "--out afile" in err and "not a folder" in err, err
+    assert (run_dir.parent / "afile").read_text() == "mine"
