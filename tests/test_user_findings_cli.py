@@ -163,3 +163,15 @@ def test_eval_and_inspect_refuse_an_out_that_is_a_file_before_the_work(run_dir, 
     err = one_line(capsys)
     assert status == 1 and "--out afile" in err and "not a folder" in err, err
     assert (run_dir.parent / "afile").read_text() == "mine"
+
+
+def test_a_checkpoint_with_a_negative_seed_is_named(run_dir, capsys):
+    """eval of a checkpoint whose config says seed -5 ended in "error: expected non-negative integer" (NumPy's
+    words), naming neither the file nor the entry."""
+    state = load_checkpoint(run_dir / "checkpoint.npz")
+    model = models.build("conv_dae")
+    save_checkpoint(run_dir / "edited.npz", model, optim.Adam(model.parameters()), 1, 0, [0.1], [0.1],
+                    {**state["config"], "seed": -5})
+    status = cli.main(["eval", str(run_dir / "edited.npz"), "--noises", "mask", "--out", "ev"])
+    err = one_line(capsys)
+    assert status == 1 and "edited.npz" in err and "seed = -5" in err, err
