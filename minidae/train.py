@@ -409,6 +409,13 @@ def _prepare_out(config):
     in_place = config.resume and os.path.dirname(os.path.abspath(config.resume))
     if config.out is not None and os.path.exists(config.out) and not os.path.isdir(config.out):
         raise ValueError(f"--out {config.out} is a file, not a directory; choose another --out")
+    target = config.out or in_place or "runs"
+    for flag, folder in (("--data", config.data), ("--test-data", config.test_data)):
+        root = folder and os.path.isdir(folder) and os.path.realpath(folder)
+        if root and os.path.commonpath([root, os.path.realpath(target)]) == root:
+            shown = config.out or f"{os.path.abspath(target)}/ (the default)"
+            raise ValueError(f"--out {shown} lies inside {flag} {folder}: the run's plots would become pictures of "
+                             f"the next run on that folder; choose an --out outside it")
     try:
         if config.out is None and config.resume:
             out, created = in_place, []

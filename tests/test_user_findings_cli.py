@@ -175,3 +175,19 @@ def test_a_checkpoint_with_a_negative_seed_is_named(run_dir, capsys):
     status = cli.main(["eval", str(run_dir / "edited.npz"), "--noises", "mask", "--out", "ev"])
     err = one_line(capsys)
     assert status == 1 and "edited.npz" in err and "seed = -5" in err, err
+
+
+@pytest.mark.parametrize("out", [None, "pictures/run", "pictures"])
+def test_a_run_never_writes_into_the_folder_it_trains_on(tmp_path, monkeypatch, capsys, out):
+    """`cd pictures; minidae train --data .` wrote runs/<time>/ there, and the next run trained on its plots
+    (loss_vs_iters.png, denoising.png) as if they were the user's pictures; so did --out inside --data."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for index in range(12):
+        picture(pictures / f"{index}.png")
+    monkeypatch.chdir(pictures if out is None else tmp_path)
+    argv = ["train", "--data", "." if out is None else "pictures", "--epochs", "1", "--no-progress"]
+    status = cli.main(argv + ([] if out is None else ["--out", out]))
+    err = one_line(capsys)
+    assert status == 1 and "--out" in err and "inside" in err, err
+    assert sorted(p.name for p in pictures.iterdir()) == sorted(f"{index}.png" for index in range(12))
