@@ -234,7 +234,10 @@ def load_data(config, progress=True):
         test = found.subset(order[:count], f"held out of them: test fraction {fraction:g}, seed {config.seed}")
         train = found.subset(order[count:], f"{found.source}, less {count} held out")
     parts = []
-    for part, samples in ((train, config.train_samples), (test, config.test_samples)):
+    for part, samples, kind in ((train, config.train_samples, "train"), (test, config.test_samples, "test")):
+        if samples is not None and samples > len(part):  # as the data sets' splits (load_split)
+            raise ValueError(f"--{kind}-samples {samples}: there are {len(part)} {kind} images ({part.source}); give "
+                             f"at most {len(part)}, or leave --{kind}-samples out")
         parts.append(part if samples is None else
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts

@@ -191,3 +191,15 @@ def test_a_run_never_writes_into_the_folder_it_trains_on(tmp_path, monkeypatch, 
     err = one_line(capsys)
     assert status == 1 and "--out" in err and "inside" in err, err
     assert sorted(p.name for p in pictures.iterdir()) == sorted(f"{index}.png" for index in range(12))
+
+
+@pytest.mark.parametrize("flag", ["--train-samples", "--test-samples"])
+def test_more_samples_than_ones_own_data_holds_is_refused(run_dir, capsys, flag):
+    """`train --data x.npy --train-samples 1000` on 18 training images trained on 18 and recorded "the first
+    1000: ..." in its first line and metrics.json; MNIST's --train-samples 70000 is refused."""
+    status = cli.main(["train", "--data", str(run_dir.parent / "x.npy"), flag, "1000", "--epochs", "1",
+                       "--out", "new", "--no-progress"])
+    err = one_line(capsys)
+    count = 18 if flag == "--train-samples" else 2  # 20 images, 2 held out
+    assert status == 1 and f"{flag} 1000: there are {count} " in err and f"at most {count}" in err, err
+    assert not (run_dir.parent / "new").exists()
