@@ -216,6 +216,9 @@ def _check_config(config, path):
         if key in config and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise CheckpointError(f"{path}: its config has {key} = {json.dumps(value)}, which is not {description}; "
                                   f"correct the entry or use another checkpoint")
+    if config["seed"] < 0:  # NumPy's generators take none: "expected non-negative integer", naming nothing
+        raise CheckpointError(f"{path}: its config has seed = {config['seed']}, which is not a whole number >= 0; "
+                              f"correct the entry or use another checkpoint")
 
 
 def check_optimizer_state(state, path, dtype=None):

@@ -1,6 +1,7 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
 import errno
+import math
 import os
 import re
 import sys
@@ -67,7 +68,7 @@ def add_train_arguments(parser):
     add("--test-fraction", type=float, default=None, metavar="F",
         help="the fraction of --data held out for testing, chosen by the seed (default: 0.1)")
     add("--image-size", type=int, default=None, metavar="S",
-        help="bring pictures to S x S pixels (default: 28); the model must be built for that size")
+        help="bring --data's pictures to S x S pixels (default: 28); the model must be built for that size")
     add("--channels", type=int, choices=[1, 3], default=None,
         help="1: make --data's pictures grayscale (the default); 3: keep their colour (RGB), with a preset built "
              "for 3 channels in and out (a model of one's own must take them)")
@@ -198,6 +199,14 @@ def _load_model(path, given=None):
     return load_weights(model, state["model"], path), state["config"]
 
 
+def _output_folder(out):
+    """``out`` (eval's and inspect's --out), checked before any work: ValueError where it is a file (os.makedirs
+    would say only "File exists", after minutes of evaluation)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    return out
+
+
 def _test_images(config, args, model):
     """(training images, labels, test images, labels, sources) of a checkpoint's run (minidae.train.load_data): its
     own data's, or the data set's from --data-dir / MINIDAE_DATA (never a directory written in the checkpoint).
@@ -217,7 +226,7 @@ def run_eval(args):
     from .train import evaluate
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    out = _output_folder(args.out or os.path.dirname(os.path.abspath(args.checkpoint)))
     _, _, images, _, _ = _test_images(config, args, model)
     rows = []
     print(f"{'noise':<16}{'level':>7}{'MSE noisy':>12}{'MSE denoised':>14}{'PSNR noisy':>12}{'PSNR denoised':>15}"
@@ -260,14 +269,27 @@ def run_denoise(args):
     grayscale, or colour for a run with --channels 3; centre-cropped and resized to the run's image size),
     denoise, write."""
     from PIL import Image
+    from .data.budget import MAX_PICTURE_PIXELS
     from .data.images import read_picture
     from .files import atomic_path
+    from .train import image_shape
+    largest = math.isqrt(MAX_PICTURE_PIXELS)  # the most pixels a picture minidae reads may have
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of pixels, got {args.size}")
+    if args.size is not None and args.size > largest:
+        raise ValueError(f"--size {args.size}: the output may be 1..{largest} pixels a side ({MAX_PICTURE_PIXELS:,} "
+                         f"pixels, the most a picture minidae reads may have); choose a smaller --size")
     _refuse_overwriting(args.output, [args.input, args.checkpoint])
+    if os.path.isdir(args.output):
+        raise ValueError(f"{args.output}: a folder; name the picture file to write, such as "
+                         f"{os.path.join(args.output, 'denoised.png')}")
+    suffix = os.path.splitext(args.output)[1].lower()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        what = f"{suffix} names no picture format Pillow can write" if suffix else "no suffix names its format"
+        raise ValueError(f"{args.output}: {what}; end the name with .png, .jpg, .bmp, .tif or .gif")
     backend.use(args.backend)
     model, config = _load_model(args.checkpoint, args.factory)
-    size, channels = config.get("image_size", 28), config.get("channels", 1)
+    (size, _), channels = image_shape(config), config.get("channels", 1)
     pixels = read_picture(args.input, size, channels).astype(numpy.float32) / 255
     pixels = pixels[None] if channels == 1 else pixels  # (C, S, S)
     if args.invert:
@@ -301,11 +323,12 @@ def run_summary(args):
     from . import models
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.model.endswith(".npz") and os.path.isfile(args.model):
+    if args.model.lower().endswith(".npz"):  # a checkpoint, or a line saying why it is not one
         if args.channels is not None:
             raise ValueError(f"summary {args.model}: --channels is for a preset; a checkpoint's model has its run's")
+        from .train import image_shape
         model, config = _load_model(args.model, args.factory)
-        size, channels = config.get("image_size", 28), config.get("channels", 1)
+        (size, _), channels = image_shape(config), config.get("channels", 1)
     elif models.is_factory_spec(args.model) or args.model in models.MODELS:
         if args.factory is not None:
             raise ValueError(f"summary {args.model}: --model names the factory of a checkpoint; give the model "
@@ -329,9 +352,12 @@ def run_inspect(args):
     """``minidae inspect``: latent.png, interpolation.png, filters.png, feature_maps.png and inspect.json."""
     from . import inspection
     from .files import write_json
+    for flag, value in (("--pairs", args.pairs), ("--probe-epochs", args.probe_epochs)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
     backend.use(args.backend, seed_value=0)
     model, config = _load_model(args.checkpoint, args.factory)
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    out = _output_folder(args.out or os.path.dirname(os.path.abspath(args.checkpoint)))
     train, train_labels, test, labels, sources = _test_images(config, args, model)
     os.makedirs(out, exist_ok=True)
     written = []  # the files complete so far, for the line an interruption prints
@@ -462,7 +488,8 @@ def main(argv=None):
     denoise.add_argument("input")
     denoise.add_argument("output")
     denoise.add_argument("--invert", action="store_true", help="invert before and after (dark-on-light images)")
-    denoise.add_argument("--size", type=int, default=None, help="enlarge the output to SIZE x SIZE pixels")
+    denoise.add_argument("--size", type=int, default=None,
+                         help="enlarge the output to SIZE x SIZE pixels (at most 8000)")
     denoise.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     inspect = commands.add_parser("inspect", help="look inside a trained model: its code, interpolations, filters",
                                   description="Writes latent.png (the test set's codes, PCA to 2-D, by class), "

@@ -49,16 +49,24 @@ def codes(model, images, batch_size=500):
 
 def pca(features, dims=2):
     """(the features projected on their first ``dims`` principal axes, the fraction of variance each explains),
-    from the SVD of the centred features."""
+    from the SVD of the centred features; axes beyond those the features have (one sample, a code of one number)
+    give zeros."""
     centred = features - features.mean(axis=0)
     _, singular, axes = numpy.linalg.svd(centred, full_matrices=False)
-    variance = singular ** 2
-    return centred @ axes[:dims].T, variance[:dims] / max(variance.sum(), 1e-300)
+    variance = numpy.zeros(max(dims, len(singular)))
+    variance[:len(singular)] = singular ** 2
+    points = numpy.zeros((len(features), dims), dtype=centred.dtype)
+    points[:, :len(axes[:dims])] = centred @ axes[:dims].T
+    return points, variance[:dims] / max(variance.sum(), 1e-300)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, epochs=10, batch_size=256, lr=1e-2, seed=0):
     """Test accuracy of a linear classifier (softmax regression: Linear, CrossEntropyLoss, Adam, from zero
-    weights) trained on (train_x, train_y), features standardised by the training set's mean and deviation."""
+    weights) trained on (train_x, train_y), features standardised by the training set's mean and deviation. The
+    labels may be any integers (-1 and 1, say): the probe has one output per distinct label."""
+    _, indices = numpy.unique(numpy.concatenate([backend.to_numpy(train_y), backend.to_numpy(test_y)]),
+                              return_inverse=True)
+    train_y, test_y = indices[:len(train_y)], indices[len(train_y):]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-8
     train_x, test_x = ((x - mean) / std for x in (train_x, test_x))
     xp = backend.xp

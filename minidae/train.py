@@ -109,6 +109,9 @@ class TrainConfig:
                              f"when no --test-data is given")
         if not isinstance(self.image_size, int) or not 8 <= self.image_size <= 1024:
             raise ValueError(f"--image-size must be a whole number of pixels in 8..1024, got {self.image_size!r}")
+        if self.image_size != 28 and self.data is None and not self.resume:  # (an older checkpoint may record one)
+            raise ValueError(f"--image-size {self.image_size} needs --data (pictures of one's own): {self.dataset}'s "
+                             f"images are 28 x 28")
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 (grayscale) or 3 (RGB colour), got {self.channels!r}")
         if self.channels != 1 and self.data is None:
@@ -124,6 +127,8 @@ class TrainConfig:
                 continue  # a resumed run keeps its checkpoint's epoch count
             if getattr(self, name) is None or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed must be a whole number >= 0, got {self.seed!r}")
         for name in ("train_samples", "test_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -229,7 +234,10 @@ def load_data(config, progress=True):
         test = found.subset(order[:count], f"held out of them: test fraction {fraction:g}, seed {config.seed}")
         train = found.subset(order[count:], f"{found.source}, less {count} held out")
     parts = []
-    for part, samples in ((train, config.train_samples), (test, config.test_samples)):
+    for part, samples, kind in ((train, config.train_samples, "train"), (test, config.test_samples, "test")):
+        if samples is not None and samples > len(part):  # as the data sets' splits (load_split)
+            raise ValueError(f"--{kind}-samples {samples}: there are {len(part)} {kind} images ({part.source}); give "
+                             f"at most {len(part)}, or leave --{kind}-samples out")
         parts.append(part if samples is None else
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts
@@ -404,6 +412,13 @@ def _prepare_out(config):
     in_place = config.resume and os.path.dirname(os.path.abspath(config.resume))
     if config.out is not None and os.path.exists(config.out) and not os.path.isdir(config.out):
         raise ValueError(f"--out {config.out} is a file, not a directory; choose another --out")
+    target = config.out or in_place or "runs"
+    for flag, folder in (("--data", config.data), ("--test-data", config.test_data)):
+        root = folder and os.path.isdir(folder) and os.path.realpath(folder)
+        if root and os.path.commonpath([root, os.path.realpath(target)]) == root:
+            shown = config.out or f"{os.path.abspath(target)}/ (the default)"
+            raise ValueError(f"--out {shown} lies inside {flag} {folder}: the run's plots would become pictures of "
+                             f"the next run on that folder; choose an --out outside it")
     try:
         if config.out is None and config.resume:
             out, created = in_place, []
@@ -483,6 +498,12 @@ class _Run:
         if state:
             if config.epochs is None:  # finish the run the checkpoint belongs to, unless told otherwise
                 config.epochs = state["config"].get("epochs", 10)
+            begun = state["epoch"] + (state["iteration"] > 0)  # epochs done, and the one under way
+            if config.epochs < begun:
+                done = f"{state['epoch']} epoch{'s' * (state['epoch'] != 1)}"
+                raise ValueError(f"--epochs {config.epochs}: {config.resume} has trained {done} already"
+                                 f"{' and part of the next' if state['iteration'] else ''}; give --epochs {begun} or "
+                                 f"more, or leave --epochs out")
             try:
                 config.check()  # the checkpoint's recipe, as a recipe given on the command line is checked
             except ValueError as exc:

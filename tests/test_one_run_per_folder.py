@@ -94,7 +94,8 @@ def test_the_issues_two_runs_in_one_out(tmp_path, data, capsys):
     assert first.returncode == 130 and "checkpoint saved to" in err, err
     assert not (out / LOCK_NAME).exists(), "Ctrl-C released the folder"
     assert load_checkpoint(out / "checkpoint.npz")["config"]["model"] == "conv_dae", "the first run's files only"
-    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "1", "--no-progress"]) == 0
+    # it stopped inside epoch 2 (the line of epoch 1 was read): --epochs 2 finishes that epoch
+    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--epochs", "2", "--no-progress"]) == 0
 
 
 def test_the_lock_of_a_killed_process_is_taken_over_with_a_line(tmp_path, data, capsys, holder):

@@ -140,7 +140,7 @@ def test_a_pipe_where_a_checkpoint_or_a_picture_should_be_cannot_hang_a_command(
     Image.new("L", (28, 28)).save(tmp_path / "in.png")
     for argv, message in ((["eval", tmp_path / "pipe.npz"], "pipe.npz: not a minidae checkpoint (a named pipe"),
                           (["export", tmp_path / "pipe.npz", tmp_path / "o.safetensors"], "a named pipe"),
-                          (["summary", tmp_path / "pipe.npz"], "not a preset"),
+                          (["summary", tmp_path / "pipe.npz"], "pipe.npz: not a minidae checkpoint (a named pipe"),
                           (["denoise", checkpoint, tmp_path / "pipe.png", tmp_path / "o.png"],
                            "pipe.png: a named pipe (FIFO), not a regular file")):
         with no_hang():
