@@ -154,6 +154,25 @@ def test_a_weight_gradients_gemm_swapped_equals_the_gemm(m, k, n, dtype, rtol):
     np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.sqrt(k))
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("n, features_in, features_out", [(10, 256, 784), (2, 784, 256), (64, 128, 256)])
+def test_a_linear_forward_swapped_equals_the_gemm_in_either_layout(n, features_in, features_out, layout, dtype, rtol):
+    """x @ W^T (W row-major, so W^T column-major) as (W @ x^T)^T, with x in either layout (a Linear after a swapped
+    Linear gets a column-major x): equal to float rounding. A tall left operand (a Linear's weight gradient dy^T @
+    x, whose column-major product would slow the += into the gradient) is the GEMM itself, row-major."""
+    rng = np.random.default_rng(4)
+    x = np.asarray(rng.normal(size=(n, features_in)), dtype=dtype, order=layout)
+    w = rng.normal(size=(features_out, features_in)).astype(dtype)
+    got = cpu.matmul(x, w.T)
+    assert got.shape == (n, features_out) and got.dtype == dtype and got.flags.f_contiguous  # the swapped product
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=rtol,
+                               atol=rtol * np.sqrt(features_in))
+    dy_t, x_f = rng.normal(size=(n, features_out)).astype(dtype).T, np.asfortranarray(x)  # dy^T (out, n), tall
+    np.testing.assert_array_equal(cpu.matmul(dy_t, x_f), dy_t @ x_f)
+    assert cpu.matmul(dy_t, x_f).flags.c_contiguous
+
+
 FLIPS = [((20, 32, 28, 28), 1, (3, 3), (1, 1)), ((10, 64, 14, 14), 32, (3, 3), (1, 1)), ((2, 5, 7, 6), 3, (3, 3), (0, 0)),
          ((2, 4, 9, 5), 1, (2, 2), (1, 1)), ((3, 3, 5, 5), 2, (3, 3), (2, 2)), ((2, 6, 6, 7), 2, (3, 2), (1, 0)),
          ((2, 4, 8, 8), 8, (3, 3), (1, 1)), ((2, 4, 9, 9), 2, (3, 3), (3, 3))]  # the last two: the core's cases
