@@ -189,3 +189,122 @@ def test_a_list_given_as_the_gradient_is_named_a_list_not_a_scalar():
     with pytest.raises(TypeError, match=r"Linear.backward: got a list where an array of shape \(2, 2\)"):
         layer.backward(y.tolist())                      # was: "got a scalar where dL/dy of shape (2, 2) is needed"
     assert layer.backward(np.ones_like(y)).shape == (2, 2)
+
+
+# ------------------------------------------------------------------ the container and Module surface users reach for
+
+def _names(container):
+    return [(key, type(module).__name__) for key, module in container._modules.items()]
+
+
+@pytest.mark.parametrize("kind", ["Sequential", "ModuleList"])
+def test_sequential_and_module_list_insert_pop_extend_as_torch(kind):
+    def edit(module):
+        make = getattr(module.nn, kind)
+        seq = make([module.nn.ReLU(), module.nn.Tanh()] if kind == "ModuleList" else module.nn.ReLU())
+        if kind == "Sequential":
+            seq.append(module.nn.Tanh())
+        returned = [seq.insert(0, module.nn.Sigmoid()), seq.insert(len(seq) - 1, module.nn.Identity())]
+        returned = [value is seq if value is not None else None for value in returned]  # self, or None
+        popped = [type(seq.pop(1)).__name__, type(seq.pop(-1)).__name__]   # was: no pop (AttributeError)
+        returned.append(seq.extend(make([module.nn.ReLU()]) if kind == "ModuleList" else make(module.nn.ReLU())) is seq)
+        sliced = seq.pop(slice(0, 1))
+        return returned, popped, type(sliced).__name__, _names(sliced), _names(seq)
+    assert edit(__import__("minidae")) == edit(torch)
+    ours = getattr(nn, kind)([nn.ReLU()]) if kind == "ModuleList" else nn.Sequential(nn.ReLU())
+    with pytest.raises(IndexError):                    # PyTorch's Sequential refuses it too (its ModuleList breaks)
+        ours.insert(3, nn.Tanh())
+    assert ours.insert(-1, nn.Tanh()) in (ours, None) and ours.pop(0).__class__ is nn.Tanh  # as list.insert
+    with pytest.raises(TypeError, match="not a minidae Module"):
+        ours.insert(0, torch.nn.Tanh())
+    with pytest.raises(TypeError, match="use append"):
+        ours.extend(nn.Tanh())
+    assert _names(ours) == [("0", "ReLU")]
+
+
+def test_a_sequential_grown_by_insert_and_extend_runs_and_goes_back_as_torch():
+    ours, theirs = nn.Sequential(nn.Linear(3, 4)), torch.nn.Sequential(torch.nn.Linear(3, 4)).double()
+    ours.to(np.float64).load_state_dict(theirs.state_dict())
+    ours.extend([nn.Tanh(), nn.Linear(4, 2).double()])
+    theirs.extend([torch.nn.Tanh(), torch.nn.Linear(4, 2).double()])
+    ours[2].load_state_dict(theirs[2].state_dict())
+    ours.insert(1, nn.Identity())
+    theirs.insert(1, torch.nn.Identity())
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.sum().backward()
+    np.testing.assert_allclose(ours(x), ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.backward(np.ones((5, 2))), tx.grad.numpy(), rtol=1e-12)
+
+
+def test_module_dict_clear_pop_update_as_torch():
+    def edit(module):
+        heads = module.nn.ModuleDict({"a": module.nn.ReLU(), "b": module.nn.Tanh()})
+        popped = type(heads.pop("a")).__name__
+        heads.update([("c", module.nn.Sigmoid()), ("b", module.nn.ReLU())])
+        before = [(key, type(value).__name__) for key, value in heads.items()]
+        cleared = heads.clear()                       # was: no clear (AttributeError)
+        return popped, before, list(heads.keys()), len(heads), cleared
+    assert edit(__import__("minidae")) == edit(torch) == ("ReLU", [("b", "ReLU"), ("c", "Sigmoid")], [], 0, None)
+
+
+class _Net:
+    """The same small net in both frameworks: a linear body, a BatchNorm2d, a tied head, a buffer of its own."""
+
+    @staticmethod
+    def make(module):
+        net = module.nn.Module()
+        net.body = module.nn.Linear(3, 3)
+        net.block = module.nn.Sequential(module.nn.BatchNorm2d(3), module.nn.ReLU())
+        net.head = module.nn.Linear(3, 3)
+        net.head.weight = net.body.weight
+        net.register_buffer("scale", np.ones(3, np.float32) if module is not torch else torch.ones(3))
+        net.alias = net.block                      # one module registered twice
+        return net
+
+
+def test_parameters_buffers_and_modules_take_pytorchs_prefix_recurse_and_remove_duplicate():
+    import minidae
+    ours, theirs = _Net.make(minidae), _Net.make(torch)
+
+    def names(net):
+        return {
+            "named_parameters": [k for k, _ in net.named_parameters()],
+            "prefix": [k for k, _ in net.named_parameters(prefix="net")],
+            "not recursive": [k for k, _ in net.named_parameters(recurse=False)],
+            "all": [k for k, _ in net.named_parameters(remove_duplicate=False)],
+            "positional": [k for k, _ in net.named_parameters("p", True, False)],
+            "head only": [k for k, _ in net.head.named_parameters("head", False)],
+            "parameters": len(list(net.parameters())), "own parameters": len(list(net.parameters(recurse=False))),
+            "body's own": len(list(net.body.parameters(False))),
+            "named_buffers": [k for k, _ in net.named_buffers()],
+            "buffers prefix": [k for k, _ in net.named_buffers(prefix="m", recurse=True)],
+            "own buffers": [k for k, _ in net.named_buffers(recurse=False)],
+            "all buffers": [k for k, _ in net.named_buffers(remove_duplicate=False)],
+            "buffers": len(list(net.buffers())), "block buffers": len(list(net.block.buffers(recurse=False))),
+            "modules": [k for k, _ in net.named_modules(prefix="net")],
+            "modules positional": [k for k, _ in net.named_modules(None, "m", False)],
+            "memo": [k for k, _ in net.named_modules(memo={net.body})],
+        }
+    assert names(ours) == names(theirs)    # was: TypeError (no recurse=, no prefix= for buffers, no buffers())
+    assert [v is w for v, w in zip(ours.buffers(), [ours.scale, *ours.block[0].buffers()])] == [True] * 4
+
+
+def test_float_double_half_cast_parameters_and_floating_buffers_as_torch():
+    import minidae
+    ours, theirs = _Net.make(minidae), _Net.make(torch)
+    for method, dtype in [("double", np.float64), ("half", np.float16), ("float", np.float32)]:
+        assert getattr(ours, method)() is ours and getattr(theirs, method)() is theirs   # was: AttributeError
+        assert [str(v.dtype) for v in ours.state_dict().values()] == \
+            [str(v.dtype).replace("torch.", "") for v in theirs.state_dict().values()]
+        assert ours.body.weight.dtype == dtype and ours.block[0].num_batches_tracked.dtype == np.int64
+
+
+@pytest.mark.parametrize("given", [torch.float64, torch.device("cpu")])
+def test_to_a_torch_dtype_or_device_names_it_and_the_numpy_way(given):
+    with pytest.raises(TypeError, match=rf"Linear.to: got {given}, a torch .*numpy.float64.*backend.use"):
+        nn.Linear(2, 2).to(given)                      # was: "expected a floating-point dtype ..., got None"
+    with pytest.raises(ValueError, match=r"got 5;"):
+        nn.Linear(2, 2).to(5)                          # was: "got None" too
