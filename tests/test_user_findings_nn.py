@@ -308,3 +308,45 @@ def test_to_a_torch_dtype_or_device_names_it_and_the_numpy_way(given):
         nn.Linear(2, 2).to(given)                      # was: "expected a floating-point dtype ..., got None"
     with pytest.raises(ValueError, match=r"got 5;"):
         nn.Linear(2, 2).to(5)                          # was: "got None" too
+
+
+# ------------------------------------------------------------------ layers without parameters name themselves
+
+_NO_PARAMETERS = [("ReLU", ()), ("LeakyReLU", ()), ("Tanh", ()), ("Sigmoid", ()), ("Softmax", (1,)),
+                  ("LogSoftmax", (1,)), ("Flatten", ()), ("Unflatten", (1, (2, 1))), ("Dropout", ()),
+                  ("Dropout2d", ())]
+
+
+@pytest.mark.parametrize("name, args", _NO_PARAMETERS)
+@pytest.mark.parametrize("given", [[[1.0, 2.0]], None, True, 3, 2.5])
+def test_a_layer_without_parameters_given_no_array_names_itself_and_what_it_got(name, args, given):
+    with pytest.raises((TypeError, AttributeError)):   # PyTorch refuses it too ("relu(): argument 'input' must be
+        getattr(torch.nn, name)(*args)(given)          # Tensor, not list", "'list' object has no attribute 'dim'")
+    what = "None" if given is None else f"a {type(given).__name__}"
+    with pytest.raises(TypeError, match=rf"^{name}: expected an array, got {what}"):
+        getattr(nn, name)(*args)(given)                # was: "'>' not supported between 'list' and 'int'", "'int'
+    layer = nn.Sequential(nn.Identity(), getattr(nn, name)(*args))  # object has no attribute 'shape'", or an output
+    with pytest.raises(TypeError, match=rf"^{name}: expected an array"):
+        layer(given)                                   # inside a container too
+    assert nn.Identity()(given) is given               # Identity takes anything, as PyTorch's
+
+
+def test_a_layer_without_parameters_still_takes_a_numpy_scalar_and_its_arrays_pay_no_check():
+    assert nn.Tanh()(np.float64(0.0)) == 0.0 and nn.ReLU()(np.float32(-1)) == 0
+    checked = []
+    layer = nn.ReLU()
+    layer._check_input = checked.append                # the ndarray path does not go through it
+    layer(np.ones(3))
+    assert checked == []
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("dim", [2, -3])
+def test_softmax_with_a_dim_the_input_lacks_names_the_layer_and_the_inputs_ndim(name, dim):
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-2, 1\]"):
+        getattr(torch.nn, name)(dim)(torch.zeros(2, 3))
+    with pytest.raises(IndexError, match=rf"^{name}: dim={dim} is out of range for an input of 2 dimensions, shape "
+                                         rf"\(2, 3\) \(dim must be in \[-2, 1\]\)"):
+        getattr(nn, name)(dim)(np.zeros((2, 3)))       # was: numpy's AxisError "axis 2 is out of bounds ..."
+    np.testing.assert_allclose(getattr(nn, name)(dim + 1 if dim < 0 else dim - 1)(np.zeros((2, 3))),
+                               getattr(torch.nn, name)(dim + 1 if dim < 0 else dim - 1)(torch.zeros(2, 3)).numpy())

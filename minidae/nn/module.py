@@ -54,7 +54,9 @@ saying how to name it.
 that on to its first layers, which may then skip computing it (Linear and the convolutions do).
 
 A module with parameters (or floating buffers) refuses an input of another floating dtype (PyTorch does too):
-convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``). The PyTorch surface
+convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``); a layer without
+parameters (ReLU, Flatten, Dropout, ...) refuses what is not an array (a list, None, a number), naming itself
+(``_array_input``; Identity takes anything, as PyTorch's). The PyTorch surface
 (parameters, buffers, state dicts, ``to``, ``train``/``eval``) is :class:`minidae.nn.tree.ModuleTree`.
 """
 import contextlib
@@ -192,6 +194,8 @@ class Module(ModuleTree):
     ``backprop(self, ctx, dy)``; it is used as ``module(x)`` and ``module.backward(dy)`` (module docstring)."""
 
     max_waiting = 4  # top-level forwards that may wait for their backward at once; a new one drops the oldest
+    _array_input = False  # True in a layer whose input must be an array (ReLU, Flatten, Dropout, ...): a list, None
+    #                       or a number is refused by _check_input, naming the layer, not deep inside NumPy
 
     def __init_subclass__(cls, **kwargs):
         """Check a new subclass against the contract when it is defined (nothing is rewritten or wrapped)."""
@@ -293,8 +297,8 @@ class Module(ModuleTree):
         call.ctx = None
 
     def _check_input(self, x):
-        """No torch tensor; the same float dtype and array module as the parameters, or else the floating buffers
-        (PyTorch refuses a mismatch too)."""
+        """No torch tensor; an array where the layer says so (``_array_input``); the same float dtype and array
+        module as the parameters, or else the floating buffers (PyTorch refuses a mismatch too)."""
         for param in self._params.values():  # the first parameter: the usual case, checked first
             if type(x) is type(param.data) and getattr(x, "dtype", None) == param.data.dtype:
                 return
@@ -302,6 +306,10 @@ class Module(ModuleTree):
         if type(x).__module__.startswith("torch"):
             raise TypeError(f"{type(self).__name__}: got a torch.Tensor; minidae works on NumPy or CuPy arrays: "
                             f"convert it with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
+        if self._array_input and not hasattr(x, "shape"):
+            got = "None (a forward before it that returns nothing?)" if x is None else \
+                f"a {type(x).__name__}; convert it first: numpy.asarray(x, dtype=numpy.float32)"
+            raise TypeError(f"{type(self).__name__}: expected an array, got {got}")
         dtype = getattr(x, "dtype", None)
         data = next(iter(self._params.values())).data if self._params else next(
             (value for value in (self.__dict__.get(name) for name in self._buffers)
