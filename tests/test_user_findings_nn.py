@@ -350,3 +350,54 @@ def test_softmax_with_a_dim_the_input_lacks_names_the_layer_and_the_inputs_ndim(
         getattr(nn, name)(dim)(np.zeros((2, 3)))       # was: numpy's AxisError "axis 2 is out of bounds ..."
     np.testing.assert_allclose(getattr(nn, name)(dim + 1 if dim < 0 else dim - 1)(np.zeros((2, 3))),
                                getattr(torch.nn, name)(dim + 1 if dim < 0 else dim - 1)(torch.zeros(2, 3)).numpy())
+
+
+# ------------------------------------------------------------------ one array returned by two calls
+
+def test_two_calls_that_returned_the_same_array_are_named_as_such_with_the_ways_to_tell_them_apart():
+    identity, x, dy = nn.Identity(), np.ones(3), np.full(3, 2.0)
+    y1, y2 = identity(x), identity(x)
+    assert y1 is y2 is x
+    with pytest.raises(RuntimeError, match=r"Identity.backward: 2 waiting calls of Identity returned this very array, "
+                                           r"so output= cannot tell them apart.*x.copy\(\).*before the next forward.*"
+                                           r"module of your own.*ctx.calls"):
+        identity.backward(dy, output=y1)    # was: "2 forwards ... wait ... Name the forward by the array it returned:
+    with pytest.raises(RuntimeError, match="2 forwards of Identity wait"):  # net.backward(dy, output=y)", which it
+        identity.backward(dy)                                              # had just done
+    identity = nn.Identity()                # the fixes: forward, backward, forward, backward ...
+    assert identity.backward(dy, output=identity(x)) is dy and identity.backward(dy, output=identity(x)) is dy
+    y1, y2 = identity(x), identity(x.copy())                         # ... or an array of its own for each call
+    assert identity.backward(dy, output=y2) is dy and identity.backward(dy, output=y1) is dy
+
+class _Twice(nn.Module):
+    """y = f(x) + f(x), with f an Identity called twice on the same x."""
+
+    def __init__(self, by_output):
+        super().__init__()
+        self.f, self.by_output = nn.Identity(), by_output
+
+    def forward(self, ctx, x):
+        ctx.y1 = self.f(x)
+        ctx.y2 = self.f(x)
+        return ctx.y1 + ctx.y2
+
+    def backprop(self, ctx, dy):
+        if self.by_output:
+            return self.f.backward(dy, output=ctx.y1) + self.f.backward(dy, output=ctx.y2)
+        return ctx.calls[1].backward(dy) + ctx.calls[0].backward(dy)
+
+
+def test_inside_a_backprop_two_calls_that_returned_one_array_point_to_ctx_calls_which_pairs_them_as_torch():
+    x, dy = np.arange(3.0), np.ones(3)
+    ours = _Twice(by_output=True)
+    ours(x)
+    with pytest.raises(RuntimeError, match=r"returned this very array.*inside _Twice.backprop, go back through "
+                                           r"ctx.calls .*ctx.calls\[i\].backward\(dy\)"):
+        ours.backward(dy)
+    ours = _Twice(by_output=False)
+    y = ours(x)
+    tx = torch.tensor(x, requires_grad=True)
+    identity = torch.nn.Identity()
+    (identity(tx) + identity(tx)).backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, 2 * x)
+    np.testing.assert_array_equal(ours.backward(dy), tx.grad.numpy())

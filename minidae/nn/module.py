@@ -31,7 +31,9 @@ saying how to name it.
   backprop, the one call of ``module`` that the forward being gone back through made; at the top level, the one
   forward of ``module`` called from outside any module. When several wait (a siamese pair ``z1 = net(x1);
   z2 = net(x2)``, one loss object used for two terms, a layer used twice in one forward), name the one meant by
-  what it returned, ``net.backward(g1, output=z1)``, or go back through ``ctx.calls``. Unnamed, it is refused.
+  what it returned, ``net.backward(g1, output=z1)``, or go back through ``ctx.calls``. Unnamed, it is refused;
+  so is ``output=`` that several calls returned (an Identity called twice on one array returns it twice): call it
+  on arrays of their own (``x``, ``x.copy()``), or go back through ``ctx.calls``.
 * A top-level call is kept until its backward, at most ``max_waiting`` (4) of them per module: a fifth forward
   drops the oldest, with a RuntimeWarning, so that an evaluation loop run without ``no_grad`` holds four forwards'
   values, not all of them. Until a backward of that module goes through, an unnamed one is then refused (its
@@ -403,6 +405,15 @@ def _unpaired(module, calls, output):
     if not calls and output is not None:
         return (f"{name}.backward: no waiting call of {name} returned the array given as output= (name a forward by "
                 f"the very array it returned, and keep that array until the backward)")
+    if len(calls) > 1 and output is not None:  # Identity(x) is x: two calls on one x returned the same array
+        fix = (f"inside {parent}.backprop, go back through ctx.calls (the calls its forward made, in order: "
+               f"ctx.calls[i].backward(dy))" if parent else
+               "or make the calls in the forward of a module of your own, whose backprop goes back through ctx.calls "
+               "(the calls that forward made, in order)")
+        return (f"{name}.backward: {len(calls)} waiting calls of {name} returned this very array, so output= cannot "
+                f"tell them apart (a module that returns its input, as Identity does, called twice on one array). "
+                f"Call it on arrays of their own (x, then x.copy()), or go back through each call before the next "
+                f"forward; {fix}")
     if not calls and parent:
         return (f"{name}.backward: the forward of {parent} being gone back through made no call of {name} that still "
                 f"waits for its backward (inside {parent}.backprop, go back through the calls its forward made: "
