@@ -189,3 +189,215 @@ def test_a_list_given_as_the_gradient_is_named_a_list_not_a_scalar():
     with pytest.raises(TypeError, match=r"Linear.backward: got a list where an array of shape \(2, 2\)"):
         layer.backward(y.tolist())                      # was: "got a scalar where dL/dy of shape (2, 2) is needed"
     assert layer.backward(np.ones_like(y)).shape == (2, 2)
+
+
+# ------------------------------------------------------------------ the container and Module surface users reach for
+
+def _names(container):
+    return [(key, type(module).__name__) for key, module in container._modules.items()]
+
+
+@pytest.mark.parametrize("kind", ["Sequential", "ModuleList"])
+def test_sequential_and_module_list_insert_pop_extend_as_torch(kind):
+    def edit(module):
+        make = getattr(module.nn, kind)
+        seq = make([module.nn.ReLU(), module.nn.Tanh()] if kind == "ModuleList" else module.nn.ReLU())
+        if kind == "Sequential":
+            seq.append(module.nn.Tanh())
+        returned = [seq.insert(0, module.nn.Sigmoid()), seq.insert(len(seq) - 1, module.nn.Identity())]
+        returned = [value is seq if value is not None else None for value in returned]  # self, or None
+        popped = [type(seq.pop(1)).__name__, type(seq.pop(-1)).__name__]   # was: no pop (AttributeError)
+        returned.append(seq.extend(make([module.nn.ReLU()]) if kind == "ModuleList" else make(module.nn.ReLU())) is seq)
+        sliced = seq.pop(slice(0, 1))
+        return returned, popped, type(sliced).__name__, _names(sliced), _names(seq)
+    assert edit(__import__("minidae")) == edit(torch)
+    ours = getattr(nn, kind)([nn.ReLU()]) if kind == "ModuleList" else nn.Sequential(nn.ReLU())
+    with pytest.raises(IndexError):                    # PyTorch's Sequential refuses it too (its ModuleList breaks)
+        ours.insert(3, nn.Tanh())
+    assert ours.insert(-1, nn.Tanh()) in (ours, None) and ours.pop(0).__class__ is nn.Tanh  # as list.insert
+    with pytest.raises(TypeError, match="not a minidae Module"):
+        ours.insert(0, torch.nn.Tanh())
+    with pytest.raises(TypeError, match="use append"):
+        ours.extend(nn.Tanh())
+    assert _names(ours) == [("0", "ReLU")]
+
+
+def test_a_sequential_grown_by_insert_and_extend_runs_and_goes_back_as_torch():
+    ours, theirs = nn.Sequential(nn.Linear(3, 4)), torch.nn.Sequential(torch.nn.Linear(3, 4)).double()
+    ours.to(np.float64).load_state_dict(theirs.state_dict())
+    ours.extend([nn.Tanh(), nn.Linear(4, 2).double()])
+    theirs.extend([torch.nn.Tanh(), torch.nn.Linear(4, 2).double()])
+    ours[2].load_state_dict(theirs[2].state_dict())
+    ours.insert(1, nn.Identity())
+    theirs.insert(1, torch.nn.Identity())
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.sum().backward()
+    np.testing.assert_allclose(ours(x), ty.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.backward(np.ones((5, 2))), tx.grad.numpy(), rtol=1e-12)
+
+
+def test_module_dict_clear_pop_update_as_torch():
+    def edit(module):
+        heads = module.nn.ModuleDict({"a": module.nn.ReLU(), "b": module.nn.Tanh()})
+        popped = type(heads.pop("a")).__name__
+        heads.update([("c", module.nn.Sigmoid()), ("b", module.nn.ReLU())])
+        before = [(key, type(value).__name__) for key, value in heads.items()]
+        cleared = heads.clear()                       # was: no clear (AttributeError)
+        return popped, before, list(heads.keys()), len(heads), cleared
+    assert edit(__import__("minidae")) == edit(torch) == ("ReLU", [("b", "ReLU"), ("c", "Sigmoid")], [], 0, None)
+
+
+class _Net:
+    """The same small net in both frameworks: a linear body, a BatchNorm2d, a tied head, a buffer of its own."""
+
+    @staticmethod
+    def make(module):
+        net = module.nn.Module()
+        net.body = module.nn.Linear(3, 3)
+        net.block = module.nn.Sequential(module.nn.BatchNorm2d(3), module.nn.ReLU())
+        net.head = module.nn.Linear(3, 3)
+        net.head.weight = net.body.weight
+        net.register_buffer("scale", np.ones(3, np.float32) if module is not torch else torch.ones(3))
+        net.alias = net.block                      # one module registered twice
+        return net
+
+
+def test_parameters_buffers_and_modules_take_pytorchs_prefix_recurse_and_remove_duplicate():
+    import minidae
+    ours, theirs = _Net.make(minidae), _Net.make(torch)
+
+    def names(net):
+        return {
+            "named_parameters": [k for k, _ in net.named_parameters()],
+            "prefix": [k for k, _ in net.named_parameters(prefix="net")],
+            "not recursive": [k for k, _ in net.named_parameters(recurse=False)],
+            "all": [k for k, _ in net.named_parameters(remove_duplicate=False)],
+            "positional": [k for k, _ in net.named_parameters("p", True, False)],
+            "head only": [k for k, _ in net.head.named_parameters("head", False)],
+            "parameters": len(list(net.parameters())), "own parameters": len(list(net.parameters(recurse=False))),
+            "body's own": len(list(net.body.parameters(False))),
+            "named_buffers": [k for k, _ in net.named_buffers()],
+            "buffers prefix": [k for k, _ in net.named_buffers(prefix="m", recurse=True)],
+            "own buffers": [k for k, _ in net.named_buffers(recurse=False)],
+            "all buffers": [k for k, _ in net.named_buffers(remove_duplicate=False)],
+            "buffers": len(list(net.buffers())), "block buffers": len(list(net.block.buffers(recurse=False))),
+            "modules": [k for k, _ in net.named_modules(prefix="net")],
+            "modules positional": [k for k, _ in net.named_modules(None, "m", False)],
+            "memo": [k for k, _ in net.named_modules(memo={net.body})],
+        }
+    assert names(ours) == names(theirs)    # was: TypeError (no recurse=, no prefix= for buffers, no buffers())
+    assert [v is w for v, w in zip(ours.buffers(), [ours.scale, *ours.block[0].buffers()])] == [True] * 4
+
+
+def test_float_double_half_cast_parameters_and_floating_buffers_as_torch():
+    import minidae
+    ours, theirs = _Net.make(minidae), _Net.make(torch)
+    for method, dtype in [("double", np.float64), ("half", np.float16), ("float", np.float32)]:
+        assert getattr(ours, method)() is ours and getattr(theirs, method)() is theirs   # was: AttributeError
+        assert [str(v.dtype) for v in ours.state_dict().values()] == \
+            [str(v.dtype).replace("torch.", "") for v in theirs.state_dict().values()]
+        assert ours.body.weight.dtype == dtype and ours.block[0].num_batches_tracked.dtype == np.int64
+
+
+@pytest.mark.parametrize("given", [torch.float64, torch.device("cpu")])
+def test_to_a_torch_dtype_or_device_names_it_and_the_numpy_way(given):
+    with pytest.raises(TypeError, match=rf"Linear.to: got {given}, a torch .*numpy.float64.*backend.use"):
+        nn.Linear(2, 2).to(given)                      # was: "expected a floating-point dtype ..., got None"
+    with pytest.raises(ValueError, match=r"got 5;"):
+        nn.Linear(2, 2).to(5)                          # was: "got None" too
+
+
+# ------------------------------------------------------------------ layers without parameters name themselves
+
+_NO_PARAMETERS = [("ReLU", ()), ("LeakyReLU", ()), ("Tanh", ()), ("Sigmoid", ()), ("Softmax", (1,)),
+                  ("LogSoftmax", (1,)), ("Flatten", ()), ("Unflatten", (1, (2, 1))), ("Dropout", ()),
+                  ("Dropout2d", ())]
+
+
+@pytest.mark.parametrize("name, args", _NO_PARAMETERS)
+@pytest.mark.parametrize("given", [[[1.0, 2.0]], None, True, 3, 2.5])
+def test_a_layer_without_parameters_given_no_array_names_itself_and_what_it_got(name, args, given):
+    with pytest.raises((TypeError, AttributeError)):   # PyTorch refuses it too ("relu(): argument 'input' must be
+        getattr(torch.nn, name)(*args)(given)          # Tensor, not list", "'list' object has no attribute 'dim'")
+    what = "None" if given is None else f"a {type(given).__name__}"
+    with pytest.raises(TypeError, match=rf"^{name}: expected an array, got {what}"):
+        getattr(nn, name)(*args)(given)                # was: "'>' not supported between 'list' and 'int'", "'int'
+    layer = nn.Sequential(nn.Identity(), getattr(nn, name)(*args))  # object has no attribute 'shape'", or an output
+    with pytest.raises(TypeError, match=rf"^{name}: expected an array"):
+        layer(given)                                   # inside a container too
+    assert nn.Identity()(given) is given               # Identity takes anything, as PyTorch's
+
+
+def test_a_layer_without_parameters_still_takes_a_numpy_scalar_and_its_arrays_pay_no_check():
+    assert nn.Tanh()(np.float64(0.0)) == 0.0 and nn.ReLU()(np.float32(-1)) == 0
+    checked = []
+    layer = nn.ReLU()
+    layer._check_input = checked.append                # the ndarray path does not go through it
+    layer(np.ones(3))
+    assert checked == []
+
+
+@pytest.mark.parametrize("name", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("dim", [2, -3])
+def test_softmax_with_a_dim_the_input_lacks_names_the_layer_and_the_inputs_ndim(name, dim):
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-2, 1\]"):
+        getattr(torch.nn, name)(dim)(torch.zeros(2, 3))
+    with pytest.raises(IndexError, match=rf"^{name}: dim={dim} is out of range for an input of 2 dimensions, shape "
+                                         rf"\(2, 3\) \(dim must be in \[-2, 1\]\)"):
+        getattr(nn, name)(dim)(np.zeros((2, 3)))       # was: numpy's AxisError "axis 2 is out of bounds ..."
+    np.testing.assert_allclose(getattr(nn, name)(dim + 1 if dim < 0 else dim - 1)(np.zeros((2, 3))),
+                               getattr(torch.nn, name)(dim + 1 if dim < 0 else dim - 1)(torch.zeros(2, 3)).numpy())
+
+
+# ------------------------------------------------------------------ one array returned by two calls
+
+def test_two_calls_that_returned_the_same_array_are_named_as_such_with_the_ways_to_tell_them_apart():
+    identity, x, dy = nn.Identity(), np.ones(3), np.full(3, 2.0)
+    y1, y2 = identity(x), identity(x)
+    assert y1 is y2 is x
+    with pytest.raises(RuntimeError, match=r"Identity.backward: 2 waiting calls of Identity returned this very array, "
+                                           r"so output= cannot tell them apart.*x.copy\(\).*before the next forward.*"
+                                           r"module of your own.*ctx.calls"):
+        identity.backward(dy, output=y1)    # was: "2 forwards ... wait ... Name the forward by the array it returned:
+    with pytest.raises(RuntimeError, match="2 forwards of Identity wait"):  # net.backward(dy, output=y)", which it
+        identity.backward(dy)                                              # had just done
+    identity = nn.Identity()                # the fixes: forward, backward, forward, backward ...
+    assert identity.backward(dy, output=identity(x)) is dy and identity.backward(dy, output=identity(x)) is dy
+    y1, y2 = identity(x), identity(x.copy())                         # ... or an array of its own for each call
+    assert identity.backward(dy, output=y2) is dy and identity.backward(dy, output=y1) is dy
+
+class _Twice(nn.Module):
+    """y = f(x) + f(x), with f an Identity called twice on the same x."""
+
+    def __init__(self, by_output):
+        super().__init__()
+        self.f, self.by_output = nn.Identity(), by_output
+
+    def forward(self, ctx, x):
+        ctx.y1 = self.f(x)
+        ctx.y2 = self.f(x)
+        return ctx.y1 + ctx.y2
+
+    def backprop(self, ctx, dy):
+        if self.by_output:
+            return self.f.backward(dy, output=ctx.y1) + self.f.backward(dy, output=ctx.y2)
+        return ctx.calls[1].backward(dy) + ctx.calls[0].backward(dy)
+
+
+def test_inside_a_backprop_two_calls_that_returned_one_array_point_to_ctx_calls_which_pairs_them_as_torch():
+    x, dy = np.arange(3.0), np.ones(3)
+    ours = _Twice(by_output=True)
+    ours(x)
+    with pytest.raises(RuntimeError, match=r"returned this very array.*inside _Twice.backprop, go back through "
+                                           r"ctx.calls .*ctx.calls\[i\].backward\(dy\)"):
+        ours.backward(dy)
+    ours = _Twice(by_output=False)
+    y = ours(x)
+    tx = torch.tensor(x, requires_grad=True)
+    identity = torch.nn.Identity()
+    (identity(tx) + identity(tx)).backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, 2 * x)
+    np.testing.assert_array_equal(ours.backward(dy), tx.grad.numpy())

@@ -16,6 +16,8 @@ class ReLU(Module):
 
     ``inplace=True`` is accepted for PyTorch's sake and gives the same numbers (a new array is returned)."""
 
+    _array_input = True
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = bool(inplace)
@@ -32,6 +34,8 @@ class LeakyReLU(Module):
     """y = x for x > 0, negative_slope * x otherwise.   Backward: dL/dx = dL/dy ⊙ (1 or negative_slope).
 
     ``inplace=True`` is accepted for PyTorch's sake and gives the same numbers."""
+
+    _array_input = True
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
@@ -51,6 +55,8 @@ class LeakyReLU(Module):
 class Tanh(Module):
     """y = tanh(x).   Backward: dL/dx = dL/dy ⊙ (1 - y^2)."""
 
+    _array_input = True
+
     def forward(self, ctx, x):
         y, ctx.y = F.tanh(x)
         return y
@@ -66,6 +72,8 @@ class Sigmoid(Module):
     finite and warning-free at +-1000 and keeps full relative precision in both tails.
     """
 
+    _array_input = True
+
     def forward(self, ctx, x):
         y, ctx.y = F.sigmoid(x)
         return y
@@ -77,11 +85,20 @@ class Sigmoid(Module):
 class _AlongDim(Module):
     """The ``dim`` argument of LogSoftmax and Softmax (PyTorch's; None is refused, as PyTorch warns about it)."""
 
+    _array_input = True
+
     def __init__(self, dim=None):
         super().__init__()
         if dim is None:
             raise ValueError(f"{type(self).__name__}: give dim, the axis of the classes (dim=1 for (N, C) scores)")
         self.dim = int(dim)
+
+    def _dim_for(self, x):
+        """``dim``, if ``x`` has it (-x.ndim <= dim < x.ndim, as PyTorch); else an IndexError naming the layer."""
+        if not -x.ndim <= self.dim < x.ndim:
+            raise IndexError(f"{type(self).__name__}: dim={self.dim} is out of range for an input of {x.ndim} "
+                             f"dimensions, shape {tuple(x.shape)} (dim must be in [{-x.ndim}, {x.ndim - 1}])")
+        return self.dim
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -91,7 +108,7 @@ class LogSoftmax(_AlongDim):
     """y = x - log sum_j exp(x_j) along ``dim``.   Backward: dL/dx = dL/dy - softmax(x) sum_j dL/dy_j."""
 
     def forward(self, ctx, x):
-        y, ctx.y = F.log_softmax(x, self.dim)
+        y, ctx.y = F.log_softmax(x, self._dim_for(x))
         return y
 
     def backprop(self, ctx, dy):
@@ -102,7 +119,7 @@ class Softmax(_AlongDim):
     """y = exp(x) / sum_j exp(x_j) along ``dim``.   Backward: dL/dx = y ⊙ (dL/dy - sum_j dL/dy_j y_j)."""
 
     def forward(self, ctx, x):
-        y, ctx.y = F.softmax(x, self.dim)
+        y, ctx.y = F.softmax(x, self._dim_for(x))
         return y
 
     def backprop(self, ctx, dy):

@@ -35,6 +35,34 @@ def _renumber(container, modules):
         setattr(container, str(index), module)
 
 
+def _insert(container, index, module):
+    """Put ``module`` before position ``index`` (from -len to len, as PyTorch's Sequential.insert) and number the
+    modules again."""
+    modules, where = list(container._modules.values()), f"{type(container).__name__}.insert"
+    if not -len(modules) <= index <= len(modules):
+        raise IndexError(f"{where}: index {index} is out of range for {len(modules)} modules")
+    modules.insert(index, _checked(module, where, "the module inserted"))
+    _renumber(container, modules)
+
+
+def _extend(container, modules):
+    """Append every module of the iterable ``modules`` to ``container``; returns the container."""
+    if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
+        raise TypeError(f"{type(container).__name__}.extend: expected an iterable of modules, got the module "
+                        f"{type(modules).__name__}; use append")
+    for module in list(modules):
+        container.append(module)
+    return container
+
+
+def _pop(container, key):
+    """Remove the module (or the slice of modules) at ``key`` and return it, as PyTorch: ``v = c[key]; del
+    c[key]``."""
+    module = container[key]
+    del container[key]
+    return module
+
+
 def _checked(module, container, where):
     """``module`` if it is a minidae Module, else a TypeError naming what it is and where it came from."""
     if not isinstance(module, Module):
@@ -76,6 +104,19 @@ class Sequential(Module):
         """Add ``module`` at the end; returns self."""
         setattr(self, str(len(self._modules)), _checked(module, "Sequential.append", "the module appended"))
         return self
+
+    def extend(self, modules):
+        """Add every module of ``modules`` at the end; returns self."""
+        return _extend(self, modules)
+
+    def insert(self, index, module):
+        """Put ``module`` before position ``index``; returns self (as PyTorch's)."""
+        _insert(self, index, module)
+        return self
+
+    def pop(self, key):
+        """Remove and return the module at ``key`` (a Sequential for a slice)."""
+        return _pop(self, key)
 
     def __len__(self):
         return len(self._modules)
@@ -133,18 +174,15 @@ class ModuleList(Module):
 
     def extend(self, modules):
         """Add every module of ``modules`` at the end; returns self."""
-        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
-            raise TypeError(f"ModuleList.extend: expected an iterable of modules, got the module "
-                            f"{type(modules).__name__}; use append")
-        for module in list(modules):
-            self.append(module)
-        return self
+        return _extend(self, modules)
 
     def insert(self, index, module):
-        """Put ``module`` before position ``index``."""
-        modules = list(self._modules.values())
-        modules.insert(index, _checked(module, "ModuleList.insert", "the module inserted"))
-        _renumber(self, modules)
+        """Put ``module`` before position ``index`` (returns None, as PyTorch's)."""
+        _insert(self, index, module)
+
+    def pop(self, key):
+        """Remove and return the module at ``key`` (a ModuleList for a slice)."""
+        return _pop(self, key)
 
 
 class ModuleDict(Module):
@@ -191,6 +229,11 @@ class ModuleDict(Module):
         module = self._modules[key]
         del self[key]
         return module
+
+    def clear(self):
+        """Remove every module."""
+        for key in list(self._modules):
+            del self[key]
 
     def update(self, modules):
         """Add (or replace) the modules of a mapping or of an iterable of (name, module) pairs."""

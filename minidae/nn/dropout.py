@@ -22,6 +22,8 @@ class Dropout(Module):
     ``inplace=True`` is accepted for PyTorch's sake and gives the same numbers.
     """
 
+    _array_input = True
+
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not is_real(p) or not 0 <= p <= 1:

@@ -31,7 +31,9 @@ saying how to name it.
   backprop, the one call of ``module`` that the forward being gone back through made; at the top level, the one
   forward of ``module`` called from outside any module. When several wait (a siamese pair ``z1 = net(x1);
   z2 = net(x2)``, one loss object used for two terms, a layer used twice in one forward), name the one meant by
-  what it returned, ``net.backward(g1, output=z1)``, or go back through ``ctx.calls``. Unnamed, it is refused.
+  what it returned, ``net.backward(g1, output=z1)``, or go back through ``ctx.calls``. Unnamed, it is refused;
+  so is ``output=`` that several calls returned (an Identity called twice on one array returns it twice): call it
+  on arrays of their own (``x``, ``x.copy()``), or go back through ``ctx.calls``.
 * A top-level call is kept until its backward, at most ``max_waiting`` (4) of them per module: a fifth forward
   drops the oldest, with a RuntimeWarning, so that an evaluation loop run without ``no_grad`` holds four forwards'
   values, not all of them. Until a backward of that module goes through, an unnamed one is then refused (its
@@ -54,7 +56,9 @@ saying how to name it.
 that on to its first layers, which may then skip computing it (Linear and the convolutions do).
 
 A module with parameters (or floating buffers) refuses an input of another floating dtype (PyTorch does too):
-convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``). The PyTorch surface
+convert the input (``x.astype(numpy.float32)``) or the model (``model.to(numpy.float64)``); a layer without
+parameters (ReLU, Flatten, Dropout, ...) refuses what is not an array (a list, None, a number), naming itself
+(``_array_input``; Identity takes anything, as PyTorch's). The PyTorch surface
 (parameters, buffers, state dicts, ``to``, ``train``/``eval``) is :class:`minidae.nn.tree.ModuleTree`.
 """
 import contextlib
@@ -192,6 +196,8 @@ class Module(ModuleTree):
     ``backprop(self, ctx, dy)``; it is used as ``module(x)`` and ``module.backward(dy)`` (module docstring)."""
 
     max_waiting = 4  # top-level forwards that may wait for their backward at once; a new one drops the oldest
+    _array_input = False  # True in a layer whose input must be an array (ReLU, Flatten, Dropout, ...): a list, None
+    #                       or a number is refused by _check_input, naming the layer, not deep inside NumPy
 
     def __init_subclass__(cls, **kwargs):
         """Check a new subclass against the contract when it is defined (nothing is rewritten or wrapped)."""
@@ -293,8 +299,8 @@ class Module(ModuleTree):
         call.ctx = None
 
     def _check_input(self, x):
-        """No torch tensor; the same float dtype and array module as the parameters, or else the floating buffers
-        (PyTorch refuses a mismatch too)."""
+        """No torch tensor; an array where the layer says so (``_array_input``); the same float dtype and array
+        module as the parameters, or else the floating buffers (PyTorch refuses a mismatch too)."""
         for param in self._params.values():  # the first parameter: the usual case, checked first
             if type(x) is type(param.data) and getattr(x, "dtype", None) == param.data.dtype:
                 return
@@ -302,6 +308,10 @@ class Module(ModuleTree):
         if type(x).__module__.startswith("torch"):
             raise TypeError(f"{type(self).__name__}: got a torch.Tensor; minidae works on NumPy or CuPy arrays: "
                             f"convert it with .numpy() (.detach().cpu().numpy() from a GPU tensor)")
+        if self._array_input and not hasattr(x, "shape"):
+            got = "None (a forward before it that returns nothing?)" if x is None else \
+                f"a {type(x).__name__}; convert it first: numpy.asarray(x, dtype=numpy.float32)"
+            raise TypeError(f"{type(self).__name__}: expected an array, got {got}")
         dtype = getattr(x, "dtype", None)
         data = next(iter(self._params.values())).data if self._params else next(
             (value for value in (self.__dict__.get(name) for name in self._buffers)
@@ -395,6 +405,15 @@ def _unpaired(module, calls, output):
     if not calls and output is not None:
         return (f"{name}.backward: no waiting call of {name} returned the array given as output= (name a forward by "
                 f"the very array it returned, and keep that array until the backward)")
+    if len(calls) > 1 and output is not None:  # Identity(x) is x: two calls on one x returned the same array
+        fix = (f"inside {parent}.backprop, go back through ctx.calls (the calls its forward made, in order: "
+               f"ctx.calls[i].backward(dy))" if parent else
+               "or make the calls in the forward of a module of your own, whose backprop goes back through ctx.calls "
+               "(the calls that forward made, in order)")
+        return (f"{name}.backward: {len(calls)} waiting calls of {name} returned this very array, so output= cannot "
+                f"tell them apart (a module that returns its input, as Identity does, called twice on one array). "
+                f"Call it on arrays of their own (x, then x.copy()), or go back through each call before the next "
+                f"forward; {fix}")
     if not calls and parent:
         return (f"{name}.backward: the forward of {parent} being gone back through made no call of {name} that still "
                 f"waits for its backward (inside {parent}.backprop, go back through the calls its forward made: "

@@ -12,6 +12,8 @@ class Flatten(Module):
     (N, d1, d2, ...) -> (N, d1*d2*...).   Backward: reshape dL/dy to the input's shape.
     """
 
+    _array_input = True
+
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
@@ -38,6 +40,8 @@ class Unflatten(Module):
     ``Unflatten(shape)`` is short for ``Unflatten(1, shape)``: (N, prod(shape)) -> (N, *shape).
     Backward: merge dL/dy's split dimensions back into one.
     """
+
+    _array_input = True
 
     def __init__(self, dim, unflattened_size=None):
         super().__init__()

@@ -68,16 +68,17 @@ class ModuleTree:
             self._buffers.remove(key)
         object.__delattr__(self, key)
 
-    def named_modules(self, prefix="", remove_duplicate=True):
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
         """(name, module) for this module ("" or ``prefix``) and every sub-module, depth first; a module registered
-        at several places is listed once, under its first name, unless ``remove_duplicate`` is False."""
-        seen = set()
+        at several places is listed once, under its first name, unless ``remove_duplicate`` is False. ``memo``, a
+        set of modules to leave out, is PyTorch's too (and grows with those listed)."""
+        memo = set() if memo is None else memo
 
         def walk(module, name):
             if remove_duplicate:
-                if id(module) in seen:
+                if module in memo:
                     return
-                seen.add(id(module))
+                memo.add(module)
             yield name, module
             for key, child in module._modules.items():
                 if child is not None:
@@ -100,21 +101,31 @@ class ModuleTree:
         """The direct sub-modules, each once."""
         return [module for _, module in self.named_children()]
 
-    def named_parameters(self, prefix="", remove_duplicate=True):
-        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order; a parameter
-        shared by several modules (tied weights) is listed once, under its first key, unless ``remove_duplicate``
-        is False (``state_dict`` keeps every key, as PyTorch's)."""
-        seen = set()
-        for name, module in self.named_modules(prefix, remove_duplicate):
-            for key, param in module._params.items():
-                if param is None or (remove_duplicate and id(param) in seen):
-                    continue
-                seen.add(id(param))
-                yield (f"{name}.{key}" if name else key), param
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(key, Parameter) pairs under PyTorch's key names ("conv1.weight"), in registration order, of this module
+        and, unless ``recurse`` is False, its sub-modules; a parameter shared by several modules (tied weights) is
+        listed once, under its first key, unless ``remove_duplicate`` is False (``state_dict`` keeps every key, as
+        PyTorch's)."""
+        return self._named_members(lambda module: module._params.items(), prefix, recurse, remove_duplicate)
 
-    def parameters(self):
-        """Every Parameter of the module and its sub-modules, each once, as a list (what an optimiser takes)."""
-        return [param for _, param in self.named_parameters()]
+    def parameters(self, recurse=True):
+        """Every Parameter of the module and (unless ``recurse`` is False) its sub-modules, each once, as a list
+        (what an optimiser takes)."""
+        return [param for _, param in self.named_parameters(recurse=recurse)]
+
+    def _named_members(self, members, prefix, recurse, remove_duplicate):
+        """(key, value) for the (name, value) pairs ``members(module)`` gives of each module (this one only if not
+        ``recurse``), leaving out None and, if ``remove_duplicate``, a value listed already: PyTorch's
+        ``_named_members``, behind named_parameters and named_buffers."""
+        seen = set()
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        for name, module in modules:
+            for key, value in members(module):
+                if value is None or id(value) in seen:
+                    continue
+                if remove_duplicate:
+                    seen.add(id(value))
+                yield (f"{name}.{key}" if name else key), value
 
     def apply(self, fn):
         """``fn(module)`` for every sub-module (children first, depth first), then for this module; returns self.
@@ -184,13 +195,15 @@ class ModuleTree:
         if name not in self._buffers:
             self._buffers.append(name)
 
-    def named_buffers(self, remove_duplicate=True):
-        """(key, array) pairs of every buffer that is not None, under PyTorch's key names ("bn.running_mean")."""
-        for prefix, module in self.named_modules(remove_duplicate=remove_duplicate):
-            for name in module._buffers:
-                value = module.__dict__.get(name)
-                if value is not None:
-                    yield (f"{prefix}.{name}" if prefix else name), value
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        """(key, array) pairs of every buffer that is not None, under PyTorch's key names ("bn.running_mean"), of
+        this module and, unless ``recurse`` is False, its sub-modules (an array held as two buffers listed once,
+        unless ``remove_duplicate`` is False)."""
+        return self._named_members(_buffers_of, prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse=True):
+        """Every buffer of the module and (unless ``recurse`` is False) its sub-modules, each once, as a list."""
+        return [value for _, value in self.named_buffers(recurse=recurse)]
 
     def zero_grad(self, set_to_none=True):
         """Leave every parameter without a gradient (None, as PyTorch's default), or with ``set_to_none=False``
@@ -217,25 +230,41 @@ class ModuleTree:
         To move a model to the GPU, make CuPy the backend first: ``backend.use("cupy"); model.to()``.
         """
         if dtype is not None:
+            given = dtype
+            if type(given).__module__.startswith("torch"):  # torch.float64, torch.device("cuda")
+                raise TypeError(f"{type(self).__name__}.to: got {given}, a torch {type(given).__name__}; minidae "
+                                f"takes NumPy dtypes (model.to(numpy.float64), or model.double()), and moves a model "
+                                f"to the GPU with backend.use('cupy') and then model.to()")
             try:
-                dtype = numpy.dtype(dtype)
+                dtype = numpy.dtype(given)
             except TypeError:
-                dtype = None if not isinstance(dtype, str) else dtype
-            if not isinstance(dtype, numpy.dtype) or dtype.kind != "f":
+                dtype = None
+            if dtype is None or dtype.kind != "f":
                 raise ValueError(f"{type(self).__name__}.to: expected a floating-point dtype such as numpy.float32, "
-                                 f"got {dtype!r}; to move a model to the GPU, call backend.use('cupy') and then "
+                                 f"got {given!r}; to move a model to the GPU, call backend.use('cupy') and then "
                                  f"model.to()")
         for param in self.parameters():
             host = backend.to_numpy(param.data)
             param.data = backend.xp.asarray(host if dtype is None else host.astype(dtype))  # no gradient after a move
         for _, module in self.named_modules():
-            for name in module._buffers:
-                value = module.__dict__.get(name)
+            for name, value in _buffers_of(module):
                 if value is not None:
                     host = backend.to_numpy(value)
                     cast = dtype is not None and host.dtype.kind == "f"
                     setattr(module, name, backend.xp.asarray(host.astype(dtype) if cast else host))
         return self
+
+    def float(self):
+        """``to(numpy.float32)``, as PyTorch's ``model.float()``; returns self."""
+        return self.to(numpy.float32)
+
+    def double(self):
+        """``to(numpy.float64)``, as PyTorch's ``model.double()``; returns self."""
+        return self.to(numpy.float64)
+
+    def half(self):
+        """``to(numpy.float16)``, as PyTorch's ``model.half()``; returns self."""
+        return self.to(numpy.float16)
 
     def state_dict(self):
         """An ordered dict of NumPy copies of every parameter and buffer, keyed (and ordered) like PyTorch's:
@@ -248,8 +277,7 @@ class ModuleTree:
             for key, param in module._params.items():
                 if param is not None:
                     yield (f"{prefix}.{key}" if prefix else key), param.data
-            for name in module._buffers:
-                value = module.__dict__.get(name)
+            for name, value in _buffers_of(module):
                 if value is not None:
                     yield (f"{prefix}.{name}" if prefix else name), value
 
@@ -324,3 +352,8 @@ class ModuleTree:
         lines = [f"  ({key}): " + repr(module).replace("\n", "\n  ") for key, module in self._modules.items()]
         body = "\n" + "\n".join(lines) + "\n" if lines else ""
         return f"{type(self).__name__}({self.extra_repr()}{body})"
+
+
+def _buffers_of(module):
+    """(name, array or None) of each buffer ``module`` itself registered, in registration order."""
+    return [(name, module.__dict__.get(name)) for name in module._buffers]
