@@ -1,5 +1,6 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -430,8 +431,60 @@ def run_gradcheck(args):
     return 1 if failed else 0
 
 
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. Once the terminal or pipe it writes to has gone away (a write
+    raising EIO after a hangup, EPIPE after the reader closed, or the stream closed), its output goes to
+    os.devnull, as Python's documentation on SIGPIPE does it, instead of ending the command with a traceback: a
+    run still writes its checkpoint and exits with its own code."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        return self._tolerate(self.stream.write, text) or len(text)
+
+    def flush(self):
+        self._tolerate(self.stream.flush)
+
+    def _tolerate(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EPIPE):
+                raise
+        except ValueError:
+            if not self.stream.closed:  # (a UnicodeEncodeError, say)
+                raise
+        with contextlib.suppress(OSError, ValueError):  # its fd onto os.devnull: later writes and flushes succeed
+            fd, devnull = self.stream.fileno(), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
+@contextlib.contextmanager
+def _tolerant_output():
+    """sys.stdout and sys.stderr as _Output for the duration, flushed at its end (where a gone terminal is found)."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (None if stream is None else _Output(stream) for stream in streams)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        sys.stdout, sys.stderr = streams
+
+
 def main(argv=None):
     """Parse ``argv`` (default: the command line), run the subcommand, return its exit code."""
+    with _tolerant_output():
+        return _main(argv)
+
+
+def _main(argv):
     from .models import MODELS
     parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
                                                                  "hand-written layers on NumPy or CuPy")

@@ -6,7 +6,8 @@ it, evaluates on the test set, and leaves in ``out``: loss_vs_iters.png, denoisi
 metrics.json (strict JSON) and checkpoint.npz (rewritten after every epoch), each written atomically.
 A new run never replaces another's files: an ``out`` holding a run is refused unless ``force``.
 
-Interruptions lose nothing: Ctrl-C or SIGTERM finishes the current step, saves a checkpoint that
+Interruptions lose nothing: Ctrl-C, SIGTERM or SIGHUP (the terminal or the ssh session closed; ignored under
+nohup) finishes the current step, saves a checkpoint that
 records the position inside the epoch, and exits; ``--resume`` replays the epoch's
 shuffling and noise up to that position, so the resumed run ends with the same weights as
 an uninterrupted one. A NaN or infinite loss, test loss or weight stops the run, naming the
@@ -341,10 +342,13 @@ def denoise_examples(model, images, labels, noise, level, seed, clip=True):
                  for a in (noisy, denoised, clean))
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a run; the message says what was saved and how to continue.
+HANGUP = getattr(signal, "SIGHUP", None)  # the terminal or the ssh session closed (Windows has none)
 
-    ``exit_code`` is the shell's: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a run; the message says what was saved and how to continue.
+
+    ``exit_code`` is the shell's: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
 
     def __init__(self, message, signum=signal.SIGINT):
         super().__init__(message)
@@ -352,7 +356,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _Signals:
-    """Ctrl-C (SIGINT) and SIGTERM during a run. While ``deferred`` (the training loop), the first one only
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP during a run. While ``deferred`` (the training loop), the first one only
     sets ``pending``, checked between steps, so that a checkpoint can be written at a step boundary; a
     second one, or any outside the loop (data loading, the final plots), raises KeyboardInterrupt at once."""
 
@@ -369,18 +373,23 @@ class _Signals:
 
     def stop(self, what):
         """An Interrupted exception for the last signal, its message ``what`` (where it struck, what was saved)."""
-        how = "stopped by SIGTERM" if self.signum == signal.SIGTERM else "interrupted"
+        how = {signal.SIGTERM: "stopped by SIGTERM",
+               HANGUP: "stopped by SIGHUP (the terminal or session closed)"}.get(self.signum, "interrupted")
         return Interrupted(f"{how} {what}", self.signum)
 
 
 @contextlib.contextmanager
 def _signals():
-    """A _Signals handling SIGINT and SIGTERM for the duration (in the main thread; elsewhere none can arrive)."""
+    """A _Signals handling SIGINT, SIGTERM and SIGHUP for the duration (in the main thread; elsewhere none can
+    arrive). A SIGHUP that is ignored (nohup) stays ignored."""
     state = _Signals()
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
-    previous = {signum: signal.signal(signum, state.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM]
+    if HANGUP is not None and signal.getsignal(HANGUP) is not signal.SIG_IGN:
+        handled.append(HANGUP)
+    previous = {signum: signal.signal(signum, state.handler) for signum in handled}
     try:
         yield state
     finally:
@@ -673,7 +682,7 @@ def train(config=None, **overrides):
     """Train (or resume) a run; returns the metrics dictionary that metrics.json holds.
 
     Raises TrainingDiverged where the loss, the test loss or the weights stop being finite (the last good
-    checkpoint stays), Interrupted after Ctrl-C or SIGTERM (saying what was saved), ValueError for settings
+    checkpoint stays), Interrupted after Ctrl-C, SIGTERM or SIGHUP (saying what was saved), ValueError for settings
     or an --out that cannot be used, CheckpointError (a ValueError) for a checkpoint that cannot be resumed.
     A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
