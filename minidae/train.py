@@ -15,11 +15,13 @@ iteration, and leaves the last good checkpoint in place: non-finite weights are 
 """
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import math
 import os
 import platform
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -264,6 +266,23 @@ def colour_line(sources, channels):
     if channels == 1:
         return f"{kept} (--channels 1, the default; --channels 3 keeps their colour); "
     return f"{kept} (--channels 3; --channels 1 makes them grayscale); "
+
+
+def shared_images_line(config, train, test):
+    """A warning line where test images (``config.test_data``) are training images too, byte for byte (the same
+    folder or the same files): the test loss then measures memorisation; "" where none are."""
+    seen = {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in train}
+    shared = sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in seen for image in test)
+    if not shared:
+        return ""
+    if shared == len(test):
+        what = "its one image is a training image" if shared == 1 else f"its {shared} images are all training images"
+    else:
+        what = f"{shared} of its {len(test)} images " + ("is also a training image" if shared == 1 else
+                                                         "are also training images")
+    return (f"warning: --test-data {config.test_data}: {what} (--data {config.data}), so the test loss measures "
+            f"memorisation, not the denoising of unseen pictures; give --test-data pictures the run does not train "
+            f"on, or leave it out to hold out a fraction of --data")
 
 
 def image_shape(config):
@@ -575,6 +594,10 @@ class _Run:
                                     seed=config.seed, clip=config.clip)
         if self.diagnostics is not None:
             self.diagnostics.last = config.epochs * len(self.batches) - 1  # a record at the run's last step too
+        if config.test_data is not None:
+            warning = shared_images_line(config, self.train_images, self.test_images)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
         print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} images "
               f"({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
