@@ -231,7 +231,7 @@ def load_data(config, progress=True):
         fraction = 0.1 if config.test_fraction is None else config.test_fraction
         count = max(1, round(len(found) * fraction))
         if count >= len(found):
-            raise ValueError(f"--data {config.data}: {len(found)} images are too few to hold out a fraction of "
+            raise ValueError(f"--data {config.data}: too few images ({len(found)}) to hold out a fraction of "
                              f"{fraction:g} for testing; add images, or give --test-data")
         order = numpy.random.default_rng(config.seed).permutation(len(found))
         test = found.subset(order[:count], f"held out of them: test fraction {fraction:g}, seed {config.seed}")
@@ -239,8 +239,9 @@ def load_data(config, progress=True):
     parts = []
     for part, samples, kind in ((train, config.train_samples, "train"), (test, config.test_samples, "test")):
         if samples is not None and samples > len(part):  # as the data sets' splits (load_split)
-            raise ValueError(f"--{kind}-samples {samples}: there are {len(part)} {kind} images ({part.source}); give "
-                             f"at most {len(part)}, or leave --{kind}-samples out")
+            there = f"there is 1 {kind} image" if len(part) == 1 else f"there are {len(part)} {kind} images"
+            raise ValueError(f"--{kind}-samples {samples}: {there} ({part.source}); give at most {len(part)}, or "
+                             f"leave --{kind}-samples out")
         parts.append(part if samples is None else
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts
@@ -598,7 +599,8 @@ class _Run:
             warning = shared_images_line(config, self.train_images, self.test_images)
             if warning:
                 print(warning, file=sys.stderr, flush=True)
-        print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} images "
+        print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} "
+              f"image{'s' * (len(self.train_images) != 1)} "
               f"({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
 
@@ -818,7 +820,8 @@ def _finish(run, wall_seconds, signals):
         raise signals.stop(f"while writing the results: {run.out} holds {', '.join(written)} (training is "
                            f"complete); {', '.join(missing)} not written: --resume {run.checkpoint_path} writes "
                            f"them") from None
-    print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "
+    print(f"test set ({len(run.test_images)} image{'s' * (len(run.test_images) != 1)}): MSE noisy "
+          f"{final['mse_noisy']:.5f} -> denoised "
           f"{final['mse_denoised']:.5f}, PSNR {final['psnr_noisy']:.2f} -> {final['psnr_denoised']:.2f} dB, "
           f"SSIM {final['ssim_noisy']:.3f} -> {final['ssim_denoised']:.3f}", flush=True)
     print(f"wrote {run.out}/: {', '.join(written)}", flush=True)

@@ -222,7 +222,7 @@ REFUSALS = {
     "a missing data path": (["--data", "{tmp}/missing"], r"--data .*missing: no such file or folder"),
     "a test fraction of 1.5": (["--test-fraction", "1.5"], r"--test-fraction 1.5: a fraction in \(0, 1\)"),
     "test data without data": (["--data", None, "--test-data", "{tmp}/x.npy"], r"--test-data needs --data"),
-    "too few images to hold out": (["--data", "{tmp}/one.npy"], r"1 images are too few"),
+    "too few images to hold out": (["--data", "{tmp}/one.npy"], r"too few images \(1\) to hold out"),
     "a summary of a missing factory": (None, r"defines no function 'big'"),
 }
 

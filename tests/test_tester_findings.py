@@ -66,3 +66,22 @@ def test_test_data_apart_from_the_training_data_warns_of_nothing(here, capsys):
     pictures(here / "test", 4, seed=1)
     assert train("pics", "test", "run") == 0
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------------ wording
+
+def test_one_image_is_one_image_not_1_images(here, capsys):
+    """A folder of one picture: "1 images from the folder ...", "training on 1 images", "test set (1 images)"."""
+    pictures(here / "one", 1)
+    pictures(here / "other", 1, seed=1)
+    assert train("one", "other", "run") == 0
+    out = capsys.readouterr().out
+    assert f"training on 1 image (1 image from the folder {here / 'one'}), testing on 1 (1 image from" in out, out
+    assert "test set (1 image): " in out and "1 images" not in out, out
+    assert cli.main(["train", "--data", "one", "--epochs", "1", "--out", "run2", "--no-progress"]) == 1
+    err = one_line(capsys)
+    assert "too few images (1) to hold out" in err, err  # it said "1 images are too few"
+    np.save(here / "x.npy", np.zeros((1, 28, 28), dtype=np.uint8))
+    assert train("one", "x.npy", "run3", "--test-samples", "2") == 1
+    err = one_line(capsys)
+    assert "there is 1 test image (1 image from" in err, err

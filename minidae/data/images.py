@@ -307,7 +307,8 @@ def _folder(root, size, progress=False, channels=1):
         raise DataError(f"{root}: none of its pictures could be read{skipped.text()}")
     labels = numpy.array([classes.index(t) for t in top], dtype=numpy.int64) if labelled else None
     images = images[kept] if len(kept) < len(found) else images
-    what = f"{len(kept)} images from the folder {root}" + (f" ({len(classes)} classes)" if labelled else "")
+    what = (f"{len(kept)} image{'s' * (len(kept) != 1)} from the folder {root}"
+            + (f" ({len(classes)} classes)" if labelled else ""))
     return ImageSet(images, labels, classes if labelled else None, what + skipped.text(), pictures=True)
 
 
@@ -434,7 +435,7 @@ def _array_file(path, size, channels=1):
         raise DataError(f"{path}: 'labels' must be integers of shape ({len(images)},), got {labels.dtype} "
                         f"{labels.shape}")
     return ImageSet(images, None if labels is None else labels.astype(numpy.int64), None,
-                    f"{len(images)} images from {path}")
+                    f"{len(images)} image{'s' * (len(images) != 1)} from {path}")
 
 
 def _idx_file(path, size, channels=1):
@@ -453,8 +454,9 @@ def _idx_file(path, size, channels=1):
         except (IDXError, OSError) as exc:
             raise DataError(f"{sibling}: not a readable IDX labels file ({exc})") from None
         if labels.shape != (len(images),):
-            raise DataError(f"{sibling}: {labels.shape} labels for {len(images)} images in {path}")
-    return ImageSet(images, labels, None, f"{len(images)} images from {path}"
+            raise DataError(f"{sibling}: {labels.shape} labels for {len(images)} image{'s' * (len(images) != 1)} in "
+                            f"{path}")
+    return ImageSet(images, labels, None, f"{len(images)} image{'s' * (len(images) != 1)} from {path}"
                     + (f" with labels from {sibling.name}" if labels is not None else ""))
 
 
