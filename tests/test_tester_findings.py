@@ -85,3 +85,13 @@ def test_one_image_is_one_image_not_1_images(here, capsys):
     assert train("one", "x.npy", "run3", "--test-samples", "2") == 1
     err = one_line(capsys)
     assert "there is 1 test image (1 image from" in err, err
+
+
+def test_a_file_that_is_no_picture_is_named_by_its_path_not_by_a_reader(here, capsys):
+    """It said "cannot identify image file <_io.BufferedReader name=4>": Pillow's repr of the open file."""
+    pictures(here / "pics", 3)
+    (here / "pics" / "notes.png").write_text("not a picture")
+    assert cli.main(["train", "--data", "pics", "--epochs", "1", "--out", "run", "--no-progress"]) == 1
+    err = one_line(capsys)
+    assert err == (f"error: {here / 'pics' / 'notes.png'}: not a readable image (Pillow cannot identify it as a "
+                   f"picture); remove it or convert it"), err

@@ -194,7 +194,11 @@ def _open_picture(path):
     except Image.DecompressionBombError as exc:
         f.close()
         raise DataError(f"{path}: too large to read safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:  # its message names the open file by its repr, "<_io.BufferedReader name=4>"
+        f.close()
+        raise DataError(f"{path}: not a readable image (Pillow cannot identify it as a picture); remove it or "
+                        f"convert it") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         f.close()
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); remove it or convert it") \
             from None
