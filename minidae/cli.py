@@ -131,12 +131,19 @@ def check_resume_flags(args):
                 continue  # the factory the checkpoint records, named where it is now (models.for_checkpoint)
             given = resolve_spec(given)
         if given is not None and key in saved and given != saved[key]:
-            flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
-            differ.append(f"{flag} (the checkpoint's: {saved[key]})")
+            flag = f"--{key.replace('_', '-')}"
+            has = (f"no {flag}" if saved[key] is None else "clipped noisy inputs" if key == "clip" else
+                   f"{flag} {saved[key]}")
+            differ.append(("--no-clip", f"{has} (not --no-clip)") if key == "clip" else (flag, f"{has} (not {given})"))
     if differ:
-        raise ValueError(f"--resume {args.resume} continues that run with its own recipe, but "
-                         f"{', '.join(differ)} differ from it; drop {'them' if len(differ) > 1 else 'it'} (--epochs "
-                         f"may change), or start a new run without --resume")
+        flags, recipe = (_listed(part) for part in zip(*differ))
+        raise ValueError(f"--resume {args.resume} continues a run whose recipe has {recipe}; leave {flags} out (with "
+                         f"--resume, only --epochs may change), or start a new run without --resume")
+
+
+def _listed(items):
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def os_error_line(exc):

@@ -95,3 +95,22 @@ def test_a_file_that_is_no_picture_is_named_by_its_path_not_by_a_reader(here, ca
     err = one_line(capsys)
     assert err == (f"error: {here / 'pics' / 'notes.png'}: not a readable image (Pillow cannot identify it as a "
                    f"picture); remove it or convert it"), err
+
+
+def test_resume_with_a_changed_recipe_flag_is_refused_in_a_clear_sentence(here, capsys):
+    """It said "... continues that run with its own recipe, but --lr 0.01 (the checkpoint's: 0.001) differ from it;
+    drop it (--epochs may change), ...": "differ" for one flag, and "it" the recipe or the checkpoint."""
+    pictures(here / "pics", 10)
+    pictures(here / "test", 2, seed=1)
+    assert train("pics", "test", "run") == 0
+    capsys.readouterr()
+    resume = ["train", "--resume", "run/checkpoint.npz", "--epochs", "2", "--no-progress"]
+    assert cli.main(resume + ["--lr", "0.01"]) == 1
+    assert one_line(capsys) == ("error: --resume run/checkpoint.npz continues a run whose recipe has --lr 0.001 (not "
+                                "0.01); leave --lr out (with --resume, only --epochs may change), or start a new run "
+                                "without --resume")
+    assert cli.main(resume + ["--batch-size", "4", "--no-clip", "--test-samples", "1"]) == 1
+    assert one_line(capsys) == ("error: --resume run/checkpoint.npz continues a run whose recipe has --batch-size 8 "
+                                "(not 4), clipped noisy inputs (not --no-clip) and no --test-samples (not 1); leave "
+                                "--batch-size, --no-clip and --test-samples out (with --resume, only --epochs may "
+                                "change), or start a new run without --resume")
