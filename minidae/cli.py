@@ -352,7 +352,16 @@ def run_summary(args):
     shape = tuple(args.input_shape) if args.input_shape else (channels, size, size)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"--input-shape takes C H W, three positive numbers, got {' '.join(map(str, shape))}")
-    print(models.format_summary(args.model, args.batch_size, shape, model=model))
+    try:
+        table = models.format_summary(args.model, args.batch_size, shape, model=model)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a layer refusing the shape (a ValueError), or a model of one's own failing otherwise
+        given = f"--input-shape {' '.join(map(str, shape))}" if args.input_shape else "the default; give --input-shape"
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"summary {args.model}: the model cannot take an input of shape "
+                         f"{' x '.join(map(str, shape))} ({given}): {reason}") from None
+    print(table)
     return 0
 
 

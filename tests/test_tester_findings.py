@@ -114,3 +114,14 @@ def test_resume_with_a_changed_recipe_flag_is_refused_in_a_clear_sentence(here, 
                                 "(not 4), clipped noisy inputs (not --no-clip) and no --test-samples (not 1); leave "
                                 "--batch-size, --no-clip and --test-samples out (with --resume, only --epochs may "
                                 "change), or start a new run without --resume")
+
+
+@pytest.mark.parametrize("model, shape, reason", [
+    ("fc_ae", "1 32 32", "Linear: expected a floating-point input of shape (*, 784), got (1, 1024) float32"),
+    ("conv_dae", "3 28 28", "Conv2d: expected a floating-point input of shape (N, 1, H, W) or (1, H, W)")])
+def test_summary_names_an_input_shape_the_model_cannot_take(capsys, model, shape, reason):
+    """It said only "error: Linear: expected ...", naming neither the shape given nor the model."""
+    assert cli.main(["summary", model, "--input-shape", *shape.split()]) == 1
+    err = one_line(capsys)
+    assert err.startswith(f"error: summary {model}: the model cannot take an input of shape "
+                          f"{shape.replace(' ', ' x ')} (--input-shape {shape}): {reason}"), err
