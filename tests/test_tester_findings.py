@@ -125,3 +125,23 @@ def test_summary_names_an_input_shape_the_model_cannot_take(capsys, model, shape
     err = one_line(capsys)
     assert err.startswith(f"error: summary {model}: the model cannot take an input of shape "
                           f"{shape.replace(' ', ' x ')} (--input-shape {shape}): {reason}"), err
+
+
+def test_a_lab_tiff_is_read_in_grayscale_through_rgb(here, monkeypatch):
+    """A LAB-mode TIFF read in grayscale said "conversion from LAB to RGB not supported" (Pillow converts LAB to RGB
+    only); through RGB it reads as the RGB reading's luma. A mode Pillow cannot convert at all is named."""
+    from minidae.data.images import DataError, read_picture
+    Image.new("LAB", (40, 30), (140, 20, 230)).save(here / "lab.tif")
+    rgb = read_picture(here / "lab.tif", 28, channels=3)
+    gray = read_picture(here / "lab.tif", 28)
+    luma = Image.fromarray(rgb.transpose(1, 2, 0), mode="RGB").convert("L")
+    assert gray.shape == (28, 28) and np.array_equal(gray, np.asarray(luma)) and gray.max() > 0
+
+    def refuse(image, mode=None, *args, **kwargs):
+        raise ValueError(f"conversion from {image.mode} to {mode} not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", refuse)
+    with pytest.raises(DataError) as refused:
+        read_picture(here / "lab.tif", 28)
+    assert str(refused.value) == (f"{here / 'lab.tif'}: Pillow cannot convert its colour mode LAB to grayscale; "
+                                  f"save it as RGB or grayscale")

@@ -26,7 +26,7 @@ the same for training, for ``minidae train --data`` and for ``minidae denoise`` 
      (a white stroke drawn on a transparent background stays visible, light on black as MNIST's digits);
      a picture with no visible pixel is white;
   3. ``channels=1``: grayscale by Pillow's luma (ITU-R 601); ``channels=3``: RGB (a grayscale picture's
-     level in all three);
+     level in all three); a mode Pillow converts only to RGB (LAB) goes through RGB;
   4. centre-cropped to a square and resized to S x S with Lanczos resampling (Pillow's ``ImageOps.fit``):
      a picture that is not square loses the edges of its longer side, never its proportions.
 * **An array file**: ``.npy`` holding (N, H, W), (N, 1, H, W) or, for ``channels=3``, (N, 3, H, W) images
@@ -151,7 +151,15 @@ def picture_to_array(image, size, channels=1, name="the picture"):
     from PIL import Image, ImageOps
     if channels not in CHANNELS:
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB colour), got {channels!r}")
-    image = _on_paper(_eight_bit(image, name)).convert("L" if channels == 1 else "RGB")
+    image = _on_paper(_eight_bit(image, name))
+    try:
+        image = image.convert("L" if channels == 1 else "RGB")
+    except ValueError:  # Pillow converts some modes (LAB) only to RGB: through it, or one line naming the mode
+        try:
+            image = image.convert("RGB").convert("L" if channels == 1 else "RGB")
+        except ValueError:
+            raise DataError(f"{name}: Pillow cannot convert its colour mode {image.mode} to "
+                            f"{'grayscale' if channels == 1 else 'RGB'}; save it as RGB or grayscale") from None
     array = numpy.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS), dtype=numpy.uint8)
     return array if channels == 1 else numpy.ascontiguousarray(array.transpose(2, 0, 1))
 
