@@ -1,5 +1,6 @@
 """``python -m minidae`` / ``minidae``: train, eval, denoise and gradcheck from the command line."""
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -130,12 +131,19 @@ def check_resume_flags(args):
                 continue  # the factory the checkpoint records, named where it is now (models.for_checkpoint)
             given = resolve_spec(given)
         if given is not None and key in saved and given != saved[key]:
-            flag = "--no-clip" if key == "clip" else f"--{key.replace('_', '-')} {given}"
-            differ.append(f"{flag} (the checkpoint's: {saved[key]})")
+            flag = f"--{key.replace('_', '-')}"
+            has = (f"no {flag}" if saved[key] is None else "clipped noisy inputs" if key == "clip" else
+                   f"{flag} {saved[key]}")
+            differ.append(("--no-clip", f"{has} (not --no-clip)") if key == "clip" else (flag, f"{has} (not {given})"))
     if differ:
-        raise ValueError(f"--resume {args.resume} continues that run with its own recipe, but "
-                         f"{', '.join(differ)} differ from it; drop {'them' if len(differ) > 1 else 'it'} (--epochs "
-                         f"may change), or start a new run without --resume")
+        flags, recipe = (_listed(part) for part in zip(*differ))
+        raise ValueError(f"--resume {args.resume} continues a run whose recipe has {recipe}; leave {flags} out (with "
+                         f"--resume, only --epochs may change), or start a new run without --resume")
+
+
+def _listed(items):
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def os_error_line(exc):
@@ -344,7 +352,16 @@ def run_summary(args):
     shape = tuple(args.input_shape) if args.input_shape else (channels, size, size)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"--input-shape takes C H W, three positive numbers, got {' '.join(map(str, shape))}")
-    print(models.format_summary(args.model, args.batch_size, shape, model=model))
+    try:
+        table = models.format_summary(args.model, args.batch_size, shape, model=model)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a layer refusing the shape (a ValueError), or a model of one's own failing otherwise
+        given = f"--input-shape {' '.join(map(str, shape))}" if args.input_shape else "the default; give --input-shape"
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"summary {args.model}: the model cannot take an input of shape "
+                         f"{' x '.join(map(str, shape))} ({given}): {reason}") from None
+    print(table)
     return 0
 
 
@@ -430,8 +447,60 @@ def run_gradcheck(args):
     return 1 if failed else 0
 
 
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. Once the terminal or pipe it writes to has gone away (a write
+    raising EIO after a hangup, EPIPE after the reader closed, or the stream closed), its output goes to
+    os.devnull, as Python's documentation on SIGPIPE does it, instead of ending the command with a traceback: a
+    run still writes its checkpoint and exits with its own code."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        return self._tolerate(self.stream.write, text) or len(text)
+
+    def flush(self):
+        self._tolerate(self.stream.flush)
+
+    def _tolerate(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EPIPE):
+                raise
+        except ValueError:
+            if not self.stream.closed:  # (a UnicodeEncodeError, say)
+                raise
+        with contextlib.suppress(OSError, ValueError):  # its fd onto os.devnull: later writes and flushes succeed
+            fd, devnull = self.stream.fileno(), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
+@contextlib.contextmanager
+def _tolerant_output():
+    """sys.stdout and sys.stderr as _Output for the duration, flushed at its end (where a gone terminal is found)."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (None if stream is None else _Output(stream) for stream in streams)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        sys.stdout, sys.stderr = streams
+
+
 def main(argv=None):
     """Parse ``argv`` (default: the command line), run the subcommand, return its exit code."""
+    with _tolerant_output():
+        return _main(argv)
+
+
+def _main(argv):
     from .models import MODELS
     parser = argparse.ArgumentParser(prog="minidae", description="minidae: a denoising autoencoder built from "
                                                                  "hand-written layers on NumPy or CuPy")

@@ -6,7 +6,8 @@ it, evaluates on the test set, and leaves in ``out``: loss_vs_iters.png, denoisi
 metrics.json (strict JSON) and checkpoint.npz (rewritten after every epoch), each written atomically.
 A new run never replaces another's files: an ``out`` holding a run is refused unless ``force``.
 
-Interruptions lose nothing: Ctrl-C or SIGTERM finishes the current step, saves a checkpoint that
+Interruptions lose nothing: Ctrl-C, SIGTERM or SIGHUP (the terminal or the ssh session closed; ignored under
+nohup) finishes the current step, saves a checkpoint that
 records the position inside the epoch, and exits; ``--resume`` replays the epoch's
 shuffling and noise up to that position, so the resumed run ends with the same weights as
 an uninterrupted one. A NaN or infinite loss, test loss or weight stops the run, naming the
@@ -14,11 +15,13 @@ iteration, and leaves the last good checkpoint in place: non-finite weights are 
 """
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import math
 import os
 import platform
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -228,7 +231,7 @@ def load_data(config, progress=True):
         fraction = 0.1 if config.test_fraction is None else config.test_fraction
         count = max(1, round(len(found) * fraction))
         if count >= len(found):
-            raise ValueError(f"--data {config.data}: {len(found)} images are too few to hold out a fraction of "
+            raise ValueError(f"--data {config.data}: too few images ({len(found)}) to hold out a fraction of "
                              f"{fraction:g} for testing; add images, or give --test-data")
         order = numpy.random.default_rng(config.seed).permutation(len(found))
         test = found.subset(order[:count], f"held out of them: test fraction {fraction:g}, seed {config.seed}")
@@ -236,8 +239,9 @@ def load_data(config, progress=True):
     parts = []
     for part, samples, kind in ((train, config.train_samples, "train"), (test, config.test_samples, "test")):
         if samples is not None and samples > len(part):  # as the data sets' splits (load_split)
-            raise ValueError(f"--{kind}-samples {samples}: there are {len(part)} {kind} images ({part.source}); give "
-                             f"at most {len(part)}, or leave --{kind}-samples out")
+            there = f"there is 1 {kind} image" if len(part) == 1 else f"there are {len(part)} {kind} images"
+            raise ValueError(f"--{kind}-samples {samples}: {there} ({part.source}); give at most {len(part)}, or "
+                             f"leave --{kind}-samples out")
         parts.append(part if samples is None else
                      part.subset(slice(0, samples), f"the first {samples}: {part.source}"))
     train, test = parts
@@ -263,6 +267,23 @@ def colour_line(sources, channels):
     if channels == 1:
         return f"{kept} (--channels 1, the default; --channels 3 keeps their colour); "
     return f"{kept} (--channels 3; --channels 1 makes them grayscale); "
+
+
+def shared_images_line(config, train, test):
+    """A warning line where test images (``config.test_data``) are training images too, byte for byte (the same
+    folder or the same files): the test loss then measures memorisation; "" where none are."""
+    seen = {hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in train}
+    shared = sum(hashlib.blake2b(image.tobytes(), digest_size=16).digest() in seen for image in test)
+    if not shared:
+        return ""
+    if shared == len(test):
+        what = "its one image is a training image" if shared == 1 else f"its {shared} images are all training images"
+    else:
+        what = f"{shared} of its {len(test)} images " + ("is also a training image" if shared == 1 else
+                                                         "are also training images")
+    return (f"warning: --test-data {config.test_data}: {what} (--data {config.data}), so the test loss measures "
+            f"memorisation, not the denoising of unseen pictures; give --test-data pictures the run does not train "
+            f"on, or leave it out to hold out a fraction of --data")
 
 
 def image_shape(config):
@@ -341,10 +362,13 @@ def denoise_examples(model, images, labels, noise, level, seed, clip=True):
                  for a in (noisy, denoised, clean))
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a run; the message says what was saved and how to continue.
+HANGUP = getattr(signal, "SIGHUP", None)  # the terminal or the ssh session closed (Windows has none)
 
-    ``exit_code`` is the shell's: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a run; the message says what was saved and how to continue.
+
+    ``exit_code`` is the shell's: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
 
     def __init__(self, message, signum=signal.SIGINT):
         super().__init__(message)
@@ -352,7 +376,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _Signals:
-    """Ctrl-C (SIGINT) and SIGTERM during a run. While ``deferred`` (the training loop), the first one only
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP during a run. While ``deferred`` (the training loop), the first one only
     sets ``pending``, checked between steps, so that a checkpoint can be written at a step boundary; a
     second one, or any outside the loop (data loading, the final plots), raises KeyboardInterrupt at once."""
 
@@ -369,18 +393,23 @@ class _Signals:
 
     def stop(self, what):
         """An Interrupted exception for the last signal, its message ``what`` (where it struck, what was saved)."""
-        how = "stopped by SIGTERM" if self.signum == signal.SIGTERM else "interrupted"
+        how = {signal.SIGTERM: "stopped by SIGTERM",
+               HANGUP: "stopped by SIGHUP (the terminal or session closed)"}.get(self.signum, "interrupted")
         return Interrupted(f"{how} {what}", self.signum)
 
 
 @contextlib.contextmanager
 def _signals():
-    """A _Signals handling SIGINT and SIGTERM for the duration (in the main thread; elsewhere none can arrive)."""
+    """A _Signals handling SIGINT, SIGTERM and SIGHUP for the duration (in the main thread; elsewhere none can
+    arrive). A SIGHUP that is ignored (nohup) stays ignored."""
     state = _Signals()
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
-    previous = {signum: signal.signal(signum, state.handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM]
+    if HANGUP is not None and signal.getsignal(HANGUP) is not signal.SIG_IGN:
+        handled.append(HANGUP)
+    previous = {signum: signal.signal(signum, state.handler) for signum in handled}
     try:
         yield state
     finally:
@@ -566,7 +595,12 @@ class _Run:
                                     seed=config.seed, clip=config.clip)
         if self.diagnostics is not None:
             self.diagnostics.last = config.epochs * len(self.batches) - 1  # a record at the run's last step too
-        print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} images "
+        if config.test_data is not None:
+            warning = shared_images_line(config, self.train_images, self.test_images)
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
+        print(f"{colour_line(self.sources, config.channels)}training on {len(self.train_images)} "
+              f"image{'s' * (len(self.train_images) != 1)} "
               f"({self.sources['train']}), testing on "
               f"{len(self.test_images)} ({self.sources['test']})", flush=True)
 
@@ -673,7 +707,7 @@ def train(config=None, **overrides):
     """Train (or resume) a run; returns the metrics dictionary that metrics.json holds.
 
     Raises TrainingDiverged where the loss, the test loss or the weights stop being finite (the last good
-    checkpoint stays), Interrupted after Ctrl-C or SIGTERM (saying what was saved), ValueError for settings
+    checkpoint stays), Interrupted after Ctrl-C, SIGTERM or SIGHUP (saying what was saved), ValueError for settings
     or an --out that cannot be used, CheckpointError (a ValueError) for a checkpoint that cannot be resumed.
     A failed run leaves no empty directory behind."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
@@ -786,7 +820,8 @@ def _finish(run, wall_seconds, signals):
         raise signals.stop(f"while writing the results: {run.out} holds {', '.join(written)} (training is "
                            f"complete); {', '.join(missing)} not written: --resume {run.checkpoint_path} writes "
                            f"them") from None
-    print(f"test set ({len(run.test_images)} images): MSE noisy {final['mse_noisy']:.5f} -> denoised "
+    print(f"test set ({len(run.test_images)} image{'s' * (len(run.test_images) != 1)}): MSE noisy "
+          f"{final['mse_noisy']:.5f} -> denoised "
           f"{final['mse_denoised']:.5f}, PSNR {final['psnr_noisy']:.2f} -> {final['psnr_denoised']:.2f} dB, "
           f"SSIM {final['ssim_noisy']:.3f} -> {final['ssim_denoised']:.3f}", flush=True)
     print(f"wrote {run.out}/: {', '.join(written)}", flush=True)

@@ -26,7 +26,7 @@ the same for training, for ``minidae train --data`` and for ``minidae denoise`` 
      (a white stroke drawn on a transparent background stays visible, light on black as MNIST's digits);
      a picture with no visible pixel is white;
   3. ``channels=1``: grayscale by Pillow's luma (ITU-R 601); ``channels=3``: RGB (a grayscale picture's
-     level in all three);
+     level in all three); a mode Pillow converts only to RGB (LAB) goes through RGB;
   4. centre-cropped to a square and resized to S x S with Lanczos resampling (Pillow's ``ImageOps.fit``):
      a picture that is not square loses the edges of its longer side, never its proportions.
 * **An array file**: ``.npy`` holding (N, H, W), (N, 1, H, W) or, for ``channels=3``, (N, 3, H, W) images
@@ -151,7 +151,15 @@ def picture_to_array(image, size, channels=1, name="the picture"):
     from PIL import Image, ImageOps
     if channels not in CHANNELS:
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB colour), got {channels!r}")
-    image = _on_paper(_eight_bit(image, name)).convert("L" if channels == 1 else "RGB")
+    image = _on_paper(_eight_bit(image, name))
+    try:
+        image = image.convert("L" if channels == 1 else "RGB")
+    except ValueError:  # Pillow converts some modes (LAB) only to RGB: through it, or one line naming the mode
+        try:
+            image = image.convert("RGB").convert("L" if channels == 1 else "RGB")
+        except ValueError:
+            raise DataError(f"{name}: Pillow cannot convert its colour mode {image.mode} to "
+                            f"{'grayscale' if channels == 1 else 'RGB'}; save it as RGB or grayscale") from None
     array = numpy.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS), dtype=numpy.uint8)
     return array if channels == 1 else numpy.ascontiguousarray(array.transpose(2, 0, 1))
 
@@ -194,7 +202,11 @@ def _open_picture(path):
     except Image.DecompressionBombError as exc:
         f.close()
         raise DataError(f"{path}: too large to read safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:  # its message names the open file by its repr, "<_io.BufferedReader name=4>"
+        f.close()
+        raise DataError(f"{path}: not a readable image (Pillow cannot identify it as a picture); remove it or "
+                        f"convert it") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         f.close()
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); remove it or convert it") \
             from None
@@ -307,7 +319,8 @@ def _folder(root, size, progress=False, channels=1):
         raise DataError(f"{root}: none of its pictures could be read{skipped.text()}")
     labels = numpy.array([classes.index(t) for t in top], dtype=numpy.int64) if labelled else None
     images = images[kept] if len(kept) < len(found) else images
-    what = f"{len(kept)} images from the folder {root}" + (f" ({len(classes)} classes)" if labelled else "")
+    what = (f"{len(kept)} image{'s' * (len(kept) != 1)} from the folder {root}"
+            + (f" ({len(classes)} classes)" if labelled else ""))
     return ImageSet(images, labels, classes if labelled else None, what + skipped.text(), pictures=True)
 
 
@@ -434,7 +447,7 @@ def _array_file(path, size, channels=1):
         raise DataError(f"{path}: 'labels' must be integers of shape ({len(images)},), got {labels.dtype} "
                         f"{labels.shape}")
     return ImageSet(images, None if labels is None else labels.astype(numpy.int64), None,
-                    f"{len(images)} images from {path}")
+                    f"{len(images)} image{'s' * (len(images) != 1)} from {path}")
 
 
 def _idx_file(path, size, channels=1):
@@ -453,8 +466,9 @@ def _idx_file(path, size, channels=1):
         except (IDXError, OSError) as exc:
             raise DataError(f"{sibling}: not a readable IDX labels file ({exc})") from None
         if labels.shape != (len(images),):
-            raise DataError(f"{sibling}: {labels.shape} labels for {len(images)} images in {path}")
-    return ImageSet(images, labels, None, f"{len(images)} images from {path}"
+            raise DataError(f"{sibling}: {labels.shape} labels for {len(images)} image{'s' * (len(images) != 1)} in "
+                            f"{path}")
+    return ImageSet(images, labels, None, f"{len(images)} image{'s' * (len(images) != 1)} from {path}"
                     + (f" with labels from {sibling.name}" if labels is not None else ""))
 
 
