@@ -15,7 +15,7 @@ from minidae.speed import cpu
 im2col, col2im = speed.core("im2col"), speed.core("col2im")
 
 TESTED = {"im2col", "col2im", "correlate_transpose", "conv2d", "conv2d_backward", "max_winners", "matmul", "adam_step",
-          "zero_grads"}
+          "zero_grads", "resize_backward"}
 
 
 def test_every_numpy_replacement_is_tested_here():
@@ -171,6 +171,30 @@ def test_a_linear_forward_swapped_equals_the_gemm_in_either_layout(n, features_i
     dy_t, x_f = rng.normal(size=(n, features_out)).astype(dtype).T, np.asfortranarray(x)  # dy^T (out, n), tall
     np.testing.assert_array_equal(cpu.matmul(dy_t, x_f), dy_t @ x_f)
     assert cpu.matmul(dy_t, x_f).flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-15)])
+@pytest.mark.parametrize("x_hw, out_hw, mode", [((7, 7), (14, 14), "nearest"), ((14, 14), (28, 28), "nearest"),
+                                               ((3, 5), (9, 10), "nearest"), ((4, 4), (10, 6), "nearest"),
+                                               ((4, 4), (8, 8), "bilinear")])
+def test_nearest_upsamplings_backward_by_block_sums_equals_the_gemms(x_hw, out_hw, mode, dtype, rtol):
+    """Upsample's backward: by whole factors (7 -> 14, 3 x 5 -> 9 x 10) the sum of each block equals A_h^T dy A_w
+    to float rounding; a factor that is not whole (4 -> 10) and bilinear go to the core function, unchanged."""
+    rng = np.random.default_rng(5)
+    a_h = F.interpolation_matrix(x_hw[0], out_hw[0], None, mode, False, dtype)
+    a_w = F.interpolation_matrix(x_hw[1], out_hw[1], None, mode, False, dtype)
+    dy = rng.normal(size=(3, 2, *out_hw)).astype(dtype)
+    core = speed.core("resize_backward")(dy, a_h, a_w)
+    got = cpu.resize_backward(dy, a_h, a_w)
+    assert got.shape == core.shape == (3, 2, *x_hw) and got.dtype == dtype
+    whole = mode == "nearest" and out_hw[0] % x_hw[0] == 0 and out_hw[1] % x_hw[1] == 0
+    assert (cpu._whole_repeats(a_h) is not None and cpu._whole_repeats(a_w) is not None) == whole
+    if whole:
+        np.testing.assert_allclose(got, core, rtol=rtol, atol=rtol)
+        dy[0, 0, 0, 0] = np.inf  # the block's sum is inf (the GEMM's 0 * inf spreads NaN along the row)
+        assert np.isinf(cpu.resize_backward(dy, a_h, a_w)[0, 0, 0, 0])
+    else:
+        np.testing.assert_array_equal(got, core)
 
 
 FLIPS = [((20, 32, 28, 28), 1, (3, 3), (1, 1)), ((10, 64, 14, 14), 32, (3, 3), (1, 1)), ((2, 5, 7, 6), 3, (3, 3), (0, 0)),

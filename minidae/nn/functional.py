@@ -272,6 +272,7 @@ def resize(x, a_h, a_w):
     return backend.matmul(t, a_h.T).reshape(n, c, q, p).transpose(0, 1, 3, 2), None
 
 
+@replaceable
 def resize_backward(dy, a_h, a_w):
     """dL/dx = A_h^T dL/dy A_w: the transpose of the linear map of :func:`resize`."""
     return resize(dy, a_h.T, a_w.T)[0]

@@ -15,12 +15,17 @@
 ``matmul``
     an outer product (shared dimension 1, as a batch-of-one weight gradient) as a broadcast multiply:
     OpenBLAS runs such GEMMs at about 1 GFLOP/s.
+``resize_backward``
+    nearest upsampling's backward by whole factors as the sum of each block, a strided slice per position in
+    it, not two GEMMs with the one-hot interpolation matrices.
 ``adam_step`` / ``zero_grads``
     Adam's update applied once to flat arrays holding every parameter, gradient and moment (each
     ``p.data``, ``p.grad`` and moment becomes a view into them) instead of once per parameter: 16 NumPy
     calls instead of 16 per parameter, each writing into one of two scratch arrays instead of a new one,
     and zero_grad(set_to_none=False) is one fill. The operations are optim.adam's, in its order.
 """
+import itertools
+
 import numpy
 
 from ..backend import CORE
@@ -31,7 +36,7 @@ from ..optim import optimizers
 from . import register
 from .flat import FlatAdam, zero_grads_for
 
-__all__ = ["im2col", "col2im", "first_maximum", "matmul", "adam_step", "zero_grads"]
+__all__ = ["im2col", "col2im", "first_maximum", "matmul", "adam_step", "zero_grads", "resize_backward"]
 
 
 def _bordered(shape, interior, fill, dtype):
@@ -259,11 +264,36 @@ def _adam(p, grad, m, v, t, lr, betas, eps, weight_decay, decoupled, s1, s2):
     p -= numpy.divide(numpy.multiply(lr, m_hat, out=s2), denominator, out=s2)      # p -= lr m_hat / (...)
 
 
+def _whole_repeats(a):
+    """k where ``a`` (P, H) repeats every row of the identity k times (nearest upsampling by a whole factor k:
+    rows k i to k i + k - 1 are one-hot at i), else None."""
+    size = a.shape[1]
+    k = a.shape[0] // size
+    if k < 1 or a.shape[0] != k * size or not numpy.array_equal(a, numpy.eye(size, dtype=a.dtype).repeat(k, axis=0)):
+        return None
+    return k
+
+
+def resize_backward(dy, a_h, a_w):
+    """F.resize_backward, A_h^T dL/dy A_w, for nearest upsampling by whole factors (k_h, k_w): the sum of each
+    k_h x k_w block of dy, one strided slice of dy per position in the block (no GEMM with the mostly-zero
+    matrices; the same sums in another order, and exact where dy holds inf, which the GEMM turns into NaN with
+    0 * inf); other matrices: the core function."""
+    kh, kw = _whole_repeats(a_h), _whole_repeats(a_w)
+    if kh is None or kw is None:
+        return CORE["resize_backward"](dy, a_h, a_w)
+    total = dy[:, :, 0::kh, 0::kw].copy()  # the block's first element, then the others added: kh kw strided passes
+    for i, j in itertools.product(range(kh), range(kw)):
+        if i or j:
+            total += dy[:, :, i::kh, j::kw]
+    return total
+
+
 zero_grads = zero_grads_for(numpy)  # one fill of the flat gradients (minidae.speed.flat)
 
 
 for _name, _function in (("im2col", im2col), ("col2im", col2im), ("correlate_transpose", correlate_transpose),
                          ("conv2d", conv2d), ("conv2d_backward", conv2d_backward),
                          ("max_winners", first_maximum), ("matmul", matmul), ("adam_step", adam_step),
-                         ("zero_grads", zero_grads)):
+                         ("zero_grads", zero_grads), ("resize_backward", resize_backward)):
     register(_name, "numpy", _function)
