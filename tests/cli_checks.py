@@ -1,6 +1,8 @@
-"""What the command-line tests share: one error line, and a disk that is full."""
+"""What the command-line tests share: one error line, a disk that is full, and images of one's own."""
 import errno
 import os
+
+import numpy as np
 
 
 def one_line(capsys):
@@ -13,3 +15,11 @@ def one_line(capsys):
 def full_disk(*args, **kwargs):
     """Stands in for a write: raises as a full disk does."""
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def own_images(path, labels=True):
+    """40 random 28 x 28 uint8 images of one's own (with labels 0, 1, 0, 1, ... unless ``labels`` is False) written
+    to the .npz file ``path``; returns ``path``."""
+    images = (np.random.default_rng(0).random((40, 28, 28)) * 255).astype(np.uint8)
+    np.savez(path, images=images, **({"labels": np.arange(40) % 2} if labels else {}))
+    return path

@@ -12,11 +12,11 @@ import sys
 import termios
 import time
 
-import numpy as np
 import pytest
 
 from minidae import backend, cli, train as training
 from minidae.checkpoint import load_checkpoint
+from cli_checks import own_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
@@ -27,9 +27,7 @@ def data(tmp_path, monkeypatch):
     """40 images of one's own (36 to train on: 5 steps of 8 an epoch), the public sets' cache an empty folder."""
     monkeypatch.setenv("MINIDAE_DATA", str(tmp_path / "public-cache"))
     backend.use("numpy", seed_value=0)
-    path = tmp_path / "x.npz"
-    np.savez(path, images=(np.random.default_rng(0).random((40, 28, 28)) * 255).astype(np.uint8))
-    return path
+    return own_images(tmp_path / "x.npz", labels=False)
 
 
 def start(data, out, **streams):

@@ -25,7 +25,7 @@ from PIL import Image
 from minidae import backend, cli, inspection, plots, train as training
 from minidae.checkpoint import load_checkpoint
 from minidae.data import DataError, datasets, load_images, load_mnist, write_idx
-from cli_checks import full_disk, one_line
+from cli_checks import full_disk, one_line, own_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
@@ -36,10 +36,7 @@ def data(tmp_path, monkeypatch):
     """28 x 28 images of one's own with labels (x.npz), and the public sets' cache pointed at an empty folder."""
     monkeypatch.setenv("MINIDAE_DATA", str(tmp_path / "public-cache"))
     backend.use("numpy", seed_value=0)
-    rng = np.random.default_rng(0)
-    path = tmp_path / "x.npz"
-    np.savez(path, images=(rng.random((40, 28, 28)) * 255).astype(np.uint8), labels=np.arange(40) % 2)
-    return path
+    return own_images(tmp_path / "x.npz")
 
 
 def train_argv(data, out, *extra):
@@ -53,8 +50,7 @@ def train_argv(data, out, *extra):
 def stored_run(tmp_path_factory):
     """One short run on images of one's own (with its per-layer records), trained once for the tests below."""
     folder = tmp_path_factory.mktemp("stored")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "x.npz", images=(rng.random((40, 28, 28)) * 255).astype(np.uint8), labels=np.arange(40) % 2)
+    own_images(folder / "x.npz")
     backend.use("numpy", seed_value=0)
     assert cli.main(train_argv(folder / "x.npz", folder / "run")) == 0
     return folder / "run"

@@ -11,15 +11,14 @@ from PIL import Image
 
 from minidae import backend, cli, models, optim
 from minidae.checkpoint import load_checkpoint, save_checkpoint
-from cli_checks import one_line
+from cli_checks import one_line, own_images
 
 
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
     """One short run on 28 x 28 images of one's own with labels, trained once for the tests below."""
     folder = tmp_path_factory.mktemp("stored")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "x.npz", images=(rng.random((40, 28, 28)) * 255).astype(np.uint8), labels=np.arange(40) % 2)
+    own_images(folder / "x.npz")
     backend.use("numpy", seed_value=0)
     assert cli.main(["train", "--data", str(folder / "x.npz"), "--epochs", "1", "--batch-size", "8", "--out",
                      str(folder / "run"), "--no-progress", "--no-diagnostics"]) == 0
