@@ -64,16 +64,15 @@ def linear_probe(train_x, train_y, test_x, test_y, epochs=10, batch_size=256, lr
     """Test accuracy of a linear classifier (softmax regression: Linear, CrossEntropyLoss, Adam, from zero
     weights) trained on (train_x, train_y), features standardised by the training set's mean and deviation. The
     labels may be any integers (-1 and 1, say): the probe has one output per distinct label."""
-    _, indices = numpy.unique(numpy.concatenate([backend.to_numpy(train_y), backend.to_numpy(test_y)]),
-                              return_inverse=True)
+    labels, indices = numpy.unique(numpy.concatenate([backend.to_numpy(train_y), backend.to_numpy(test_y)]),
+                                   return_inverse=True)
     train_y, test_y = indices[:len(train_y)], indices[len(train_y):]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-8
     train_x, test_x = ((x - mean) / std for x in (train_x, test_x))
     xp = backend.xp
     train_x, test_x = xp.asarray(train_x, dtype=xp.float32), xp.asarray(test_x, dtype=xp.float32)
     train_y, test_y = xp.asarray(train_y, dtype=xp.int64), xp.asarray(test_y, dtype=xp.int64)
-    classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
-    probe, criterion = nn.Linear(train_x.shape[1], classes), nn.CrossEntropyLoss()
+    probe, criterion = nn.Linear(train_x.shape[1], len(labels)), nn.CrossEntropyLoss()
     nn.init.zeros_(probe.weight)  # the problem is convex: start at zero, the same every time, the generator untouched
     nn.init.zeros_(probe.bias)
     optimizer = optim.Adam(probe.parameters(), lr=lr)
